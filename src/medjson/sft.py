@@ -1,0 +1,123 @@
+"""Stage `sft`: LoRA supervised fine-tuning that teaches the model to answer in strict JSON.
+
+The loss covers the assistant turn only, end-of-turn token included, so the model
+learns to stop after the JSON. Prompts are rendered with the same
+``enable_thinking`` setting that GRPO rollouts and evaluation use.
+
+    python -m medjson.sft --train data/pools/sft.jsonl --adapter models/sft_adapter \
+        --curves training/sft --scratch checkpoints/sft
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from medjson.checkpoints import file_digest, fingerprint, resume_point
+from medjson.cli import run_stage
+from medjson.lineage import write_base_record
+from medjson.modeling import load_model, load_tokenizer, resolve_precision, resolve_source, trainer_precision_flags
+from medjson.params import LoraParams, Params, load_params, log_params, trainer_config
+from medjson.records import read_jsonl
+
+log = logging.getLogger("medjson.sft")
+
+
+def lora_config(lora: LoraParams):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(params: Params, scratch: Path):
+    from trl import SFTConfig
+
+    precision = resolve_precision(params.model.precision)
+    return trainer_config(
+        SFTConfig,
+        params.sft.trainer,
+        "sft.trainer",
+        output_dir=str(scratch),
+        seed=params.seed,
+        data_seed=params.seed,
+        completion_only_loss=True,  # loss on the answer only: the prompt is given, not learned
+        **trainer_precision_flags(precision),
+    )
+
+
+def sft_dataset(records: list[dict], enable_thinking: bool):
+    """Prompt/completion rows; TRL renders both with the chat template and masks the prompt."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": r["messages"],
+                "completion": [{"role": "assistant", "content": r["target"]}],
+                "chat_template_kwargs": {"enable_thinking": enable_thinking},
+            }
+            for r in records
+        ]
+    )
+
+
+def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: list):
+    """An SFTTrainer ready to train; split out so tests can inspect its collated batches."""
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    set_seed(params.seed)
+    source = resolve_source(params.model.base, params.model.revision)
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, params.model.precision)
+    dataset = sft_dataset(read_jsonl(train_path), params.model.enable_thinking)
+    log.info("SFT examples: %d", len(dataset))
+    return SFTTrainer(
+        model=model,
+        args=sft_config(params, scratch),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(params.sft.lora),
+        callbacks=callbacks,
+    )
+
+
+def train_sft(params: Params, train_path: Path, adapter_dir: Path, curves_dir: Path, scratch: Path) -> dict:
+    """Train, resuming from scratch checkpoints of the same run, and save the adapter."""
+    from medjson.curves import LiveCurves
+
+    run_id = fingerprint(model=params.raw["model"], sft=params.raw["sft"], seed=params.seed, data=file_digest(train_path))
+    resume = resume_point(scratch, run_id)
+    trainer = build_trainer(params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume))])
+    trainer.model.print_trainable_parameters()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(adapter_dir))
+    write_base_record(adapter_dir, params.model.base, params.model.revision)
+    log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
+    return {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", type=Path, default=Path("data/pools/sft.jsonl"))
+    parser.add_argument("--adapter", type=Path, default=Path("models/sft_adapter"))
+    parser.add_argument("--curves", type=Path, default=Path("training/sft"))
+    parser.add_argument("--scratch", type=Path, default=Path("checkpoints/sft"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    log_params("sft", {"seed": params.seed, "model": params.raw["model"], "sft": params.raw["sft"]})
+    log.info("precision: %s", resolve_precision(params.model.precision))
+    train_sft(params, args.train, args.adapter, args.curves, args.scratch)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,186 @@
+"""Reading MedMCQA-shaped rows from the hub, JSON Lines or parquet, and validating each one.
+
+Two layouts exist and differ only in how the answer `cop` is numbered:
+- ``original``: the authors' release (``dev.json``), `cop` 1..4;
+- ``hub``: ``openlifescienceai/medmcqa`` and its parquet exports, `cop` 0..3.
+A source is read in one layout, declared in params.yaml or detected from the whole
+source; a row's layout is never guessed from the row itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medjson.prompts import LETTERS
+
+log = logging.getLogger(__name__)
+
+COP_OFFSET = {"original": 1, "hub": 0}
+
+
+class DataError(ValueError):
+    """A data source cannot be read, or holds a row that breaks the rules."""
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    options: list[str]
+    answer: str  # gold letter
+    subject: str
+    choice_type: str  # single | multi
+    explanation: str  # "" where the source has none
+
+
+@dataclass
+class RawRow:
+    where: str  # "file:line" or "hub-id[split]#index", for error messages
+    data: dict
+
+
+@dataclass
+class LoadReport:
+    """What validation did to one source: kept rows and every drop, by reason."""
+
+    dropped: Counter = field(default_factory=Counter)
+    null_explanations: int = 0
+    multi_questions: int = 0
+    repeated_options: int = 0
+
+    def merge(self, other: LoadReport) -> None:
+        self.dropped.update(other.dropped)
+        self.null_explanations += other.null_explanations
+        self.multi_questions += other.multi_questions
+        self.repeated_options += other.repeated_options
+
+
+def is_local(source: str) -> bool:
+    return Path(source).exists() or source.endswith((".json", ".jsonl", ".parquet"))
+
+
+def read_local(path: Path) -> list[RawRow]:
+    """Rows of a local JSON Lines (``.json``/``.jsonl``) or parquet file, with their line numbers."""
+    if not path.exists():
+        raise DataError(f"{path}: data source not found; set data.source in params.yaml to a file or hub id")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return [RawRow(f"{path}#row{i}", row) for i, row in enumerate(table.to_pylist())]
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); the file must be JSON Lines") from None
+            if not isinstance(data, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(data).__name__}")
+            rows.append(RawRow(f"{path}:{number}", data))
+    return rows
+
+
+def read_hub(dataset_id: str, split: str, revision: str | None) -> list[RawRow]:
+    """Rows of one split of a hub dataset (needs the network, or a populated HF cache)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(dataset_id, split=split, revision=revision)
+    return [RawRow(f"{dataset_id}[{split}]#{i}", row) for i, row in enumerate(dataset)]
+
+
+def detect_layout(rows: list[RawRow], declared: str, source: str) -> str:
+    """The layout of a whole source: the declared one, or the one its `cop` range proves."""
+    if declared != "auto":
+        return declared
+    cops = {row.data.get("cop") for row in rows}
+    has_zero, has_four = 0 in cops, 4 in cops
+    if has_zero and not has_four:
+        return "hub"
+    if has_four and not has_zero:
+        return "original"
+    raise DataError(
+        f"{source}: cannot tell whether `cop` is 0-based (hub) or 1-based (original): "
+        f"values seen {sorted(c for c in cops if isinstance(c, int))}; set data.layout in params.yaml"
+    )
+
+
+def _text(value) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def row_fault(data: dict, offset: int) -> str | None:
+    """Why a row cannot be used, or None when it can."""
+    if not _text(data.get("id")):
+        return "missing_id"
+    if not _text(data.get("question")):
+        return "empty_question"
+    if any(not _text(data.get(key)) for key in ("opa", "opb", "opc", "opd")):
+        return "empty_option"
+    cop = data.get("cop")
+    if isinstance(cop, bool) or not isinstance(cop, int) or not 0 <= cop - offset < len(LETTERS):
+        return "answer_out_of_range"
+    return None
+
+
+def validate_rows(
+    rows: list[RawRow], layout: str, bad_rows: str, keep_multi: bool, report: LoadReport
+) -> list[Question]:
+    """Turn raw rows into questions. A bad row raises (bad_rows=error) or is dropped and counted."""
+    offset = COP_OFFSET[layout]
+    seen_ids: set[str] = set()
+    questions = []
+    for row in rows:
+        data = row.data
+        fault = row_fault(data, offset)
+        if fault is None and _text(data["id"]) in seen_ids:
+            fault = "duplicate_id"
+        if fault is not None:
+            if bad_rows == "error":
+                raise DataError(
+                    f"{row.where}: row id {data.get('id')!r} is unusable ({fault}: "
+                    f"cop={data.get('cop')!r}, layout={layout}); fix the row, or set prepare.bad_rows: drop "
+                    "to drop and count such rows"
+                )
+            report.dropped[fault] += 1
+            continue
+        choice_type = _text(data.get("choice_type")) or "single"
+        if choice_type == "multi":
+            report.multi_questions += 1
+            if not keep_multi:
+                report.dropped["multi_choice_type"] += 1
+                continue
+        options = [_text(data[key]) for key in ("opa", "opb", "opc", "opd")]
+        if len({o.lower() for o in options}) < len(options):
+            report.repeated_options += 1  # kept: the gold letter still names one position
+        explanation = _text(data.get("exp"))
+        if not explanation:
+            report.null_explanations += 1
+        seen_ids.add(_text(data["id"]))
+        questions.append(
+            Question(
+                id=_text(data["id"]),
+                question=_text(data["question"]),
+                options=options,
+                answer=LETTERS[data["cop"] - offset],
+                subject=_text(data.get("subject_name")) or "Unknown",
+                choice_type=choice_type,
+                explanation=explanation,
+            )
+        )
+    return questions
+
+
+def load_source(source: str, layout: str, revision: str | None, split: str | None = None) -> tuple[list[RawRow], str]:
+    """Raw rows of a local file (whole) or one hub split, and the layout they are in."""
+    if is_local(source):
+        rows = read_local(Path(source))
+        return rows, detect_layout(rows, layout, source)
+    rows = read_hub(source, split or "train", revision)
+    return rows, "hub" if layout == "auto" else layout

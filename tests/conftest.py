@@ -1,0 +1,40 @@
+"""Shared fixtures: one thread per process, the tiny model, real MedMCQA where present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two processes on two cores with default threading ran training steps ~10x slower.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = PROJECT_ROOT / "data" / "questions" / "medjson_questions.jsonl"
+MEDMCQA_DEV = PROJECT_ROOT.parent / "shared" / "data" / "medmcqa" / "dev.json"
+
+
+@pytest.fixture(scope="session")
+def questions_path() -> Path:
+    return QUESTIONS
+
+
+@pytest.fixture(scope="session")
+def medmcqa_dev() -> Path:
+    if not MEDMCQA_DEV.exists():
+        pytest.skip(f"real MedMCQA validation data not found at {MEDMCQA_DEV}")
+    return MEDMCQA_DEV
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from medjson.tiny_model import build_tiny_qwen3
+
+    return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"), seed=0)

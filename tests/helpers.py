@@ -1,0 +1,37 @@
+"""Small helpers the tests share: writing MedMCQA-shaped rows and running DVC with its output shown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medjson.workspace import dvc
+
+
+def medmcqa_row(i: int, cop: int, **changes) -> dict:
+    row = {
+        "id": f"row-{i}",
+        "question": f"Which option is number {i}?",
+        "opa": f"alpha {i}",
+        "opb": f"beta {i}",
+        "opc": f"gamma {i}",
+        "opd": f"delta {i}",
+        "cop": cop,
+        "choice_type": "single",
+        "exp": f"Because {i} is special.",
+        "subject_name": ["Anatomy", "Physiology", "Surgery"][i % 3],
+        "topic_name": None,
+    }
+    row.update(changes)
+    return row
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run_dvc(folder: Path, *args: str) -> str:
+    result = dvc(folder, *args, check=False)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout

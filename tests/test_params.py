@@ -1,0 +1,79 @@
+"""params.yaml loads, builds every config the stages use, and rejects unknown or mistyped keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medjson.params import ParamsError, load_params, trainer_config
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def _write(tmp_path: Path, change) -> Path:
+    raw = yaml.safe_load(PARAMS.read_text())
+    change(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_project_params_build_every_config(tmp_path):
+    from peft import LoraConfig
+    from trl import GRPOConfig, SFTConfig
+
+    from medjson.grpo import grpo_config
+    from medjson.sft import lora_config, sft_config
+
+    params = load_params(PARAMS)
+    sft = sft_config(params, tmp_path / "sft")
+    assert isinstance(sft, SFTConfig) and sft.learning_rate == pytest.approx(2.0e-4)
+    grpo = grpo_config(params, tmp_path / "grpo")
+    assert isinstance(grpo, GRPOConfig)
+    # 8 distinct prompts per optimizer step, 4 completions each.
+    prompts = grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps // grpo.num_generations
+    assert (prompts, grpo.num_generations) == (8, 4)
+    assert grpo.chat_template_kwargs == {"enable_thinking": False}
+    assert isinstance(lora_config(params.sft.lora), LoraConfig)
+    assert params.evaluate.max_new_tokens == 128
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p["prepare"].update(sft_sise=3), "prepare.sft_sise"),
+        (lambda p: p.update(extra=1), "params.extra"),
+        (lambda p: p["sft"]["trainer"].update(learning_rate="2e-4"), None),
+        (lambda p: p["prepare"].update(sft_size="many"), "prepare.sft_size"),
+        (lambda p: p["model"].pop("precision"), "model.precision"),
+        (lambda p: p["model"].update(precision="fp8"), "model.precision"),
+        (lambda p: p["grpo"]["rewards"].update(niceness=1.0), "grpo.rewards.niceness"),
+    ],
+)
+def test_bad_params_fail_naming_the_key(tmp_path, change, message):
+    path = _write(tmp_path, change)
+    if message is None:  # trainer sections are checked when their config is built
+        from trl import SFTConfig
+
+        params = load_params(path)
+        with pytest.raises((ParamsError, ValueError, TypeError)):
+            trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", output_dir=str(tmp_path)).learning_rate + 1
+        return
+    with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
+        load_params(path)
+
+
+def test_unknown_trainer_key_names_the_key(tmp_path):
+    from trl import SFTConfig
+
+    path = _write(tmp_path, lambda p: p["sft"]["trainer"].update(learnig_rate=0.1))
+    params = load_params(path)
+    with pytest.raises(ParamsError, match=r"sft\.trainer\.learnig_rate"):
+        trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", output_dir=str(tmp_path))
+
+
+def test_missing_file_says_where(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")

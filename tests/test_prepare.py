@@ -1,0 +1,125 @@
+"""Pools: deterministic, disjoint by id and question text, and correct through `dvc repro prepare`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from helpers import medmcqa_row, run_dvc, write_rows
+from medjson.params import DataParams, PrepareParams
+from medjson.pools import check_disjoint, clean_reason, fill_pools, group_by_question, normalize_question, pool_record
+from medjson.prepare import make_pools
+from medjson.sources import DataError, Question
+from medjson.workspace import create_workspace
+
+
+def _prep(**changes) -> PrepareParams:
+    base = dict(sft_size=10, grpo_size=5, eval_size=None, keep_multi=True, bad_rows="error",
+                reason_max_chars=120, confidence_explained=0.85, confidence_unexplained=0.6)
+    return PrepareParams(**{**base, **changes})
+
+
+def _question(qid: str, text: str) -> Question:
+    return Question(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
+
+
+def test_same_question_text_never_crosses_pools(tmp_path):
+    rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(30)]
+    # Five rows share one stem (spacing and case differ), under different ids.
+    for i in range(5):
+        rows[i]["question"] = ["Skeletal  muscles", "skeletal muscles?", "SKELETAL muscles"][i % 3]
+    path = write_rows(tmp_path / "src.json", rows)
+    for seed in range(20):
+        pools, _, drops = make_pools(DataParams(str(path), "auto", None), _prep(sft_size=8, grpo_size=6), seed)
+        homes = {name for name, pool in pools.items() for q in pool if normalize_question(q.question) == "skeletal muscles"}
+        assert len(homes) <= 1
+        assert sum(len(p) for p in pools.values()) + drops["same_question_cut_at_pool_edge"] == 30
+
+
+def test_fill_pools_cuts_an_overflowing_group_instead_of_splitting_it():
+    groups = [[_question(f"g{g}-{i}", f"q{g}") for i in range(3)] for g in range(3)]
+    pools, discarded = fill_pools(groups, {"sft": 4, "eval": None})
+    assert [q.id for q in pools["sft"]] == ["g0-0", "g0-1", "g0-2", "g1-0"]
+    assert [q.id for q in pools["eval"]] == ["g2-0", "g2-1", "g2-2"]
+    assert discarded == 2
+
+
+def test_check_disjoint_names_the_leak():
+    pools = {"sft": [_question("x", "What is it?")], "eval": [_question("y", "what is it")]}
+    with pytest.raises(DataError, match="'y'.*eval.*sft"):
+        check_disjoint(pools)
+
+
+def test_group_by_question_keeps_first_seen_order():
+    qs = [_question("1", "b"), _question("2", "a"), _question("3", "B")]
+    assert [[q.id for q in g] for g in group_by_question(qs)] == [["1", "3"], ["2"]]
+
+
+def test_sft_target_is_schema_json_with_informative_confidence():
+    explained = Question("1", "Q?", ["w", "x", "y", "z"], "C", "Anatomy", "single", "Ans. c. Because y is right.")
+    unexplained = Question("2", "Q2?", ["w", "x", "y", "z"], "D", "Anatomy", "single", "")
+    first, second = (json.loads(pool_record(q, 300, 0.85, 0.6)["target"]) for q in (explained, unexplained))
+    assert first == {"predicted_category": "C", "confidence": 0.85, "reason": "Because y is right."}
+    assert second["predicted_category"] == "D" and second["confidence"] == 0.6 and "z" in second["reason"]
+
+
+@pytest.mark.parametrize(
+    "text, limit, expected",
+    [
+        ("Ans: b i.e. Liver  is\nbig", 100, "Liver is big"),
+        ("Answer is A) The heart.", 100, "The heart."),
+        ("First sentence here. Second sentence is much longer than the rest", 40, "First sentence here."),
+        ("word " * 30, 22, "word word word word..."),
+    ],
+)
+def test_clean_reason(text, limit, expected):
+    assert clean_reason(text, limit) == expected
+
+
+def _prepare_in(tmp_path, name, source, **prepare):
+    folder = create_workspace(tmp_path / name, {"data": {"source": str(source)}, "prepare": prepare})
+    run_dvc(folder, "repro", "prepare")
+    return folder
+
+
+def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_path):
+    first = _prepare_in(tmp_path, "one", questions_path, sft_size=100, grpo_size=50)
+    second = _prepare_in(tmp_path, "two", questions_path, sft_size=100, grpo_size=50)
+    for pool in ("sft", "grpo", "eval"):
+        assert (first / f"data/pools/{pool}.jsonl").read_bytes() == (second / f"data/pools/{pool}.jsonl").read_bytes()
+    report = json.loads((first / "metrics/data.json").read_text())
+    assert report["rows"] == {"sft": 100, "grpo": 50, "eval": 50}
+    assert len(report["subjects"]["eval"]) >= 10
+    other_seed = create_workspace(tmp_path / "three", {"data": {"source": str(questions_path)}, "seed": 7,
+                                                        "prepare": {"sft_size": 100, "grpo_size": 50}})
+    run_dvc(other_seed, "repro", "prepare")
+    assert (other_seed / "data/pools/eval.jsonl").read_bytes() != (first / "data/pools/eval.jsonl").read_bytes()
+
+
+def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
+    folder = _prepare_in(tmp_path, "real", medmcqa_dev)
+    pools = {p: [json.loads(l) for l in (folder / f"data/pools/{p}.jsonl").open()] for p in ("sft", "grpo", "eval")}
+    assert [len(pools["sft"]), len(pools["grpo"])] == [1000, 500]
+    texts = {p: {normalize_question(r["messages"][1]["content"].split("\n")[0]) for r in rows} for p, rows in pools.items()}
+    ids = {p: {r["id"] for r in rows} for p, rows in pools.items()}
+    for a, b in (("sft", "grpo"), ("sft", "eval"), ("grpo", "eval")):
+        assert not ids[a] & ids[b] and not texts[a] & texts[b]
+    total = sum(len(r) for r in pools.values())
+    report = json.loads((folder / "metrics/data.json").read_text())
+    assert total + sum(report["dropped"].values()) == 4183
+    letters = Counter(r["answer"] for r in pools["eval"])
+    assert report["eval_majority_accuracy"] == pytest.approx(max(letters.values()) / len(pools["eval"]), abs=1e-4)
+
+
+def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
+    rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(10)] + [medmcqa_row(50, cop=9)]
+    source = write_rows(tmp_path / "bad.json", rows)
+    folder = create_workspace(tmp_path / "ws", {"data": {"source": str(source)}, "prepare": {"sft_size": 4, "grpo_size": 2}})
+    from medjson.workspace import dvc
+
+    result = dvc(folder, "repro", "prepare", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "row-50" in output and "answer_out_of_range" in output and "Traceback" not in output
