@@ -38,3 +38,28 @@ def tiny_model(tmp_path_factory) -> Path:
     from medjson.tiny_model import build_tiny_qwen3
 
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"), seed=0)
+
+
+def tiny_overrides(model: Path, questions: Path) -> dict:
+    """Parameters that run the whole pipeline on the tiny model in about two minutes on CPU.
+
+    The neutral reason (reason_max_chars 0) keeps the target learnable for a model this
+    small; SFT's rate and steps follow the field notes.
+    """
+    return {
+        "model": {"base": str(model), "revision": None},
+        "data": {"source": str(questions)},
+        "prepare": {"sft_size": 120, "grpo_size": 40, "reason_max_chars": 0},
+        "sft": {
+            "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+            "trainer": {"learning_rate": 2.0e-2, "max_steps": 150, "per_device_train_batch_size": 8,
+                        "logging_steps": 10, "save_steps": 50, "activation_checkpointing": False, "warmup_steps": 0},
+        },
+        "grpo": {
+            "guard": {"preflight_prompts": 4},
+            "trainer": {"max_steps": 3, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+                        "temperature": 0.3, "max_completion_length": 64, "learning_rate": 1.0e-2,
+                        "activation_checkpointing": False, "save_steps": 100, "log_completions": False},
+        },
+        "evaluate": {"batch_size": 40, "max_new_tokens": 64},
+    }

@@ -94,13 +94,13 @@ def clean_reason(explanation: str, max_chars: int) -> str:
 
 def pool_record(question: Question, reason_max_chars: int, confidence_explained: float, confidence_unexplained: float) -> dict:
     """One JSONL record: the prompt messages, the gold letter, and the SFT target answer."""
-    reason = clean_reason(question.explanation, reason_max_chars) if question.explanation else ""
+    use_explanation = question.explanation and reason_max_chars > 0
+    reason = clean_reason(question.explanation, reason_max_chars) if use_explanation else ""
     if reason:
         confidence = confidence_explained
     else:
-        # No explanation: the target reason is a neutral restatement, and the target asserts less.
-        option = question.options["ABCD".index(question.answer)]
-        reason = f"Option {question.answer} ({option}) is the best-supported answer."
+        # No explanation to stand on: a neutral reason, and the target asserts less.
+        reason = f"Option {question.answer} is the best-supported answer."
         confidence = confidence_unexplained
     return {
         "id": question.id,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medjson.checkpoints import file_digest, fingerprint, resume_point
 from medjson.cli import run_stage
-from medjson.lineage import write_base_record
+from medjson.lineage import base_identity, write_base_record
 from medjson.modeling import load_model, load_tokenizer, resolve_precision, resolve_source, trainer_precision_flags
 from medjson.params import LoraParams, Params, load_params, log_params, trainer_config
 from medjson.records import read_jsonl
@@ -93,7 +93,8 @@ def train_sft(params: Params, train_path: Path, adapter_dir: Path, curves_dir: P
     """Train, resuming from scratch checkpoints of the same run, and save the adapter."""
     from medjson.curves import LiveCurves
 
-    run_id = fingerprint(model=params.raw["model"], sft=params.raw["sft"], seed=params.seed, data=file_digest(train_path))
+    base = base_identity(params.model.base, params.model.revision)
+    run_id = fingerprint(base=base, sft=params.raw["sft"], seed=params.seed, data=file_digest(train_path))
     resume = resume_point(scratch, run_id)
     trainer = build_trainer(params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume))])
     trainer.model.print_trainable_parameters()

@@ -76,12 +76,12 @@ def build_tiny_qwen3(out_dir: Path | str, seed: int = 0, vocab_size: int = 1024)
     im_end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen3Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=128,
+        intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
+        head_dim=32,
         max_position_embeddings=2048,
         # At the default 0.02 a LoRA barely moves so small a model; 0.1 lets SFT teach the format.
         initializer_range=0.1,

@@ -68,6 +68,9 @@ def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = 
     if not (folder / ".dvc").exists():
         subprocess.run(["dvc", "init", "-q"] + ([] if git else ["--no-scm"]), cwd=folder, check=True, env=env)
         subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=folder, check=True, env=env)
+        if git:  # DVCLive, inside a training stage, needs a commit to exist
+            _run(["git", "add", "-A"], folder)
+            _run(["git", "commit", "-qm", "workspace"], folder)
     return folder
 
 

@@ -1,0 +1,97 @@
+"""The whole DVC pipeline on the tiny model: it runs, SFT teaches the format, GRPO changes the
+model, every metrics and plots file is written, and a GRPO change re-runs only its side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import tiny_overrides
+from helpers import run_dvc
+from medjson.workspace import create_workspace
+
+pytestmark = pytest.mark.slow
+
+METRICS = ["metrics/data.json", "metrics/base.json", "metrics/sft.json", "metrics/grpo.json",
+           "metrics/comparison.json", "metrics/grpo_training.json"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny_model, questions_path):
+    folder = create_workspace(tmp_path_factory.mktemp("pipeline"), tiny_overrides(tiny_model, questions_path), git=True)
+    run_dvc(folder, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=folder, check=True)
+    subprocess.run(["git", "commit", "-qm", "baseline run"], cwd=folder, check=True)
+    return folder
+
+
+def _metrics(folder, name):
+    return json.loads((folder / f"metrics/{name}.json").read_text())
+
+
+def test_every_metrics_and_plots_file_is_written(pipeline):
+    for path in METRICS + ["plots/headline_metrics.png", "plots/change_vs_base.png",
+                           "training/sft/plots/metrics/loss.tsv", "training/grpo/plots/metrics/reward.tsv"]:
+        assert (pipeline / path).stat().st_size > 0, path
+    for model in ("base", "sft", "grpo"):
+        for name in ("predictions.jsonl", "confusion.json", "reliability.json", "subjects.json"):
+            assert (pipeline / "evaluation" / model / name).exists()
+    shown = run_dvc(pipeline, "metrics", "show", "--json")
+    assert "valid_json_rate" in shown
+    run_dvc(pipeline, "plots", "show", "-o", str(pipeline / "plots_html"))
+    assert (pipeline / "plots_html" / "index.html").exists()
+
+
+def test_sft_teaches_the_json_format(pipeline):
+    base, sft = _metrics(pipeline, "base"), _metrics(pipeline, "sft")
+    assert base["valid_json_rate"] <= 0.1
+    assert sft["valid_json_rate"] >= 0.9 and sft["schema_pass_rate"] >= 0.9
+    assert base["n"] == sft["n"] == 40
+
+
+def test_grpo_saw_reward_variance_and_changed_the_model(pipeline):
+    from safetensors.torch import load_file
+
+    summary = _metrics(pipeline, "grpo_training")
+    assert summary["steps"] == 3
+    assert summary["frac_reward_zero_std_mean"] < 1.0  # at least one step with non-zero reward std
+    sft = load_file(pipeline / "models/sft_merged/model.safetensors")
+    grpo = load_file(pipeline / "models/grpo_merged/model.safetensors")
+    changed = [k for k in sft if not (sft[k] == grpo[k]).all()]
+    assert any("q_proj" in k for k in changed)
+    lineage = json.loads((pipeline / "models/grpo_merged/medjson_lineage.json").read_text())
+    assert lineage["base"]["base"] == "models/sft_merged"
+
+
+def test_merged_logits_equal_the_adapter_models(pipeline, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.merge import load_adapter_model
+
+    monkeypatch.chdir(pipeline)  # the adapter's base is recorded relative to the workspace
+    adapter_model, _ = load_adapter_model(pipeline / "models/grpo_adapter")
+    merged = AutoModelForCausalLM.from_pretrained(pipeline / "models/grpo_merged", dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(pipeline / "models/grpo_merged")
+    batch = tokenizer(["Question: which nerve?", "A) Radial nerve B) Axillary"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = adapter_model(**batch).logits
+        got = merged(**batch).logits
+    assert torch.allclose(expected, got, atol=1e-4), (expected - got).abs().max()
+
+
+def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    params["grpo"]["trainer"]["learning_rate"] = 3.0e-2
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run_dvc(pipeline, "status", "--json")
+    assert set(json.loads(status)) == {"grpo"}
+    run_dvc(pipeline, "repro")
+    diff = json.loads(run_dvc(pipeline, "metrics", "diff", "--json"))
+    changed = {path for path, values in diff.items() if any(v.get("diff") not in (0, None) for v in values.values())}
+    assert changed, "the GRPO change changed no metric"
+    assert changed <= {"metrics/grpo.json", "metrics/comparison.json", "metrics/grpo_training.json"}
+    assert "metrics/sft.json" not in diff and "metrics/base.json" not in diff

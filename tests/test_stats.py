@@ -1,0 +1,110 @@
+"""Metric maths on hand-made predictions: intervals, McNemar, calibration, empty and tied cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from medjson.compare import compare
+from medjson.evaluate import plot_data, score
+from medjson.stats import (
+    brier_score,
+    expected_calibration_error,
+    mcnemar_exact,
+    paired_comparison,
+    reliability_bins,
+    wilson_interval,
+)
+
+
+def test_wilson_interval_known_values():
+    # Reference: 81/263 -> (0.2553, 0.3662); 0/10 -> (0, 0.2775); 10/10 -> (0.7225, 1).
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_half_width_at_200_questions_matches_the_field_notes():
+    low, high = wilson_interval(100, 200)
+    assert (high - low) / 2 == pytest.approx(0.068, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    "b, c, p",
+    [(0, 0, 1.0), (5, 5, 1.0), (10, 0, 0.001953125), (7, 2, 0.1796875), (1, 0, 1.0)],
+)
+def test_mcnemar_exact(b, c, p):
+    assert mcnemar_exact(b, c) == pytest.approx(p)
+    assert mcnemar_exact(c, b) == pytest.approx(p)
+
+
+def test_paired_comparison():
+    new = [True] * 6 + [False] * 4
+    old = [True] * 3 + [False] * 7
+    result = paired_comparison(new, old)
+    assert result.accuracy_diff == pytest.approx(0.3)
+    assert (result.new_only_correct, result.old_only_correct) == (3, 0)
+    assert result.mcnemar_p == pytest.approx(0.25)
+    assert result.ci_low < 0.3 < result.ci_high
+    tied = paired_comparison([True, False], [False, True])
+    assert tied.accuracy_diff == 0 and tied.mcnemar_p == 1.0
+    with pytest.raises(ValueError):
+        paired_comparison([True], [True, False])
+
+
+def test_calibration_maths():
+    confidences = [0.95, 0.95, 0.55, 0.55, 0.0]
+    correct = [True, False, True, True, False]
+    bins = reliability_bins(confidences, correct)
+    assert bins[0]["count"] == 1 and bins[9]["count"] == 2 and bins[5]["count"] == 2
+    # |0.95-0.5|*2/5 + |0.55-1|*2/5 + |0-0|*1/5
+    assert expected_calibration_error(confidences, correct) == pytest.approx(0.36)
+    assert brier_score([1.0, 0.0], [True, True]) == pytest.approx(0.5)
+    assert expected_calibration_error([], []) == 0.0 and brier_score([], []) == 0.0
+
+
+def _prediction(qid, gold, predicted, confidence=0.9, subject="Anatomy"):
+    valid = predicted is not None
+    return {"id": qid, "subject": subject, "gold": gold, "predicted": predicted, "confidence": confidence if valid else None,
+            "valid_json": valid, "schema_valid": valid, "correct": valid and predicted == gold,
+            "lenient_only": False, "lenient_correct": False}
+
+
+def test_score_on_hand_made_predictions():
+    predictions = [
+        _prediction("1", "A", "A"), _prediction("2", "A", "B"), _prediction("3", "B", "B"), _prediction("4", "C", None),
+    ]
+    metrics = score(predictions)
+    assert metrics["n"] == 4
+    assert metrics["accuracy"] == 0.5
+    assert metrics["valid_json_rate"] == 0.75 and metrics["schema_pass_rate"] == 0.75
+    assert metrics["accuracy_on_schema"] == pytest.approx(2 / 3)
+    assert metrics["majority_baseline"] == 0.5
+    assert metrics["predicted_share_invalid"] == 0.25 and metrics["predicted_share_B"] == 0.5
+    assert metrics["calibration_n"] == 3
+
+
+def test_score_all_invalid_and_empty():
+    metrics = score([_prediction(str(i), "A", None) for i in range(5)])
+    assert metrics["accuracy"] == 0 and metrics["accuracy_on_schema"] == 0 and metrics["calibration_n"] == 0
+    assert metrics["predicted_share_invalid"] == 1.0
+    empty = score([])
+    assert empty["n"] == 0 and empty["accuracy_ci_low"] == 0.0 and empty["accuracy_ci_high"] == 1.0
+
+
+def test_plot_data_has_an_invalid_label_and_subjects():
+    predictions = [_prediction("1", "A", "A", subject="X"), _prediction("2", "B", None, subject="Y")]
+    data = plot_data(predictions)
+    assert {"gold": "B", "predicted": "invalid"} in data["confusion"]
+    assert [s["subject"] for s in data["subjects"]] == ["X", "Y"]
+    assert data["reliability"] == [{"bin": 8, "bin_low": 0.8, "bin_high": 0.9, "count": 1, "confidence": 0.9, "accuracy": 1.0}]
+
+
+def test_compare_refuses_different_questions():
+    from medjson.cli import StageError
+
+    same = [_prediction("1", "A", "A")]
+    with pytest.raises(StageError):
+        compare({"base": same, "sft": same, "grpo": [_prediction("2", "A", "A")]})
+    result = compare({"base": same, "sft": same, "grpo": same})
+    assert set(result) == {"sft_vs_base", "grpo_vs_sft", "grpo_vs_base"}
