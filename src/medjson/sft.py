@@ -89,20 +89,21 @@ def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: li
     )
 
 
-def train_sft(params: Params, train_path: Path, adapter_dir: Path, curves_dir: Path, scratch: Path) -> dict:
+def train_sft(params: Params, train_path: Path, adapter_dir: Path, curves_dir: Path, scratch: Path,
+              extra_callbacks: list | None = None) -> dict:
     """Train, resuming from scratch checkpoints of the same run, and save the adapter."""
     from medjson.curves import LiveCurves
 
     base = base_identity(params.model.base, params.model.revision)
     run_id = fingerprint(base=base, sft=params.raw["sft"], seed=params.seed, data=file_digest(train_path))
     resume = resume_point(scratch, run_id)
-    trainer = build_trainer(params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume))])
+    trainer = build_trainer(params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume)), *(extra_callbacks or [])])
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
     write_base_record(adapter_dir, params.model.base, params.model.revision)
     log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
-    return {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
+    return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}
 
 
 def main() -> None:

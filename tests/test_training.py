@@ -1,0 +1,132 @@
+"""SFT loss masking, identical prompts across stages, resuming, and the GRPO guards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from transformers import TrainerCallback, TrainerControl
+
+from conftest import tiny_overrides
+from medjson.cli import StageError
+from medjson.grpo import GrpoMonitor, check_starts_from_sft
+from medjson.params import load_params
+from medjson.prompts import build_messages, render_prompt, target_json
+from medjson.records import write_jsonl
+from medjson.workspace import PROJECT_ROOT, deep_update
+
+import yaml
+
+
+@pytest.fixture
+def tiny_params(tmp_path, tiny_model, questions_path):
+    raw = deep_update(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), tiny_overrides(tiny_model, questions_path))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_params(path)
+
+
+@pytest.fixture
+def train_file(tmp_path):
+    records = []
+    for i in range(16):
+        messages = build_messages(f"Which nerve supplies muscle {i}?", ["Radial", "Axillary", "Ulnar", "Median"])
+        records.append({"id": str(i), "subject": "Anatomy", "messages": messages, "answer": "B",
+                        "target": target_json("B", 0.6, "Option B is the best-supported answer.")})
+    return write_jsonl(tmp_path / "sft.jsonl", records) and tmp_path / "sft.jsonl"
+
+
+def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, tmp_path):
+    from medjson.sft import build_trainer
+
+    trainer = build_trainer(tiny_params, train_file, tmp_path / "scratch", [])
+    batch = next(iter(trainer.get_train_dataloader()))
+    tokenizer = trainer.processing_class
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    row_ids, row_labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    real = [i for i, m in enumerate(batch["attention_mask"][0].tolist()) if m]
+    labelled = [i for i in real if row_labels[i] != -100]
+    prompt_end = labelled[0]
+    prompt_text = tokenizer.decode(row_ids[:prompt_end])
+    assert prompt_text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert all(row_labels[i] == -100 for i in real[:prompt_end])  # the prompt is never learned
+    assert labelled == list(range(prompt_end, real[-1] + 1))  # every answer token is learned
+    answer = tokenizer.decode([row_ids[i] for i in labelled])
+    assert answer.startswith('{"predicted_category": "B"') and im_end in [row_ids[i] for i in labelled]
+
+
+def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, tmp_path):
+    from medjson.sft import build_trainer
+
+    trainer = build_trainer(tiny_params, train_file, tmp_path / "scratch", [])
+    tokenizer = trainer.processing_class
+    row = trainer.train_dataset[0]
+    sft_prompt = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
+    messages = build_messages("Which nerve supplies muscle 0?", ["Radial", "Axillary", "Ulnar", "Median"])
+    evaluation = tokenizer(render_prompt(tokenizer, messages, False), add_special_tokens=False)["input_ids"]
+    # What GRPOTrainer does with GRPOConfig.chat_template_kwargs (trl 1.16, _tokenize_prompts).
+    from medjson.grpo import grpo_config
+
+    kwargs = grpo_config(tiny_params, tmp_path / "g").chat_template_kwargs
+    rollout = tokenizer.apply_chat_template(conversation=[messages], add_generation_prompt=True, tokenize=True,
+                                            return_dict=True, **kwargs)["input_ids"][0]
+    assert sft_prompt == evaluation == list(rollout)
+    assert "<think>\n\n</think>" in tokenizer.decode(evaluation)
+
+
+class _Interrupt(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control: TrainerControl, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt("simulated preemption")
+
+
+class _FirstStep(TrainerCallback):
+    first = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.first is None:
+            self.first = state.global_step
+
+
+def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_file, tmp_path):
+    from medjson.sft import train_sft
+
+    trainer_params = {**tiny_params.sft.trainer, "max_steps": 12, "save_steps": 5, "logging_steps": 1}
+    params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
+    paths = dict(train_path=train_file, adapter_dir=tmp_path / "adapter", curves_dir=tmp_path / "curves", scratch=tmp_path / "scratch")
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(params, **paths, extra_callbacks=[_Interrupt(7)])
+    assert (tmp_path / "scratch/checkpoint-5").exists() and not (tmp_path / "adapter").exists()
+    first = _FirstStep()
+    result = train_sft(params, **paths, extra_callbacks=[first])
+    assert result["resumed_from"].endswith("checkpoint-5")
+    assert first.first == 5 and result["global_step"] == 12
+    assert (tmp_path / "adapter/adapter_model.safetensors").exists()
+    # Another setting makes the old checkpoints stale: they are cleared, not resumed.
+    other = dataclasses.replace(params, seed=params.seed + 1)
+    assert train_sft(other, **paths)["resumed_from"] is None
+
+
+def test_grpo_refuses_to_start_from_the_base(tiny_params, tiny_model):
+    with pytest.raises(StageError, match="never from the base"):
+        check_starts_from_sft(tiny_model, tiny_params)
+
+
+def test_collapse_guard_stops_after_n_flat_logs():
+    monitor = GrpoMonitor(max_zero_std_logs=3)
+    control = TrainerControl()
+
+    class State:
+        global_step = 0
+
+    for step, frac in enumerate([1.0, 1.0, 0.5, 1.0, 1.0], start=1):
+        State.global_step = step
+        monitor.on_log(None, State, control, logs={"frac_reward_zero_std": frac, "reward": 0.0})
+    assert not control.should_training_stop  # the 0.5 broke the run of flat logs
+    State.global_step = 6
+    monitor.on_log(None, State, control, logs={"frac_reward_zero_std": 1.0, "reward": 0.0})
+    assert control.should_training_stop and monitor.collapsed_at == 6
+    assert len(monitor.history) == 6
