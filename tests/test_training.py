@@ -130,3 +130,14 @@ def test_collapse_guard_stops_after_n_flat_logs():
     monitor.on_log(None, State, control, logs={"frac_reward_zero_std": 1.0, "reward": 0.0})
     assert control.should_training_stop and monitor.collapsed_at == 6
     assert len(monitor.history) == 6
+
+
+def test_overlong_sft_examples_are_dropped_not_truncated(tiny_params, tiny_model):
+    from transformers import AutoTokenizer
+
+    from medjson.sft import drop_overlong
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    short = {"messages": build_messages("Short?", ["a", "b", "c", "d"]), "target": target_json("A", 0.6, "x")}
+    long = {"messages": build_messages("Long " * 400, ["a", "b", "c", "d"]), "target": target_json("A", 0.6, "x")}
+    assert drop_overlong([short, long, short], tokenizer, 256, False) == [short, short]

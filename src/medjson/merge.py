@@ -18,7 +18,7 @@ import torch
 
 from medjson.cli import run_stage
 from medjson.lineage import check_same_base, read_base_record
-from medjson.modeling import ModelSource, end_of_turn_ids, load_tokenizer, resolve_source
+from medjson.modeling import ModelSource, end_of_turn_ids, load_model, load_tokenizer, resolve_source
 
 log = logging.getLogger("medjson.merge")
 
@@ -28,13 +28,10 @@ STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 def load_adapter_model(adapter_dir: Path):
     """Base (fp32, CPU) with the adapter applied, not merged; checks the base is the one recorded."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     record = read_base_record(adapter_dir)
     check_same_base(record, record["base"], record["revision"], f"merge {adapter_dir}")
-    source = resolve_source(record["base"], record["revision"])
-    log.info("base: %s", source.describe())
-    base = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.kwargs())
+    base = load_model(resolve_source(record["base"], record["revision"]), "fp32", on_accelerator=False)
     return PeftModel.from_pretrained(base, str(adapter_dir)), record
 
 

@@ -102,14 +102,28 @@ def load_tokenizer(source: ModelSource, padding_side: str = "right"):
     return tokenizer
 
 
-def load_model(source: ModelSource, precision: str):
-    """A causal LM in the resolved precision's dtype, on the GPU when there is one."""
+def load_model(source: ModelSource, precision: str, on_accelerator: bool = True):
+    """A causal LM in the resolved precision's dtype, on the GPU when there is one (and asked for)."""
     from transformers import AutoModelForCausalLM
 
     dtype = DTYPES[resolve_precision(precision)]
     log.info("loading model %s (%s)", source.describe(), dtype)
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **source.kwargs())
-    return model.to(device())
+    if source.gguf_file:
+        _forget_gguf_quantization(model)
+    return model.to(device()) if on_accelerator else model
+
+
+def _forget_gguf_quantization(model) -> None:
+    """GGUF weights arrive dequantized to plain tensors, but tagged as GGUF-quantized.
+
+    The tag makes Trainer refuse to train and would be written into every saved
+    config.json; the tensors themselves are ordinary, so the tag is dropped.
+    """
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:

@@ -68,6 +68,23 @@ def sft_dataset(records: list[dict], enable_thinking: bool):
     )
 
 
+def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinking: bool) -> list[dict]:
+    """Examples that fit ``max_length`` whole; the rest are dropped and counted.
+
+    Truncation would cut the end of the sequence, which is the JSON answer and its
+    end-of-turn token: the model would learn unterminated answers.
+    """
+    kept = []
+    for record in records:
+        conversation = record["messages"] + [{"role": "assistant", "content": record["target"]}]
+        ids = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True, enable_thinking=enable_thinking)
+        if len(ids["input_ids"]) <= max_length:
+            kept.append(record)
+    if len(kept) < len(records):
+        log.warning("dropped %d of %d SFT examples longer than max_length %d tokens", len(records) - len(kept), len(records), max_length)
+    return kept
+
+
 def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: list):
     """An SFTTrainer ready to train; split out so tests can inspect its collated batches."""
     from transformers import set_seed
@@ -77,7 +94,9 @@ def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: li
     source = resolve_source(params.model.base, params.model.revision)
     tokenizer = load_tokenizer(source)
     model = load_model(source, params.model.precision)
-    dataset = sft_dataset(read_jsonl(train_path), params.model.enable_thinking)
+    max_length = params.sft.trainer.get("max_length", 1024)
+    records = drop_overlong(read_jsonl(train_path), tokenizer, max_length, params.model.enable_thinking)
+    dataset = sft_dataset(records, params.model.enable_thinking)
     log.info("SFT examples: %d", len(dataset))
     return SFTTrainer(
         model=model,

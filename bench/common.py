@@ -1,0 +1,73 @@
+"""What the benchmark scripts share: models to time, questions to ask, and how results are reported."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # runnable from a bare checkout (the GPU machine has no install)
+
+QUESTIONS = ROOT / "data" / "questions" / "medjson_questions.jsonl"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def conversations(n: int) -> list[list[dict]]:
+    """n chat prompts from the project's own questions (repeated if n > 200)."""
+    from medjson.prompts import build_messages
+    from medjson.sources import LoadReport, read_local, validate_rows
+
+    questions = validate_rows(read_local(QUESTIONS), "original", "error", True, LoadReport())
+    return [build_messages(q.question, q.options) for q in (questions * (n // len(questions) + 1))[:n]]
+
+
+def random_qwen3_06b(tokenizer_dir: Path, dtype: torch.dtype):
+    """Qwen3-0.6B's shape with random weights (no hub here), and the tiny model's tokenizer."""
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    from medjson.tiny_model import build_tiny_qwen3
+
+    if not (tokenizer_dir / "tokenizer.json").exists():
+        build_tiny_qwen3(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                         tie_word_embeddings=True, rope_theta=1_000_000, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen3ForCausalLM(config).to(dtype)
+    return model, tokenizer
+
+
+def load(model_spec: str, precision: str):
+    from medjson.modeling import load_model, load_tokenizer, resolve_source
+
+    source = resolve_source(model_spec)
+    return load_model(source, precision).eval(), load_tokenizer(source, padding_side="left")
+
+
+def report(title: str, rows: list[dict], out: Path | None) -> None:
+    """Print a table and write the rows as JSON."""
+    print(f"\n{title} on {machine()}")
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(_fmt(r[k])) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(_fmt(r[k]).ljust(widths[k]) for k in keys))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"title": title, "machine": machine(), "rows": rows}, indent=2) + "\n")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

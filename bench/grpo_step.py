@@ -1,0 +1,101 @@
+"""GRPO cost per optimizer step, and the share of it spent generating rollouts.
+
+Runs TRL's GRPOTrainer with the project's GRPO settings from params.yaml (LoRA,
+rewards, 8 prompts x 4 generations per optimizer step, 128 completion tokens) for a
+few steps, timing the trainer's generation calls separately.
+
+    python bench/grpo_step.py --random-qwen3-0.6b --steps 3     # on a GPU
+    python bench/grpo_step.py --tiny --steps 2                  # smoke run on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import ROOT, conversations, random_qwen3_06b, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--random-qwen3-0.6b", action="store_true")
+    which.add_argument("--tiny", action="store_true")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "grpo_step.json")
+    args = parser.parse_args()
+
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from medjson.grpo import grpo_config
+    from medjson.params import load_params
+    from medjson.rewards import REWARDS
+    from medjson.sft import lora_config
+
+    params = load_params(ROOT / "params.yaml")
+    if args.random_qwen3_0_6b:
+        model, tokenizer = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", torch.float32)
+    else:
+        from medjson.tiny_model import build_tiny_qwen3
+
+        folder = ROOT / "bench" / "results" / "tiny"
+        if not (folder / "config.json").exists():
+            build_tiny_qwen3(folder)
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    config = grpo_config(params, Path(tempfile.mkdtemp()))
+    config.max_steps, config.save_strategy, config.logging_steps, config.log_completions = args.steps + 1, "no", 1, False
+    prompts_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps // config.num_generations
+    convs = conversations(prompts_per_step * (args.steps + 1))
+    dataset = Dataset.from_list([{"prompt": c, "answer": "A"} for c in convs])
+    trainer = GRPOTrainer(model=model, reward_funcs=[REWARDS[n] for n in params.grpo.rewards], args=config,
+                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(params.grpo.lora))
+
+    generation_seconds = []
+    original = trainer._generate
+
+    def timed_generate(*a, **kw):
+        started = time.perf_counter()
+        result = original(*a, **kw)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        generation_seconds.append(time.perf_counter() - started)
+        return result
+
+    trainer._generate = timed_generate
+    step_times = []
+
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **kw):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *a, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            step_times.append(time.perf_counter() - self.started)
+
+    trainer.add_callback(StepTimer())
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    # The first optimizer step warms up; generation calls per step = gradient accumulation.
+    per_step = config.gradient_accumulation_steps
+    measured = step_times[1:]
+    generation = sum(generation_seconds[per_step:]) / len(measured)
+    step = sum(measured) / len(measured)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    rows = [{"prompts_per_step": prompts_per_step, "generations": config.num_generations,
+             "max_completion_length": config.max_completion_length, "s_per_optimizer_step": step,
+             "s_generating": generation, "generation_share": generation / step, "peak_gib": peak}]
+    report(f"GRPO optimizer step ({args.steps} timed after one warm-up)", rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
