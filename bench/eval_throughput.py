@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="model string as in params.yaml")
-    which.add_argument("--random-qwen3-0.6b", action="store_true", help="Qwen3-0.6B's shape, random weights")
+    which.add_argument("--random-qwen3-0.6b", dest="random_qwen3", action="store_true", help="Qwen3-0.6B's shape, random weights")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -53,7 +53,7 @@ def main() -> None:
     from medjson.generation import generate
     from medjson.modeling import DTYPES, resolve_precision
 
-    if args.random_qwen3_0_6b:
+    if args.random_qwen3:
         model, tokenizer = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", DTYPES[resolve_precision("auto")])
         tokenizer.padding_side = "left"
         name = "random Qwen3-0.6B shape"

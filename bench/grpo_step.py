@@ -23,7 +23,7 @@ from common import ROOT, conversations, random_qwen3_06b, report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--random-qwen3-0.6b", action="store_true")
+    which.add_argument("--random-qwen3-0.6b", dest="random_qwen3", action="store_true")
     which.add_argument("--tiny", action="store_true")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "grpo_step.json")
@@ -39,7 +39,7 @@ def main() -> None:
     from medjson.sft import lora_config
 
     params = load_params(ROOT / "params.yaml")
-    if args.random_qwen3_0_6b:
+    if args.random_qwen3:
         model, tokenizer = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", torch.float32)
     else:
         from medjson.tiny_model import build_tiny_qwen3
@@ -64,11 +64,11 @@ def main() -> None:
         result = original(*a, **kw)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        generation_seconds.append(time.perf_counter() - started)
+        generation_seconds.append((started, time.perf_counter() - started))
         return result
 
     trainer._generate = timed_generate
-    step_times = []
+    step_windows = []  # (start, end) of each optimizer step
 
     from transformers import TrainerCallback
 
@@ -79,17 +79,17 @@ def main() -> None:
         def on_step_end(self, *a, **kw):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            step_times.append(time.perf_counter() - self.started)
+            step_windows.append((self.started, time.perf_counter()))
 
     trainer.add_callback(StepTimer())
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    # The first optimizer step warms up; generation calls per step = gradient accumulation.
-    per_step = config.gradient_accumulation_steps
-    measured = step_times[1:]
-    generation = sum(generation_seconds[per_step:]) / len(measured)
-    step = sum(measured) / len(measured)
+    # The first optimizer step warms up. TRL generates a whole step's rollouts at once or per
+    # micro-batch depending on its settings, so generation time is summed by when it ran.
+    measured = step_windows[1:]
+    step = sum(end - start for start, end in measured) / len(measured)
+    generation = sum(d for t, d in generation_seconds if any(s <= t <= e for s, e in measured)) / len(measured)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     rows = [{"prompts_per_step": prompts_per_step, "generations": config.num_generations,
              "max_completion_length": config.max_completion_length, "s_per_optimizer_step": step,

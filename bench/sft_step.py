@@ -71,7 +71,7 @@ def time_steps(model, micro_batch: int, accumulation: int, seq_len: int, checkpo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--random-qwen3-0.6b", action="store_true")
+    which.add_argument("--random-qwen3-0.6b", dest="random_qwen3", action="store_true")
     which.add_argument("--tiny", action="store_true", help="the tiny random Qwen3 (CPU smoke run)")
     parser.add_argument("--seq-len", type=int, default=320)
     parser.add_argument("--steps", type=int, default=5)
@@ -86,7 +86,7 @@ def main() -> None:
     weights_dtype = torch.float32
 
     def fresh():
-        if args.random_qwen3_0_6b:
+        if args.random_qwen3:
             model, _ = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", weights_dtype)
         else:
             from transformers import AutoModelForCausalLM

@@ -34,9 +34,23 @@ def weights_digest(spec: str) -> str | None:
     return digest.hexdigest()
 
 
+def storage_dtype(spec: str, revision: str | None) -> str:
+    """The dtype the base's weights are stored in (bfloat16 for Qwen3), so merges keep its size."""
+    from transformers import AutoConfig
+
+    source = resolve_source(spec, revision)
+    dtype = getattr(AutoConfig.from_pretrained(source.path, **source.kwargs()), "dtype", None)
+    return str(dtype).replace("torch.", "") if dtype is not None else "float32"
+
+
 def base_identity(spec: str, revision: str | None) -> dict:
     local = resolve_source(spec, revision).is_local
-    return {"base": spec, "revision": None if local else revision, "weights_sha256": weights_digest(spec)}
+    return {
+        "base": spec,
+        "revision": None if local else revision,
+        "weights_sha256": weights_digest(spec),
+        "storage_dtype": storage_dtype(spec, revision),
+    }
 
 
 def write_base_record(adapter_dir: Path, spec: str, revision: str | None) -> None:

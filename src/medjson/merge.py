@@ -44,7 +44,7 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
     configured = [] if configured is None else ([configured] if isinstance(configured, int) else list(configured))
     generation.eos_token_id = sorted(set(configured) | set(end_of_turn_ids(tokenizer)))
     generation.pad_token_id = tokenizer.pad_token_id
-    storage = STORAGE_DTYPES.get(str(getattr(merged.config, "dtype", "")).replace("torch.", ""), torch.float32)
+    storage = STORAGE_DTYPES.get(record.get("storage_dtype", ""), torch.float32)
     merged.to(storage).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     lineage = {"adapter": str(adapter_dir), "base": record, "storage_dtype": str(storage).replace("torch.", "")}

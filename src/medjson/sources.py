@@ -91,7 +91,13 @@ def read_hub(dataset_id: str, split: str, revision: str | None) -> list[RawRow]:
     """Rows of one split of a hub dataset (needs the network, or a populated HF cache)."""
     from datasets import load_dataset
 
-    dataset = load_dataset(dataset_id, split=split, revision=revision)
+    try:
+        dataset = load_dataset(dataset_id, split=split, revision=revision)
+    except Exception as err:  # network, auth, unknown id or split: all end the same way for the user
+        raise DataError(
+            f"could not load split {split!r} of hub dataset {dataset_id!r} ({type(err).__name__}: {err}); "
+            "without internet, set data.source in params.yaml to a local JSON Lines or parquet file"
+        ) from None
     return [RawRow(f"{dataset_id}[{split}]#{i}", row) for i, row in enumerate(dataset)]
 
 

@@ -1,0 +1,54 @@
+"""Batched greedy generation gives exactly what one-at-a-time `generate` gives."""
+
+from __future__ import annotations
+
+import torch
+
+from medjson.generation import generate
+from medjson.modeling import end_of_turn_ids
+from medjson.prompts import build_messages, render_prompt
+
+
+def test_batched_pruned_greedy_matches_one_at_a_time_generate(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    questions = [build_messages(f"Question {i}? " + "long " * (i % 5) * 7, ["a", "b", "c", f"d{i}"]) for i in range(12)]
+    batched = generate(model, tokenizer, questions, False, batch_size=5, max_new_tokens=24)
+    for messages, got in zip(questions, batched.outputs):
+        encoded = tokenizer(render_prompt(tokenizer, messages, False), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**encoded, max_new_tokens=24, do_sample=False, eos_token_id=end_of_turn_ids(tokenizer),
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = out[0, encoded["input_ids"].shape[1]:]
+        assert got.text == tokenizer.decode(new, skip_special_tokens=True)
+        assert got.new_tokens == len(new)
+    assert batched.new_tokens == sum(o.new_tokens for o in batched.outputs)
+
+
+def test_common_prefix_leaves_every_row_a_token_of_its_own():
+    from medjson.generation import _common_prefix_length
+
+    assert _common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert _common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert _common_prefix_length([[7], [8, 9]]) == 0
+
+
+def test_rows_that_stop_early_leave_the_batch(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.generation import greedy_pruned
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = [tokenizer(render_prompt(tokenizer, build_messages(f"Q{i}?" + " x" * i, ["a", "b", "c", "d"]), False),
+                         add_special_tokens=False)["input_ids"] for i in range(4)]
+    free = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=set())
+    assert [len(t) for t in free] == [10] * 4
+    # Make each row's third token a stop token: every row ends there, and nothing runs on.
+    stops = {row[2] for row in free}
+    stopped = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=stops)
+    for row, full in zip(stopped, free):
+        first_stop = next(i for i, t in enumerate(full) if t in stops)
+        assert row == full[: first_stop + 1]
