@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import ROOT, conversations, load, random_qwen3_06b, report
 
 

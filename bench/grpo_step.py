@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import ROOT, conversations, random_qwen3_06b, report
 
 

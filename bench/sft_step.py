@@ -3,11 +3,11 @@
 Both runs use the same model, LoRA (r16 on q/k/v/o) and sequence length; only the
 batch layout and gradient checkpointing differ:
 - notebook: micro-batch 4 x gradient accumulation 4, gradient checkpointing on;
-- project: one pass of 16 (params.yaml `sft.trainer`), checkpointing as configured.
+- project: the layout in params.yaml `sft.trainer` (8 x 2 by default), as configured.
 The loop is a plain LoRA training step (forward, backward, AdamW), the part of
 SFTTrainer that costs time and memory.
 
-    python bench/sft_step.py --random-qwen3-0.6b --seq-len 320        # on a GPU
+    python bench/sft_step.py --random-qwen3-0.6b --seq-len 320 --also-single-pass   # on a GPU
     python bench/sft_step.py --tiny --seq-len 320                      # smoke run on CPU
 """
 
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import ROOT, random_qwen3_06b, report
 
 
@@ -75,11 +74,11 @@ def main() -> None:
     which.add_argument("--tiny", action="store_true", help="the tiny random Qwen3 (CPU smoke run)")
     parser.add_argument("--seq-len", type=int, default=320)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--project-checkpointing", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--also-single-pass", action="store_true", help="also time one pass of 16 (more memory)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sft_step.json")
     args = parser.parse_args()
 
-    from medjson.modeling import DTYPES, resolve_precision
+    from medjson.modeling import resolve_precision
 
     precision = resolve_precision("auto")
     # Weights stay fp32 under autocast, as the trainers keep them for mixed precision.
@@ -99,11 +98,18 @@ def main() -> None:
             model = AutoModelForCausalLM.from_pretrained(folder)
         return lora_model(model)
 
-    layouts = [("notebook: 4 x accum 4, checkpointing", 4, 4, True)]
-    if args.project_checkpointing in ("on", "both"):
-        layouts.append(("project: 16 x 1, checkpointing", 16, 1, True))
-    if args.project_checkpointing in ("off", "both"):
-        layouts.append(("project: 16 x 1, no checkpointing", 16, 1, False))
+    from medjson.params import load_params
+
+    trainer = load_params(ROOT / "params.yaml").sft.trainer
+    micro, accumulation = trainer["per_device_train_batch_size"], trainer["gradient_accumulation_steps"]
+    checkpointing = trainer.get("activation_checkpointing", False)
+    layouts = [
+        ("notebook: 4 x accum 4, checkpointing", 4, 4, True),
+        (f"project default: {micro} x accum {accumulation}, checkpointing {'on' if checkpointing else 'off'}",
+         micro, accumulation, checkpointing),
+    ]
+    if args.also_single_pass:
+        layouts.append(("one pass of 16, checkpointing", 16, 1, True))
     rows = []
     for name, micro, accumulation, checkpointing in layouts:
         model = fresh()

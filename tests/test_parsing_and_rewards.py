@@ -6,7 +6,14 @@ import pytest
 
 from medjson.evaluate import prediction_record
 from medjson.parsing import parse_answer, schema_errors
-from medjson.rewards import REWARDS, calibration, completion_text, correct_answer, valid_json, valid_schema
+from medjson.rewards import (
+    REWARDS,
+    calibration,
+    completion_text,
+    correct_answer,
+    valid_json,
+    valid_schema,
+)
 
 GOOD = '{"predicted_category": "B", "confidence": 0.8, "reason": "Because."}'
 

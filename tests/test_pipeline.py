@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import tiny_overrides
 from helpers import run_dvc
+
 from medjson.workspace import create_workspace
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,17 @@ import json
 from collections import Counter
 
 import pytest
-
 from helpers import medmcqa_row, run_dvc, write_rows
+
 from medjson.params import DataParams, PrepareParams
-from medjson.pools import check_disjoint, clean_reason, fill_pools, group_by_question, normalize_question, pool_record
+from medjson.pools import (
+    check_disjoint,
+    clean_reason,
+    fill_pools,
+    group_by_question,
+    normalize_question,
+    pool_record,
+)
 from medjson.prepare import make_pools
 from medjson.sources import DataError, Question
 from medjson.workspace import create_workspace

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from helpers import medmcqa_row, write_rows
-from medjson.sources import DataError, LoadReport, detect_layout, load_source, read_local, validate_rows
+
+from medjson.sources import (
+    DataError,
+    LoadReport,
+    detect_layout,
+    load_source,
+    read_local,
+    validate_rows,
+)
 
 
 def _questions(path, layout="auto", bad_rows="error", keep_multi=True, report=None):

@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import yaml
+from conftest import tiny_overrides
 from transformers import TrainerCallback, TrainerControl
 
-from conftest import tiny_overrides
 from medjson.cli import StageError
 from medjson.grpo import GrpoMonitor, check_starts_from_sft
 from medjson.params import load_params
 from medjson.prompts import build_messages, render_prompt, target_json
 from medjson.records import write_jsonl
 from medjson.workspace import PROJECT_ROOT, deep_update
-
-import yaml
 
 
 @pytest.fixture

@@ -17,11 +17,16 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from medjson.cli import run_stage
-from medjson.parsing import parse_answer
 from medjson.params import load_params, log_params
+from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS
 from medjson.records import read_jsonl, write_json, write_jsonl
-from medjson.stats import brier_score, expected_calibration_error, reliability_bins, wilson_interval
+from medjson.stats import (
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+    wilson_interval,
+)
 
 log = logging.getLogger("medjson.evaluate")
 

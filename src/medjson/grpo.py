@@ -25,7 +25,13 @@ from transformers import TrainerCallback
 from medjson.checkpoints import file_digest, fingerprint, resume_point
 from medjson.cli import StageError, run_stage
 from medjson.lineage import weights_digest, write_base_record
-from medjson.modeling import load_model, load_tokenizer, resolve_precision, resolve_source, trainer_precision_flags
+from medjson.modeling import (
+    load_model,
+    load_tokenizer,
+    resolve_precision,
+    resolve_source,
+    trainer_precision_flags,
+)
 from medjson.params import Params, load_params, log_params, trainer_config
 from medjson.records import read_jsonl, write_json
 from medjson.rewards import REWARDS

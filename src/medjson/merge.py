@@ -18,7 +18,13 @@ import torch
 
 from medjson.cli import run_stage
 from medjson.lineage import check_same_base, read_base_record
-from medjson.modeling import ModelSource, end_of_turn_ids, load_model, load_tokenizer, resolve_source
+from medjson.modeling import (
+    ModelSource,
+    end_of_turn_ids,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
 
 log = logging.getLogger("medjson.merge")
 

@@ -156,7 +156,9 @@ def _check_choices(params: Params, source: Path) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ParamsError(f"{source}: `{key}` = {value!r}; choose one of {sorted(allowed)}")
-    from medjson.rewards import REWARDS  # late import: rewards imports nothing heavy, but params stays leaf-level
+    from medjson.rewards import (
+        REWARDS,  # late import: rewards imports nothing heavy, but params stays leaf-level
+    )
 
     for name in params.grpo.rewards:
         if name not in REWARDS:

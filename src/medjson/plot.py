@@ -33,12 +33,10 @@ def headline_chart(metrics: dict[str, dict], path: Path) -> None:
     width = 0.8 / len(metrics)
     for offset, (name, values) in enumerate(metrics.items()):
         xs = [i + offset * width for i in range(len(HEADLINE))]
-        heights = [values[m] for m in HEADLINE]
-        errors = [[0.0] * len(HEADLINE), [0.0] * len(HEADLINE)]
-        errors[0][0] = values["accuracy"] - values["accuracy_ci_low"]
-        errors[1][0] = values["accuracy_ci_high"] - values["accuracy"]
-        bars = ax.bar(xs, heights, width, label=name, yerr=errors, capsize=3)
+        bars = ax.bar(xs, [values[m] for m in HEADLINE], width, label=name)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        interval = [[values["accuracy"] - values["accuracy_ci_low"]], [values["accuracy_ci_high"] - values["accuracy"]]]
+        ax.errorbar(xs[0], values["accuracy"], yerr=interval, color="black", capsize=3, linewidth=1)
     first = next(iter(metrics.values()))
     ax.axhline(first["majority_baseline"], color="grey", linestyle="--", linewidth=1, label="always the majority letter")
     ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)

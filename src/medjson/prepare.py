@@ -17,7 +17,14 @@ from tqdm import tqdm
 
 from medjson.cli import run_stage
 from medjson.params import DataParams, PrepareParams, load_params, log_params
-from medjson.pools import check_disjoint, fill_pools, group_by_question, normalize_question, pool_record, shuffled
+from medjson.pools import (
+    check_disjoint,
+    fill_pools,
+    group_by_question,
+    normalize_question,
+    pool_record,
+    shuffled,
+)
 from medjson.records import write_json, write_jsonl
 from medjson.sources import LoadReport, Question, is_local, load_source, validate_rows
 

@@ -17,7 +17,13 @@ from pathlib import Path
 from medjson.checkpoints import file_digest, fingerprint, resume_point
 from medjson.cli import run_stage
 from medjson.lineage import base_identity, write_base_record
-from medjson.modeling import load_model, load_tokenizer, resolve_precision, resolve_source, trainer_precision_flags
+from medjson.modeling import (
+    load_model,
+    load_tokenizer,
+    resolve_precision,
+    resolve_source,
+    trainer_precision_flags,
+)
 from medjson.params import LoraParams, Params, load_params, log_params, trainer_config
 from medjson.records import read_jsonl
 

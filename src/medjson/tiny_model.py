@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from medjson.pools import pool_record
-from medjson.sources import validate_rows, read_local, LoadReport
+from medjson.sources import LoadReport, read_local, validate_rows
 
 QUESTIONS = Path(__file__).resolve().parents[2] / "data" / "questions" / "medjson_questions.jsonl"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
