@@ -95,3 +95,5 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
     assert changed, "the GRPO change changed no metric"
     assert changed <= {"metrics/grpo.json", "metrics/comparison.json", "metrics/grpo_training.json"}
     assert "metrics/sft.json" not in diff and "metrics/base.json" not in diff
+    run_dvc(pipeline, "plots", "diff", "HEAD", "-o", str(pipeline / "plots_diff"))
+    assert (pipeline / "plots_diff" / "index.html").exists()
