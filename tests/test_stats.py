@@ -108,3 +108,11 @@ def test_compare_refuses_different_questions():
         compare({"base": same, "sft": same, "grpo": [_prediction("2", "A", "A")]})
     result = compare({"base": same, "sft": same, "grpo": same})
     assert set(result) == {"sft_vs_base", "grpo_vs_sft", "grpo_vs_base"}
+
+
+def test_majority_accuracy():
+    from medjson.stats import majority_accuracy
+
+    assert majority_accuracy(list("AABCA")) == pytest.approx(0.6)
+    assert majority_accuracy(list("ABAB")) == 0.5  # a tie still scores the tied share
+    assert majority_accuracy([]) == 0.0

@@ -24,6 +24,7 @@ from medjson.records import read_jsonl, write_json, write_jsonl
 from medjson.stats import (
     brier_score,
     expected_calibration_error,
+    majority_accuracy,
     reliability_bins,
     wilson_interval,
 )
@@ -50,11 +51,6 @@ def prediction_record(question: dict, output: str, new_tokens: int) -> dict:
         "lenient_correct": parsed.lenient_predicted == question["answer"],
         "new_tokens": new_tokens,
     }
-
-
-def majority_accuracy(golds: list[str]) -> float:
-    """Accuracy of always answering the most common gold letter: the floor to beat, not 25%."""
-    return max(Counter(golds).values()) / len(golds) if golds else 0.0
 
 
 def score(predictions: list[dict]) -> dict:

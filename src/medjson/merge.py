@@ -28,7 +28,7 @@ from medjson.modeling import (
 
 log = logging.getLogger("medjson.merge")
 
-STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def load_adapter_model(adapter_dir: Path):

@@ -22,13 +22,19 @@ MODELS = ("base", "sft", "grpo")
 HEADLINE = ("accuracy", "valid_json_rate", "schema_pass_rate", "accuracy_on_schema")
 
 
-def headline_chart(metrics: dict[str, dict], path: Path) -> None:
-    """Four headline metrics for three models, accuracy with its 95% interval."""
+def _pyplot():
+    """pyplot on the file-only backend: stages run on machines without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def headline_chart(metrics: dict[str, dict], path: Path) -> None:
+    """Four headline metrics for three models, accuracy with its 95% interval."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(metrics)
     for offset, (name, values) in enumerate(metrics.items()):
@@ -50,11 +56,7 @@ def headline_chart(metrics: dict[str, dict], path: Path) -> None:
 
 def change_chart(metrics: dict[str, dict], path: Path) -> None:
     """Each trained model's change against the base, in points, per headline metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     base = metrics["base"]
     trained = {k: v for k, v in metrics.items() if k != "base"}
     fig, ax = plt.subplots(figsize=(9, 4.5))

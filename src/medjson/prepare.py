@@ -26,6 +26,7 @@ from medjson.pools import (
     shuffled,
 )
 from medjson.records import write_json, write_jsonl
+from medjson.stats import majority_accuracy
 from medjson.sources import LoadReport, Question, is_local, load_source, validate_rows
 
 log = logging.getLogger("medjson.prepare")
@@ -69,13 +70,11 @@ def make_pools(data: DataParams, prep: PrepareParams, seed: int) -> tuple[dict[s
 
 def data_report(pools: dict[str, list[Question]], report: LoadReport, pooling_drops: Counter) -> dict:
     """The numbers a reviewer checks before trusting any training: sizes, balance, drops."""
-    eval_letters = Counter(q.answer for q in pools["eval"])
-    majority = max(eval_letters.values()) / len(pools["eval"]) if pools["eval"] else 0.0
     return {
         "rows": {name: len(pools[name]) for name in POOLS},
         "answer_letters": {name: dict(sorted(Counter(q.answer for q in pools[name]).items())) for name in POOLS},
         "subjects": {name: dict(sorted(Counter(q.subject for q in pools[name]).items())) for name in POOLS},
-        "eval_majority_accuracy": round(majority, 4),
+        "eval_majority_accuracy": round(majority_accuracy([q.answer for q in pools["eval"]]), 4),
         "dropped": dict(sorted((report.dropped + pooling_drops).items())),
         "source_null_explanations": report.null_explanations,
         "source_multi_questions": report.multi_questions,

@@ -14,6 +14,14 @@ from dataclasses import dataclass
 Z95 = 1.959963984540054
 
 
+def majority_accuracy(labels: list[str]) -> float:
+    """Accuracy of always answering the most common label: the floor to beat, not 25%."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return max(counts.values()) / len(labels) if labels else 0.0
+
+
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """95% Wilson score interval for a proportion; (0, 1) when there is no data."""
     if n == 0:
