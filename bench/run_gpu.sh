@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # GPU benchmarks 1-3 with Qwen3-0.6B's shape (random weights: no hub needed), in under 5 minutes
 # on one H100. Prints each table and writes JSON to bench/results/ (or $OUT when set).
-# trl, peft and datasets are needed; where pip cannot reach an index, bring wheels in .whl/:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+# It needs trl, datasets and this project's transformers/peft pins. Where the GPU machine reaches no
+# index, run bench/fetch_gpu_wheels.sh beforehand on a machine that does; the wheels in .whl/ are
+# installed here, ahead of whatever the machine has.
 set -euo pipefail
 cd "$(dirname "$0")"
+if compgen -G "../.whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/medjson-site ../.whl/*.whl
+  export PYTHONPATH=/tmp/medjson-site${PYTHONPATH:+:$PYTHONPATH}
+fi
 results=${OUT:-results}
 mkdir -p "$results"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
