@@ -60,7 +60,9 @@ def main() -> None:
     print(f"\npipeline finished in {time.perf_counter() - started:.0f} s\n")
     print(results_table(folder))
     print(f"\ncharts: {folder / 'plots' / 'headline_metrics.png'} and {folder / 'plots' / 'change_vs_base.png'}")
-    print(f"more:   cd {folder} && dvc metrics show && dvc plots show   (then open dvc_plots/index.html)")
+    print(f"more:   cd {folder}")
+    print("        dvc metrics show metrics/base.json metrics/sft.json metrics/grpo.json   # or all: dvc metrics show")
+    print("        dvc plots show                                                          # then open dvc_plots/index.html")
 
 
 if __name__ == "__main__":
