@@ -27,10 +27,17 @@ def one_at_a_time(model, tokenizer, convs, max_new_tokens: int) -> tuple[list[st
     texts, new_tokens = [], 0
     started = time.perf_counter()
     for messages in convs:
-        encoded = tokenizer(render_prompt(tokenizer, messages, False), return_tensors="pt", add_special_tokens=False).to(model.device)
-        out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=end_of_turn_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        new = out[0, encoded["input_ids"].shape[1]:]
+        encoded = tokenizer(
+            render_prompt(tokenizer, messages, False), return_tensors="pt", add_special_tokens=False
+        ).to(model.device)
+        out = model.generate(
+            **encoded,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=end_of_turn_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[0, encoded["input_ids"].shape[1] :]
         new_tokens += len(new)
         texts.append(tokenizer.decode(new, skip_special_tokens=True))
     if torch.cuda.is_available():
@@ -42,7 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="model string as in params.yaml")
-    which.add_argument("--random-qwen3-0.6b", dest="random_qwen3", action="store_true", help="Qwen3-0.6B's shape, random weights")
+    which.add_argument(
+        "--random-qwen3-0.6b", dest="random_qwen3", action="store_true", help="Qwen3-0.6B's shape, random weights"
+    )
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -65,13 +74,27 @@ def main() -> None:
     single_texts, single_seconds, single_tokens = one_at_a_time(model, tokenizer, convs, args.max_new_tokens)
     same = sum(a.text == b for a, b in zip(batched.outputs, single_texts))
     rows = [
-        {"method": "one at a time (notebook)", "questions": args.n, "seconds": single_seconds,
-         "questions_per_s": args.n / single_seconds, "new_tokens_per_s": single_tokens / single_seconds},
-        {"method": f"batched x{args.batch_size} (evaluate)", "questions": args.n, "seconds": batched.seconds,
-         "questions_per_s": args.n / batched.seconds, "new_tokens_per_s": batched.new_tokens / batched.seconds},
+        {
+            "method": "one at a time (notebook)",
+            "questions": args.n,
+            "seconds": single_seconds,
+            "questions_per_s": args.n / single_seconds,
+            "new_tokens_per_s": single_tokens / single_seconds,
+        },
+        {
+            "method": f"batched x{args.batch_size} (evaluate)",
+            "questions": args.n,
+            "seconds": batched.seconds,
+            "questions_per_s": args.n / batched.seconds,
+            "new_tokens_per_s": batched.new_tokens / batched.seconds,
+        },
     ]
-    report(f"Evaluation throughput, {name}, {args.max_new_tokens} new tokens max; speed-up "
-           f"{single_seconds / batched.seconds:.1f}x; identical answers {same}/{args.n}", rows, args.out)
+    report(
+        f"Evaluation throughput, {name}, {args.max_new_tokens} new tokens max; speed-up "
+        f"{single_seconds / batched.seconds:.1f}x; identical answers {same}/{args.n}",
+        rows,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -48,12 +48,23 @@ def main() -> None:
             build_tiny_qwen3(folder)
         model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     config = grpo_config(params, Path(tempfile.mkdtemp()))
-    config.max_steps, config.save_strategy, config.logging_steps, config.log_completions = args.steps + 1, "no", 1, False
+    config.max_steps, config.save_strategy, config.logging_steps, config.log_completions = (
+        args.steps + 1,
+        "no",
+        1,
+        False,
+    )
     prompts_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps // config.num_generations
     convs = conversations(prompts_per_step * (args.steps + 1))
     dataset = Dataset.from_list([{"prompt": c, "answer": "A"} for c in convs])
-    trainer = GRPOTrainer(model=model, reward_funcs=[REWARDS[n] for n in params.grpo.rewards], args=config,
-                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(params.grpo.lora))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[REWARDS[n] for n in params.grpo.rewards],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(params.grpo.lora),
+    )
 
     generation_seconds = []
     original = trainer._generate
@@ -90,9 +101,17 @@ def main() -> None:
     step = sum(end - start for start, end in measured) / len(measured)
     generation = sum(d for t, d in generation_seconds if any(s <= t <= e for s, e in measured)) / len(measured)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    rows = [{"prompts_per_step": prompts_per_step, "generations": config.num_generations,
-             "max_completion_length": config.max_completion_length, "s_per_optimizer_step": step,
-             "s_generating": generation, "generation_share": generation / step, "peak_gib": peak}]
+    rows = [
+        {
+            "prompts_per_step": prompts_per_step,
+            "generations": config.num_generations,
+            "max_completion_length": config.max_completion_length,
+            "s_per_optimizer_step": step,
+            "s_generating": generation,
+            "generation_share": generation / step,
+            "peak_gib": peak,
+        }
+    ]
     report(f"GRPO optimizer step ({args.steps} timed after one warm-up)", rows, args.out)
 
 

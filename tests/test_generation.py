@@ -19,9 +19,14 @@ def test_batched_pruned_greedy_matches_one_at_a_time_generate(tiny_model):
     for messages, got in zip(questions, batched.outputs):
         encoded = tokenizer(render_prompt(tokenizer, messages, False), return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=24, do_sample=False, eos_token_id=end_of_turn_ids(tokenizer),
-                                 pad_token_id=tokenizer.pad_token_id)
-        new = out[0, encoded["input_ids"].shape[1]:]
+            out = model.generate(
+                **encoded,
+                max_new_tokens=24,
+                do_sample=False,
+                eos_token_id=end_of_turn_ids(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = out[0, encoded["input_ids"].shape[1] :]
         assert got.text == tokenizer.decode(new, skip_special_tokens=True)
         assert got.new_tokens == len(new)
     assert batched.new_tokens == sum(o.new_tokens for o in batched.outputs)
@@ -42,8 +47,13 @@ def test_rows_that_stop_early_leave_the_batch(tiny_model):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompts = [tokenizer(render_prompt(tokenizer, build_messages(f"Q{i}?" + " x" * i, ["a", "b", "c", "d"]), False),
-                         add_special_tokens=False)["input_ids"] for i in range(4)]
+    prompts = [
+        tokenizer(
+            render_prompt(tokenizer, build_messages(f"Q{i}?" + " x" * i, ["a", "b", "c", "d"]), False),
+            add_special_tokens=False,
+        )["input_ids"]
+        for i in range(4)
+    ]
     free = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=set())
     assert [len(t) for t in free] == [10] * 4
     # Make each row's third token a stop token: every row ends there, and nothing runs on.

@@ -74,8 +74,12 @@ def _conv(text):
 )
 def test_rewards_agree_with_the_parser(text, gold, expected):
     completions = [_conv(text)]
-    got = (valid_json(completions), valid_schema(completions), correct_answer(completions, answer=[gold]),
-           calibration(completions, answer=[gold]))
+    got = (
+        valid_json(completions),
+        valid_schema(completions),
+        correct_answer(completions, answer=[gold]),
+        calibration(completions, answer=[gold]),
+    )
     assert [g[0] for g in got] == pytest.approx(list(expected))
     record = prediction_record({"id": "q", "subject": "s", "answer": gold}, text, 10)
     assert record["correct"] == bool(expected[2]) and record["schema_valid"] == bool(expected[1])

@@ -15,8 +15,14 @@ from medjson.workspace import create_workspace
 
 pytestmark = pytest.mark.slow
 
-METRICS = ["metrics/data.json", "metrics/base.json", "metrics/sft.json", "metrics/grpo.json",
-           "metrics/comparison.json", "metrics/grpo_training.json"]
+METRICS = [
+    "metrics/data.json",
+    "metrics/base.json",
+    "metrics/sft.json",
+    "metrics/grpo.json",
+    "metrics/comparison.json",
+    "metrics/grpo_training.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +39,12 @@ def _metrics(folder, name):
 
 
 def test_every_metrics_and_plots_file_is_written(pipeline):
-    for path in METRICS + ["plots/headline_metrics.png", "plots/change_vs_base.png",
-                           "training/sft/plots/metrics/loss.tsv", "training/grpo/plots/metrics/reward.tsv"]:
+    for path in METRICS + [
+        "plots/headline_metrics.png",
+        "plots/change_vs_base.png",
+        "training/sft/plots/metrics/loss.tsv",
+        "training/grpo/plots/metrics/reward.tsv",
+    ]:
         assert (pipeline / path).stat().st_size > 0, path
     for model in ("base", "sft", "grpo"):
         for name in ("predictions.jsonl", "confusion.json", "reliability.json", "subjects.json"):

@@ -23,8 +23,16 @@ from medjson.workspace import create_workspace
 
 
 def _prep(**changes) -> PrepareParams:
-    base = dict(sft_size=10, grpo_size=5, eval_size=None, keep_multi=True, bad_rows="error",
-                reason_max_chars=120, confidence_explained=0.85, confidence_unexplained=0.6)
+    base = dict(
+        sft_size=10,
+        grpo_size=5,
+        eval_size=None,
+        keep_multi=True,
+        bad_rows="error",
+        reason_max_chars=120,
+        confidence_explained=0.85,
+        confidence_unexplained=0.6,
+    )
     return PrepareParams(**{**base, **changes})
 
 
@@ -40,7 +48,9 @@ def test_same_question_text_never_crosses_pools(tmp_path):
     path = write_rows(tmp_path / "src.json", rows)
     for seed in range(20):
         pools, _, drops = make_pools(DataParams(str(path), "auto", None), _prep(sft_size=8, grpo_size=6), seed)
-        homes = {name for name, pool in pools.items() for q in pool if normalize_question(q.question) == "skeletal muscles"}
+        homes = {
+            name for name, pool in pools.items() for q in pool if normalize_question(q.question) == "skeletal muscles"
+        }
         assert len(homes) <= 1
         assert sum(len(p) for p in pools.values()) + drops["same_question_cut_at_pool_edge"] == 30
 
@@ -99,8 +109,10 @@ def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_p
     report = json.loads((first / "metrics/data.json").read_text())
     assert report["rows"] == {"sft": 100, "grpo": 50, "eval": 50}
     assert len(report["subjects"]["eval"]) >= 10
-    other_seed = create_workspace(tmp_path / "three", {"data": {"source": str(questions_path)}, "seed": 7,
-                                                        "prepare": {"sft_size": 100, "grpo_size": 50}})
+    other_seed = create_workspace(
+        tmp_path / "three",
+        {"data": {"source": str(questions_path)}, "seed": 7, "prepare": {"sft_size": 100, "grpo_size": 50}},
+    )
     run_dvc(other_seed, "repro", "prepare")
     assert (other_seed / "data/pools/eval.jsonl").read_bytes() != (first / "data/pools/eval.jsonl").read_bytes()
 
@@ -109,7 +121,9 @@ def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
     folder = _prepare_in(tmp_path, "real", medmcqa_dev)
     pools = {p: [json.loads(l) for l in (folder / f"data/pools/{p}.jsonl").open()] for p in ("sft", "grpo", "eval")}
     assert [len(pools["sft"]), len(pools["grpo"])] == [1000, 500]
-    texts = {p: {normalize_question(r["messages"][1]["content"].split("\n")[0]) for r in rows} for p, rows in pools.items()}
+    texts = {
+        p: {normalize_question(r["messages"][1]["content"].split("\n")[0]) for r in rows} for p, rows in pools.items()
+    }
     ids = {p: {r["id"] for r in rows} for p, rows in pools.items()}
     for a, b in (("sft", "grpo"), ("sft", "eval"), ("grpo", "eval")):
         assert not ids[a] & ids[b] and not texts[a] & texts[b]
@@ -123,7 +137,9 @@ def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
 def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(10)] + [medmcqa_row(50, cop=9)]
     source = write_rows(tmp_path / "bad.json", rows)
-    folder = create_workspace(tmp_path / "ws", {"data": {"source": str(source)}, "prepare": {"sft_size": 4, "grpo_size": 2}})
+    folder = create_workspace(
+        tmp_path / "ws", {"data": {"source": str(source)}, "prepare": {"sft_size": 4, "grpo_size": 2}}
+    )
     from medjson.workspace import dvc
 
     result = dvc(folder, "repro", "prepare", check=False)

@@ -65,14 +65,26 @@ def test_calibration_maths():
 
 def _prediction(qid, gold, predicted, confidence=0.9, subject="Anatomy"):
     valid = predicted is not None
-    return {"id": qid, "subject": subject, "gold": gold, "predicted": predicted, "confidence": confidence if valid else None,
-            "valid_json": valid, "schema_valid": valid, "correct": valid and predicted == gold,
-            "lenient_only": False, "lenient_correct": False}
+    return {
+        "id": qid,
+        "subject": subject,
+        "gold": gold,
+        "predicted": predicted,
+        "confidence": confidence if valid else None,
+        "valid_json": valid,
+        "schema_valid": valid,
+        "correct": valid and predicted == gold,
+        "lenient_only": False,
+        "lenient_correct": False,
+    }
 
 
 def test_score_on_hand_made_predictions():
     predictions = [
-        _prediction("1", "A", "A"), _prediction("2", "A", "B"), _prediction("3", "B", "B"), _prediction("4", "C", None),
+        _prediction("1", "A", "A"),
+        _prediction("2", "A", "B"),
+        _prediction("3", "B", "B"),
+        _prediction("4", "C", None),
     ]
     metrics = score(predictions)
     assert metrics["n"] == 4
@@ -97,7 +109,9 @@ def test_plot_data_has_an_invalid_label_and_subjects():
     data = plot_data(predictions)
     assert {"gold": "B", "predicted": "invalid"} in data["confusion"]
     assert [s["subject"] for s in data["subjects"]] == ["X", "Y"]
-    assert data["reliability"] == [{"bin": 8, "bin_low": 0.8, "bin_high": 0.9, "count": 1, "confidence": 0.9, "accuracy": 1.0}]
+    assert data["reliability"] == [
+        {"bin": 8, "bin_low": 0.8, "bin_high": 0.9, "count": 1, "confidence": 0.9, "accuracy": 1.0}
+    ]
 
 
 def test_compare_refuses_different_questions():

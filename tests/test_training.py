@@ -19,7 +19,9 @@ from medjson.workspace import PROJECT_ROOT, deep_update
 
 @pytest.fixture
 def tiny_params(tmp_path, tiny_model, questions_path):
-    raw = deep_update(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), tiny_overrides(tiny_model, questions_path))
+    raw = deep_update(
+        yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), tiny_overrides(tiny_model, questions_path)
+    )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_params(path)
@@ -30,8 +32,15 @@ def train_file(tmp_path):
     records = []
     for i in range(16):
         messages = build_messages(f"Which nerve supplies muscle {i}?", ["Radial", "Axillary", "Ulnar", "Median"])
-        records.append({"id": str(i), "subject": "Anatomy", "messages": messages, "answer": "B",
-                        "target": target_json("B", 0.6, "Option B is the best-supported answer.")})
+        records.append(
+            {
+                "id": str(i),
+                "subject": "Anatomy",
+                "messages": messages,
+                "answer": "B",
+                "target": target_json("B", 0.6, "Option B is the best-supported answer."),
+            }
+        )
     return write_jsonl(tmp_path / "sft.jsonl", records) and tmp_path / "sft.jsonl"
 
 
@@ -67,8 +76,9 @@ def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, trai
     from medjson.grpo import grpo_config
 
     kwargs = grpo_config(tiny_params, tmp_path / "g").chat_template_kwargs
-    rollout = tokenizer.apply_chat_template(conversation=[messages], add_generation_prompt=True, tokenize=True,
-                                            return_dict=True, **kwargs)["input_ids"][0]
+    rollout = tokenizer.apply_chat_template(
+        conversation=[messages], add_generation_prompt=True, tokenize=True, return_dict=True, **kwargs
+    )["input_ids"][0]
     assert sft_prompt == evaluation == list(rollout)
     assert "<think>\n\n</think>" in tokenizer.decode(evaluation)
 
@@ -95,7 +105,12 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
 
     trainer_params = {**tiny_params.sft.trainer, "max_steps": 12, "save_steps": 5, "logging_steps": 1}
     params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
-    paths = dict(train_path=train_file, adapter_dir=tmp_path / "adapter", curves_dir=tmp_path / "curves", scratch=tmp_path / "scratch")
+    paths = dict(
+        train_path=train_file,
+        adapter_dir=tmp_path / "adapter",
+        curves_dir=tmp_path / "curves",
+        scratch=tmp_path / "scratch",
+    )
     with pytest.raises(KeyboardInterrupt):
         train_sft(params, **paths, extra_callbacks=[_Interrupt(7)])
     assert (tmp_path / "scratch/checkpoint-5").exists() and not (tmp_path / "adapter").exists()

@@ -48,7 +48,15 @@ def main() -> None:
     result = compare(predictions)
     write_json(args.out, result)
     for pair, r in result.items():
-        log.info("%s: %+.3f [%+.3f, %+.3f], McNemar p = %.3g (n = %d)", pair, r["accuracy_diff"], r["ci_low"], r["ci_high"], r["mcnemar_p"], r["n"])
+        log.info(
+            "%s: %+.3f [%+.3f, %+.3f], McNemar p = %.3g (n = %d)",
+            pair,
+            r["accuracy_diff"],
+            r["ci_low"],
+            r["ci_high"],
+            r["mcnemar_p"],
+            r["n"],
+        )
 
 
 if __name__ == "__main__":

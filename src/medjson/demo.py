@@ -36,12 +36,18 @@ def results_table(folder: Path) -> str:
     for name in ("base", "sft", "grpo"):
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
         interval = f"{m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]"
-        lines.append(f"{name:<6} {interval:<24} {m['valid_json_rate']:>10.3f} {m['schema_pass_rate']:>8.3f} {m['accuracy_on_schema']:>14.3f}")
+        lines.append(
+            f"{name:<6} {interval:<24} {m['valid_json_rate']:>10.3f} {m['schema_pass_rate']:>8.3f} {m['accuracy_on_schema']:>14.3f}"
+        )
     first = json.loads((folder / "metrics" / "base.json").read_text())
-    lines.append(f"n = {first['n']} questions; always answering the majority letter scores {first['majority_baseline']:.3f}")
+    lines.append(
+        f"n = {first['n']} questions; always answering the majority letter scores {first['majority_baseline']:.3f}"
+    )
     comparison = json.loads((folder / "metrics" / "comparison.json").read_text())
     for pair, c in comparison.items():
-        lines.append(f"{pair}: accuracy {c['accuracy_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], McNemar p = {c['mcnemar_p']:.3g}")
+        lines.append(
+            f"{pair}: accuracy {c['accuracy_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], McNemar p = {c['mcnemar_p']:.3g}"
+        )
     return "\n".join(lines)
 
 
@@ -62,7 +68,9 @@ def main() -> None:
     print(f"\ncharts: {folder / 'plots' / 'headline_metrics.png'} and {folder / 'plots' / 'change_vs_base.png'}")
     print(f"more:   cd {folder}")
     print("        dvc metrics show metrics/base.json metrics/sft.json metrics/grpo.json   # or all: dvc metrics show")
-    print("        dvc plots show                                                          # then open dvc_plots/index.html")
+    print(
+        "        dvc plots show                                                          # then open dvc_plots/index.html"
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,9 @@ def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
     confusion = [{"gold": p["gold"], "predicted": p["predicted"] or INVALID} for p in predictions]
     on_schema = [p for p in predictions if p["schema_valid"]]
     reliability = [
-        r for r in reliability_bins([p["confidence"] for p in on_schema], [p["correct"] for p in on_schema]) if r["count"]
+        r
+        for r in reliability_bins([p["confidence"] for p in on_schema], [p["correct"] for p in on_schema])
+        if r["count"]
     ]
     by_subject: dict[str, list[bool]] = defaultdict(list)
     for p in predictions:
@@ -98,12 +100,27 @@ def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
     subjects = []
     for subject, outcomes in sorted(by_subject.items()):
         low, high = wilson_interval(sum(outcomes), len(outcomes))
-        subjects.append({"subject": subject, "n": len(outcomes), "accuracy": sum(outcomes) / len(outcomes), "ci_low": low, "ci_high": high})
+        subjects.append(
+            {
+                "subject": subject,
+                "n": len(outcomes),
+                "accuracy": sum(outcomes) / len(outcomes),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
     return {"confusion": confusion, "reliability": reliability, "subjects": subjects}
 
 
-def evaluate_model(model_spec: str, revision: str | None, precision: str, questions: list[dict], enable_thinking: bool,
-                   batch_size: int, max_new_tokens: int) -> tuple[list[dict], dict]:
+def evaluate_model(
+    model_spec: str,
+    revision: str | None,
+    precision: str,
+    questions: list[dict],
+    enable_thinking: bool,
+    batch_size: int,
+    max_new_tokens: int,
+) -> tuple[list[dict], dict]:
     """Generate and score; returns predictions and metrics (throughput and device included)."""
     import torch
 
@@ -113,7 +130,15 @@ def evaluate_model(model_spec: str, revision: str | None, precision: str, questi
     source = resolve_source(model_spec, revision)
     tokenizer = load_tokenizer(source, padding_side="left")
     model = load_model(source, precision).eval()
-    run = generate(model, tokenizer, [q["messages"] for q in questions], enable_thinking, batch_size, max_new_tokens, progress="evaluate")
+    run = generate(
+        model,
+        tokenizer,
+        [q["messages"] for q in questions],
+        enable_thinking,
+        batch_size,
+        max_new_tokens,
+        progress="evaluate",
+    )
     predictions = [prediction_record(q, o.text, o.new_tokens) for q, o in zip(questions, run.outputs)]
     metrics = score(predictions)
     metrics["questions_per_s"] = len(questions) / run.seconds if run.seconds else 0.0
@@ -136,22 +161,41 @@ def main() -> None:
 
     params = load_params(args.params)
     spec = params.model.base if args.base else args.model
-    log_params(f"evaluate {args.name}", {"model": spec, "precision": params.model.precision,
-                                          "enable_thinking": params.model.enable_thinking, "evaluate": params.raw["evaluate"]})
+    log_params(
+        f"evaluate {args.name}",
+        {
+            "model": spec,
+            "precision": params.model.precision,
+            "enable_thinking": params.model.enable_thinking,
+            "evaluate": params.raw["evaluate"],
+        },
+    )
     questions = read_jsonl(args.eval)
     if params.evaluate.limit is not None:
         questions = questions[: params.evaluate.limit]
-    predictions, metrics = evaluate_model(spec, params.model.revision if args.base else None, params.model.precision,
-                                          questions, params.model.enable_thinking, params.evaluate.batch_size,
-                                          params.evaluate.max_new_tokens)
+    predictions, metrics = evaluate_model(
+        spec,
+        params.model.revision if args.base else None,
+        params.model.precision,
+        questions,
+        params.model.enable_thinking,
+        params.evaluate.batch_size,
+        params.evaluate.max_new_tokens,
+    )
     write_jsonl(args.out_dir / "predictions.jsonl", predictions)
     for name, records in plot_data(predictions).items():
         write_json(args.out_dir / f"{name}.json", records)
     write_json(args.metrics, metrics)
     log.info(
         "%s: accuracy %.3f [%.3f, %.3f], valid JSON %.3f, schema %.3f, %.2f questions/s on %s",
-        args.name, metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
-        metrics["valid_json_rate"], metrics["schema_pass_rate"], metrics["questions_per_s"], metrics["device"],
+        args.name,
+        metrics["accuracy"],
+        metrics["accuracy_ci_low"],
+        metrics["accuracy_ci_high"],
+        metrics["valid_json_rate"],
+        metrics["schema_pass_rate"],
+        metrics["questions_per_s"],
+        metrics["device"],
     )
 
 

@@ -50,7 +50,9 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
 
 
 @torch.inference_mode()
-def greedy_pruned(model, prompts: list[list[int]], pad_id: int, max_new_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+def greedy_pruned(
+    model, prompts: list[list[int]], pad_id: int, max_new_tokens: int, stop_ids: set[int]
+) -> list[list[int]]:
     """Greedy decoding of a batch that shares its common prefix and drops rows as they end.
 
     Two savings over ``generate``, same tokens:
@@ -68,8 +70,12 @@ def greedy_pruned(model, prompts: list[list[int]], pad_id: int, max_new_tokens: 
     # `past_key_values` rather than 5.24's new `cache` name: also works on older transformers.
     cache = DynamicCache(config=model.config)
     if shared:
-        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
+        model(
+            input_ids=torch.tensor([prompts[0][:shared]], device=device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         cache.batch_repeat_interleave(len(prompts))
     own = [p[shared:] for p in prompts]
     width = max(len(o) for o in own)
@@ -79,8 +85,14 @@ def greedy_pruned(model, prompts: list[list[int]], pad_id: int, max_new_tokens: 
     positions = shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
     # Only the last position's logits are needed: skipping the rest saves the LM head's work
     # over every prompt token (a fifth of the prefill on a 49k-token vocabulary).
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
     alive = list(range(len(prompts)))  # original row of each live row
     tokens: list[list[int]] = [[] for _ in alive]
     for step in range(max_new_tokens):
@@ -99,8 +111,13 @@ def greedy_pruned(model, prompts: list[list[int]], pad_id: int, max_new_tokens: 
             alive = [alive[i] for i in keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
         positions = attention_mask.sum(-1, keepdim=True) - 1
-        logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(
+            input_ids=next_tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
     return tokens
 
 
@@ -128,7 +145,9 @@ def generate(
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             # The chat template already wrote every special token the model needs.
-            encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = tokenizer(
+                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+            )
             encoded = encoded.to(model.device)
             if temperature:
                 generated = model.generate(
@@ -140,7 +159,9 @@ def generate(
                 )
                 rows = generated[:, encoded["input_ids"].shape[1] :].tolist()
             else:
-                unpadded = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+                unpadded = [
+                    ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
+                ]
                 rows = greedy_pruned(model, unpadded, tokenizer.pad_token_id, max_new_tokens, set(stop_ids))
             for index, row in zip(batch, rows):
                 count = _count_new_tokens(row, set(stop_ids))

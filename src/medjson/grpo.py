@@ -92,7 +92,9 @@ class GrpoMonitor(TrainerCallback):
         logs = logs or {}
         if "frac_reward_zero_std" not in logs:
             return
-        self.history.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+        self.history.append(
+            {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        )
         self.zero_std_run = self.zero_std_run + 1 if logs["frac_reward_zero_std"] >= 1.0 else 0
         if self.zero_std_run >= self.max_zero_std_logs:
             self.collapsed_at = state.global_step
@@ -109,8 +111,13 @@ def preflight(model, tokenizer, records: list[dict], params: Params) -> dict:
     conversations = [r["messages"] for r in picked for _ in range(generations)]
     answers = [r["answer"] for r in picked for _ in range(generations)]
     run = generate(
-        model, tokenizer, conversations, params.model.enable_thinking, batch_size=len(conversations) or 1,
-        max_new_tokens=trainer.get("max_completion_length", 256), temperature=trainer.get("temperature", 1.0),
+        model,
+        tokenizer,
+        conversations,
+        params.model.enable_thinking,
+        batch_size=len(conversations) or 1,
+        max_new_tokens=trainer.get("max_completion_length", 256),
+        temperature=trainer.get("temperature", 1.0),
     )
     texts = [o.text for o in run.outputs]
     totals = [0.0] * len(texts)
@@ -120,12 +127,21 @@ def preflight(model, tokenizer, records: list[dict], params: Params) -> dict:
     groups = [totals[i : i + generations] for i in range(0, len(totals), generations)]
     varying = sum(1 for g in groups if len(set(g)) > 1)
     valid = sum(REWARDS["valid_json"](texts))
-    log.info("preflight: %d/%d rollouts valid JSON; %d/%d prompt groups with varying reward", valid, len(texts), varying, len(groups))
+    log.info(
+        "preflight: %d/%d rollouts valid JSON; %d/%d prompt groups with varying reward",
+        valid,
+        len(texts),
+        varying,
+        len(groups),
+    )
     if texts:
         log.info("preflight sample rollout: %r", texts[0][:300])
     if groups and varying == 0:
         log.warning("preflight: no prompt group has any reward variance; GRPO may learn nothing (%s)", COLLAPSE_CAUSES)
-    return {"preflight_valid_json_rate": valid / max(len(texts), 1), "preflight_varying_groups": varying / max(len(groups), 1)}
+    return {
+        "preflight_valid_json_rate": valid / max(len(texts), 1),
+        "preflight_varying_groups": varying / max(len(groups), 1),
+    }
 
 
 def summarize(history: list[dict], preflight_stats: dict, steps: int) -> dict:
@@ -137,12 +153,22 @@ def summarize(history: list[dict], preflight_stats: dict, steps: int) -> dict:
         "reward_start": statistics.fmean(rewards[:window]) if rewards else 0.0,
         "reward_end": statistics.fmean(rewards[-window:]) if rewards else 0.0,
         "frac_reward_zero_std_mean": statistics.fmean(h["frac_reward_zero_std"] for h in history) if history else 1.0,
-        "clipped_ratio_mean": statistics.fmean(h.get("completions/clipped_ratio", 0.0) for h in history) if history else 0.0,
+        "clipped_ratio_mean": statistics.fmean(h.get("completions/clipped_ratio", 0.0) for h in history)
+        if history
+        else 0.0,
         **preflight_stats,
     }
 
 
-def train_grpo(params: Params, model_dir: Path, train_path: Path, adapter_dir: Path, curves_dir: Path, summary_path: Path, scratch: Path) -> dict:
+def train_grpo(
+    params: Params,
+    model_dir: Path,
+    train_path: Path,
+    adapter_dir: Path,
+    curves_dir: Path,
+    summary_path: Path,
+    scratch: Path,
+) -> dict:
     from datasets import Dataset
     from transformers import set_seed
     from trl import GRPOTrainer
@@ -164,7 +190,9 @@ def train_grpo(params: Params, model_dir: Path, train_path: Path, adapter_dir: P
     # Rewards, by name, weighted in the config.
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
-    run_id = fingerprint(model=weights_digest(str(model_dir)), grpo=params.raw["grpo"], seed=params.seed, data=file_digest(train_path))
+    run_id = fingerprint(
+        model=weights_digest(str(model_dir)), grpo=params.raw["grpo"], seed=params.seed, data=file_digest(train_path)
+    )
     resume = resume_point(scratch, run_id)
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
     trainer = GRPOTrainer(

@@ -44,7 +44,9 @@ def headline_chart(metrics: dict[str, dict], path: Path) -> None:
         interval = [[values["accuracy"] - values["accuracy_ci_low"]], [values["accuracy_ci_high"] - values["accuracy"]]]
         ax.errorbar(xs[0], values["accuracy"], yerr=interval, color="black", capsize=3, linewidth=1)
     first = next(iter(metrics.values()))
-    ax.axhline(first["majority_baseline"], color="grey", linestyle="--", linewidth=1, label="always the majority letter")
+    ax.axhline(
+        first["majority_baseline"], color="grey", linestyle="--", linewidth=1, label="always the majority letter"
+    )
     ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)
     ax.set_ylim(0, 1.08)
     ax.set_title(f"Headline metrics on {first['n']} held-out questions (accuracy with 95% interval)")

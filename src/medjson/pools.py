@@ -54,7 +54,9 @@ def fill_pools(groups: list[list[Question]], sizes: dict[str, int | None]) -> tu
     discarded = 0
     index = 0
     for group in groups:
-        while index < len(names) and sizes[names[index]] is not None and len(pools[names[index]]) >= sizes[names[index]]:
+        while (
+            index < len(names) and sizes[names[index]] is not None and len(pools[names[index]]) >= sizes[names[index]]
+        ):
             index += 1
         if index == len(names):
             break
@@ -92,7 +94,9 @@ def clean_reason(explanation: str, max_chars: int) -> str:
     return cut[: cut.rfind(" ")].rstrip(",;:") + "..." if " " in cut else cut
 
 
-def pool_record(question: Question, reason_max_chars: int, confidence_explained: float, confidence_unexplained: float) -> dict:
+def pool_record(
+    question: Question, reason_max_chars: int, confidence_explained: float, confidence_unexplained: float
+) -> dict:
     """One JSONL record: the prompt messages, the gold letter, and the SFT target answer."""
     use_explanation = question.explanation and reason_max_chars > 0
     reason = clean_reason(question.explanation, reason_max_chars) if use_explanation else ""

@@ -26,21 +26,31 @@ from medjson.pools import (
     shuffled,
 )
 from medjson.records import write_json, write_jsonl
-from medjson.stats import majority_accuracy
 from medjson.sources import LoadReport, Question, is_local, load_source, validate_rows
+from medjson.stats import majority_accuracy
 
 log = logging.getLogger("medjson.prepare")
 
 POOLS = ("sft", "grpo", "eval")
 
 
-def _validated(source: str, data: DataParams, prep: PrepareParams, split: str | None, report: LoadReport) -> list[Question]:
+def _validated(
+    source: str, data: DataParams, prep: PrepareParams, split: str | None, report: LoadReport
+) -> list[Question]:
     rows, layout = load_source(source, data.layout, data.revision, split)
     log.info("read %d rows from %s%s (layout: %s)", len(rows), source, f"[{split}]" if split else "", layout)
-    return validate_rows(tqdm(rows, desc=f"validate {split or 'rows'}", unit="row", mininterval=1.0), layout, prep.bad_rows, prep.keep_multi, report)
+    return validate_rows(
+        tqdm(rows, desc=f"validate {split or 'rows'}", unit="row", mininterval=1.0),
+        layout,
+        prep.bad_rows,
+        prep.keep_multi,
+        report,
+    )
 
 
-def make_pools(data: DataParams, prep: PrepareParams, seed: int) -> tuple[dict[str, list[Question]], LoadReport, Counter]:
+def make_pools(
+    data: DataParams, prep: PrepareParams, seed: int
+) -> tuple[dict[str, list[Question]], LoadReport, Counter]:
     """The three pools, what validation dropped, and what pooling dropped (both counted by reason)."""
     report = LoadReport()
     pooling_drops: Counter = Counter()
@@ -63,7 +73,12 @@ def make_pools(data: DataParams, prep: PrepareParams, seed: int) -> tuple[dict[s
     pooling_drops["same_question_cut_at_pool_edge"] = discarded
     for name, size in {**training_sizes, "eval": prep.eval_size}.items():
         if size is not None and len(pools[name]) < size:
-            log.warning("pool %s has %d rows, fewer than the %d asked for: the source is too small", name, len(pools[name]), size)
+            log.warning(
+                "pool %s has %d rows, fewer than the %d asked for: the source is too small",
+                name,
+                len(pools[name]),
+                size,
+            )
     check_disjoint(pools)
     return pools, report, pooling_drops
 
@@ -94,7 +109,10 @@ def main() -> None:
     pools, report, pooling_drops = make_pools(params.data, params.prepare, params.seed)
     prep = params.prepare
     for name in POOLS:
-        records = (pool_record(q, prep.reason_max_chars, prep.confidence_explained, prep.confidence_unexplained) for q in pools[name])
+        records = (
+            pool_record(q, prep.reason_max_chars, prep.confidence_explained, prep.confidence_unexplained)
+            for q in pools[name]
+        )
         count = write_jsonl(args.out_dir / f"{name}.jsonl", records)
         log.info("wrote %d rows to %s", count, args.out_dir / f"{name}.jsonl")
     summary = data_report(pools, report, pooling_drops)

@@ -83,11 +83,18 @@ def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinki
     kept = []
     for record in records:
         conversation = record["messages"] + [{"role": "assistant", "content": record["target"]}]
-        ids = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True, enable_thinking=enable_thinking)
+        ids = tokenizer.apply_chat_template(
+            conversation, tokenize=True, return_dict=True, enable_thinking=enable_thinking
+        )
         if len(ids["input_ids"]) <= max_length:
             kept.append(record)
     if len(kept) < len(records):
-        log.warning("dropped %d of %d SFT examples longer than max_length %d tokens", len(records) - len(kept), len(records), max_length)
+        log.warning(
+            "dropped %d of %d SFT examples longer than max_length %d tokens",
+            len(records) - len(kept),
+            len(records),
+            max_length,
+        )
     return kept
 
 
@@ -114,15 +121,23 @@ def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: li
     )
 
 
-def train_sft(params: Params, train_path: Path, adapter_dir: Path, curves_dir: Path, scratch: Path,
-              extra_callbacks: list | None = None) -> dict:
+def train_sft(
+    params: Params,
+    train_path: Path,
+    adapter_dir: Path,
+    curves_dir: Path,
+    scratch: Path,
+    extra_callbacks: list | None = None,
+) -> dict:
     """Train, resuming from scratch checkpoints of the same run, and save the adapter."""
     from medjson.curves import LiveCurves
 
     base = base_identity(params.model.base, params.model.revision)
     run_id = fingerprint(base=base, sft=params.raw["sft"], seed=params.seed, data=file_digest(train_path))
     resume = resume_point(scratch, run_id)
-    trainer = build_trainer(params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume)), *(extra_callbacks or [])])
+    trainer = build_trainer(
+        params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume)), *(extra_callbacks or [])]
+    )
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))

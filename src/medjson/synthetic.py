@@ -11,12 +11,33 @@ import json
 import random
 from pathlib import Path
 
-SUBJECTS = ["Anatomy", "Physiology", "Biochemistry", "Pathology", "Pharmacology", "Microbiology", "Medicine",
-            "Surgery", "Pediatrics", "Gynaecology & Obstetrics", "Ophthalmology", "ENT", "Dental", "Psychiatry",
-            "Forensic Medicine", "Social & Preventive Medicine", "Radiology", "Anaesthesia", "Orthopaedics",
-            "Dermatology", "Skin"]
-WORDS = ("nerve artery vein muscle gland enzyme receptor hormone drug toxin bacterium virus fracture lesion "
-         "syndrome tumour marker reflex ligament duct valve cell antibody vitamin").split()
+SUBJECTS = [
+    "Anatomy",
+    "Physiology",
+    "Biochemistry",
+    "Pathology",
+    "Pharmacology",
+    "Microbiology",
+    "Medicine",
+    "Surgery",
+    "Pediatrics",
+    "Gynaecology & Obstetrics",
+    "Ophthalmology",
+    "ENT",
+    "Dental",
+    "Psychiatry",
+    "Forensic Medicine",
+    "Social & Preventive Medicine",
+    "Radiology",
+    "Anaesthesia",
+    "Orthopaedics",
+    "Dermatology",
+    "Skin",
+]
+WORDS = (
+    "nerve artery vein muscle gland enzyme receptor hormone drug toxin bacterium virus fracture lesion "
+    "syndrome tumour marker reflex ligament duct valve cell antibody vitamin"
+).split()
 
 
 def synthetic_row(index: int, rng: random.Random) -> dict:
@@ -28,10 +49,15 @@ def synthetic_row(index: int, rng: random.Random) -> dict:
     return {
         "id": f"synthetic-{index:06d}",
         "question": f"Question {stem}: which {words}?",
-        "opa": options[0], "opb": options[1], "opc": options[2], "opd": options[3],
+        "opa": options[0],
+        "opb": options[1],
+        "opc": options[2],
+        "opd": options[3],
         "cop": rng.randrange(4),
         "choice_type": "multi" if rng.random() < 0.33 else "single",
-        "exp": None if rng.random() < 0.47 else f"Ans. {rng.choice('abcd')}. " + " ".join(rng.choice(WORDS) for _ in range(40)),
+        "exp": None
+        if rng.random() < 0.47
+        else f"Ans. {rng.choice('abcd')}. " + " ".join(rng.choice(WORDS) for _ in range(40)),
         "subject_name": rng.choice(SUBJECTS),
         "topic_name": None,
     }
