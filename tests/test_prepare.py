@@ -146,3 +146,27 @@ def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "row-50" in output and "answer_out_of_range" in output and "Traceback" not in output
+
+
+def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch):
+    """The hub branch, with the hub replaced by in-memory splits (cop 0-based, as on the hub)."""
+    import medjson.sources as sources
+
+    validation = [medmcqa_row(i, cop=i % 4) for i in range(12)]
+    train = [medmcqa_row(100 + i, cop=i % 4) for i in range(40)]
+    train[0]["question"] = validation[3]["question"].upper()  # the same question under another id
+    splits = {"validation": validation, "train": train}
+    monkeypatch.setattr(
+        sources,
+        "read_hub",
+        lambda dataset_id, split, revision: [
+            sources.RawRow(f"hub[{split}]#{i}", r) for i, r in enumerate(splits[split])
+        ],
+    )
+    pools, _, drops = make_pools(DataParams("org/medmcqa", "auto", None), _prep(sft_size=10, grpo_size=5), seed=1)
+    assert {q.id for q in pools["eval"]} == {r["id"] for r in validation}
+    assert [q.answer for q in pools["eval"]][:4] == list("ABCD")  # hub layout: cop 0 is A
+    training_ids = {q.id for q in pools["sft"] + pools["grpo"]}
+    assert len(pools["sft"]) == 10 and len(pools["grpo"]) == 5
+    assert training_ids <= {r["id"] for r in train} and "row-100" not in training_ids
+    assert drops["train_question_also_in_eval"] == 1
