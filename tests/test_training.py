@@ -155,3 +155,35 @@ def test_overlong_sft_examples_are_dropped_not_truncated(tiny_params, tiny_model
     short = {"messages": build_messages("Short?", ["a", "b", "c", "d"]), "target": target_json("A", 0.6, "x")}
     long = {"messages": build_messages("Long " * 400, ["a", "b", "c", "d"]), "target": target_json("A", 0.6, "x")}
     assert drop_overlong([short, long, short], tokenizer, 256, False) == [short, short]
+
+
+def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny_model, tmp_path):
+    """An untrained model never writes JSON: every reward is 0, so the guard must stop GRPO."""
+    import json
+    import shutil
+
+    from medjson.grpo import train_grpo
+
+    model_dir = tmp_path / "untrained_merged"
+    shutil.copytree(tiny_model, model_dir)
+    lineage = {"adapter": "none", "base": {"base": tiny_params.model.base}}
+    (model_dir / "medjson_lineage.json").write_text(json.dumps(lineage))  # poses as a merged SFT model
+    records = [
+        {"id": str(i), "messages": build_messages(f"Q{i}?", ["a", "b", "c", "d"]), "answer": "A"} for i in range(16)
+    ]
+    write_jsonl(tmp_path / "grpo.jsonl", records)
+    trainer = {**tiny_params.grpo.trainer, "max_steps": 6, "max_completion_length": 8}
+    guard = dataclasses.replace(tiny_params.grpo.guard, max_zero_std_logs=2, preflight_prompts=2)
+    params = dataclasses.replace(tiny_params, grpo=dataclasses.replace(tiny_params.grpo, trainer=trainer, guard=guard))
+    with pytest.raises(StageError, match="zero reward variance.*likely causes") as err:
+        train_grpo(
+            params,
+            model_dir,
+            tmp_path / "grpo.jsonl",
+            tmp_path / "adapter",
+            tmp_path / "curves",
+            tmp_path / "summary.json",
+            tmp_path / "scratch",
+        )
+    assert "step 2" in str(err.value)
+    assert not (tmp_path / "adapter").exists()  # nothing saved as if it had worked
