@@ -30,32 +30,27 @@ def conversations(n: int) -> list[list[dict]]:
     return [build_messages(q.question, q.options) for q in (questions * (n // len(questions) + 1))[:n]]
 
 
-def random_qwen3_06b(tokenizer_dir: Path, dtype: torch.dtype):
-    """Qwen3-0.6B's shape with random weights (no hub here), and the tiny model's tokenizer."""
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+TINY_DIR = ROOT / "bench" / "results" / "tiny"
+
+
+def tiny_qwen3():
+    """The tiny random Qwen3 of the tests (built once under bench/results), and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from medjson.tiny_model import build_tiny_qwen3
 
-    if not (tokenizer_dir / "tokenizer.json").exists():
-        build_tiny_qwen3(tokenizer_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen3Config(
-        vocab_size=151936,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        tie_word_embeddings=True,
-        rope_theta=1_000_000,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
+    if not (TINY_DIR / "config.json").exists():
+        build_tiny_qwen3(TINY_DIR)
+    return AutoModelForCausalLM.from_pretrained(TINY_DIR), AutoTokenizer.from_pretrained(TINY_DIR)
+
+
+def random_qwen3_06b(dtype: torch.dtype):
+    """Qwen3-0.6B's shape with random weights (no hub here), with the tiny model's tokenizer."""
+    from medjson.tiny_model import QWEN3_06B_SHAPE, random_qwen3
+
+    _, tokenizer = tiny_qwen3()
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Qwen3ForCausalLM(config).to(dtype)
+        model = random_qwen3(tokenizer, QWEN3_06B_SHAPE).to(dtype)
     return model, tokenizer
 
 

@@ -62,7 +62,7 @@ def main() -> None:
     from medjson.modeling import DTYPES, resolve_precision
 
     if args.random_qwen3:
-        model, tokenizer = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", DTYPES[resolve_precision("auto")])
+        model, tokenizer = random_qwen3_06b(DTYPES[resolve_precision("auto")])
         tokenizer.padding_side = "left"
         name = "random Qwen3-0.6B shape"
     else:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, conversations, random_qwen3_06b, report
+from common import ROOT, conversations, random_qwen3_06b, report, tiny_qwen3
 
 
 def main() -> None:
@@ -29,7 +29,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
     from medjson.grpo import grpo_config
@@ -38,15 +37,7 @@ def main() -> None:
     from medjson.sft import lora_config
 
     params = load_params(ROOT / "params.yaml")
-    if args.random_qwen3:
-        model, tokenizer = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", torch.float32)
-    else:
-        from medjson.tiny_model import build_tiny_qwen3
-
-        folder = ROOT / "bench" / "results" / "tiny"
-        if not (folder / "config.json").exists():
-            build_tiny_qwen3(folder)
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    model, tokenizer = random_qwen3_06b(torch.float32) if args.random_qwen3 else tiny_qwen3()
     config = grpo_config(params, Path(tempfile.mkdtemp()))
     config.max_steps, config.save_strategy, config.logging_steps, config.log_completions = (
         args.steps + 1,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, random_qwen3_06b, report
+from common import ROOT, random_qwen3_06b, report, tiny_qwen3
 
 
 def lora_model(model):
@@ -93,16 +93,9 @@ def main() -> None:
 
     def fresh():
         if args.random_qwen3:
-            model, _ = random_qwen3_06b(ROOT / "bench" / "results" / "tokenizer", weights_dtype)
+            model, _ = random_qwen3_06b(weights_dtype)
         else:
-            from transformers import AutoModelForCausalLM
-
-            from medjson.tiny_model import build_tiny_qwen3
-
-            folder = ROOT / "bench" / "results" / "tiny"
-            if not (folder / "config.json").exists():
-                build_tiny_qwen3(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder)
+            model, _ = tiny_qwen3()
         return lora_model(model)
 
     from medjson.params import load_params

@@ -60,7 +60,9 @@ def main() -> None:
     folder = create_workspace(args.folder, demo_overrides(args.source))
     print(f"demo workspace: {folder}", flush=True)
     started = time.perf_counter()
-    result = subprocess.run(["dvc", "repro"], cwd=folder, env=dvc_env())
+    # The demo is offline by design: any attempt to reach the hub fails at once instead of hanging.
+    env = {**dvc_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run(["dvc", "repro"], cwd=folder, env=env)
     if result.returncode != 0:
         sys.exit(f"dvc repro failed in {folder}; the stage's log above says why")
     print(f"\npipeline finished in {time.perf_counter() - started:.0f} s\n")

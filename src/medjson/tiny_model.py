@@ -66,32 +66,57 @@ def build_tokenizer(vocab_size: int = 1024, questions_path: Path = QUESTIONS):
     return tokenizer
 
 
-def build_tiny_qwen3(out_dir: Path | str, seed: int = 0, vocab_size: int = 1024) -> Path:
-    """Write a tiny random Qwen3 (about 140k parameters) and tokenizer to ``out_dir``."""
+# Sizes of the tiny model, and of the real Qwen3-0.6B for benchmarks that need its shape but not its weights.
+TINY_SHAPE = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    max_position_embeddings=2048,
+)
+QWEN3_06B_SHAPE = dict(
+    vocab_size=151936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000,
+)
+
+
+def random_qwen3(tokenizer, shape: dict, seed: int = 0, **config):
+    """A Qwen3 of the given shape with random weights, wired to ``tokenizer``'s end and pad tokens."""
     import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    im_end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    settings = {
+        "vocab_size": len(tokenizer),
+        "tie_word_embeddings": True,
+        "eos_token_id": im_end,
+        "pad_token_id": pad,
+        "bos_token_id": None,
+        **shape,
+        **config,
+    }
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(Qwen3Config(**settings))
+
+
+def build_tiny_qwen3(out_dir: Path | str, seed: int = 0, vocab_size: int = 1024) -> Path:
+    """Write a tiny random Qwen3 (about 490k parameters) and tokenizer to ``out_dir``."""
+    from transformers import GenerationConfig
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer(vocab_size)
-    im_end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=2048,
-        # At the default 0.02 a LoRA barely moves so small a model; 0.1 lets SFT teach the format.
-        initializer_range=0.1,
-        tie_word_embeddings=True,
-        eos_token_id=im_end,
-        pad_token_id=pad,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config)
+    # At the default initializer_range 0.02 a LoRA barely moves so small a model; 0.1 lets SFT teach the format.
+    model = random_qwen3(tokenizer, TINY_SHAPE, seed, initializer_range=0.1)
+    im_end, pad = model.config.eos_token_id, model.config.pad_token_id
     model.generation_config = GenerationConfig(eos_token_id=[im_end, pad], pad_token_id=pad, do_sample=False)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
