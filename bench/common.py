@@ -44,9 +44,23 @@ def tiny_qwen3():
     return AutoModelForCausalLM.from_pretrained(TINY_DIR), AutoTokenizer.from_pretrained(TINY_DIR)
 
 
+# Qwen3-0.6B's configuration, for timings that need its shape but not its weights (no hub here).
+QWEN3_06B_SHAPE = dict(
+    vocab_size=151936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000,
+)
+
+
 def random_qwen3_06b(dtype: torch.dtype):
     """Qwen3-0.6B's shape with random weights (no hub here), with the tiny model's tokenizer."""
-    from medjson.tiny_model import QWEN3_06B_SHAPE, random_qwen3
+    from medjson.tiny_model import random_qwen3
 
     _, tokenizer = tiny_qwen3()
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):

@@ -24,11 +24,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prepare_speed.json")
     args = parser.parse_args()
 
+    from synthetic import write_synthetic_source
+
     from medjson.params import load_params
     from medjson.pools import pool_record
     from medjson.prepare import POOLS, make_pools
     from medjson.records import write_jsonl
-    from medjson.synthetic import write_synthetic_source
 
     source = ROOT / "bench" / "results" / f"synthetic_{args.rows}.jsonl"
     if not source.exists():

@@ -44,7 +44,7 @@ def tiny_overrides(model: Path, questions: Path) -> dict:
     """Parameters that run the whole pipeline on the tiny model in about two minutes on CPU.
 
     The neutral reason (reason_max_chars 0) keeps the target learnable for a model this
-    small; SFT's rate and steps follow the field notes. GRPO samples at 1.0: the SFT'd
+    small; at a LoRA rate near 1e-2, 150 steps take it from no JSON to nearly all JSON. GRPO samples at 1.0: the SFT'd
     tiny model keeps its format there, and its letter varies within a group, so rewards vary.
     """
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -32,6 +33,17 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 def run_dvc(folder: Path, *args: str) -> str:
+    """stdout of a DVC command that must succeed (a stage's own log goes to stderr: see ``dvc_output``)."""
+    return dvc_output(folder, *args)[0]
+
+
+def dvc_output(folder: Path, *args: str) -> tuple[str, str]:
     result = dvc(folder, *args, check=False)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return result.stdout, result.stderr
+
+
+def curve_steps(curves_dir: Path, metric: str) -> list[int]:
+    """The steps a DVCLive curve holds, in order."""
+    rows = list(csv.DictReader((curves_dir / "plots" / "metrics" / f"{metric}.tsv").open(), delimiter="\t"))
+    return [int(row["step"]) for row in rows]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medjson.params import ParamsError, load_params, trainer_config
+from medjson.errors import ParamsError
+from medjson.params import load_params, trainer_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -25,7 +26,8 @@ def test_project_params_build_every_config(tmp_path):
     from trl import GRPOConfig, SFTConfig
 
     from medjson.grpo import grpo_config
-    from medjson.sft import lora_config, sft_config
+    from medjson.modeling import lora_config
+    from medjson.sft import sft_config
 
     params = load_params(PARAMS)
     sft = sft_config(params, tmp_path / "sft")
@@ -49,7 +51,6 @@ def test_project_params_build_every_config(tmp_path):
         (lambda p: p["prepare"].update(sft_size="many"), "prepare.sft_size"),
         (lambda p: p["model"].pop("precision"), "model.precision"),
         (lambda p: p["model"].update(precision="fp8"), "model.precision"),
-        (lambda p: p["grpo"]["rewards"].update(niceness=1.0), "grpo.rewards.niceness"),
     ],
 )
 def test_bad_params_fail_naming_the_key(tmp_path, change, message):
@@ -77,3 +78,19 @@ def test_unknown_trainer_key_names_the_key(tmp_path):
 def test_missing_file_says_where(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ({"niceness": 1.0}, r"grpo\.rewards\.niceness` is not a reward"),
+        ({}, "no reward a positive weight"),
+        ({"valid_json": 0.0}, "no reward a positive weight"),
+        ({"valid_json": -1.0}, r"grpo\.rewards\.valid_json` = -1\.0"),
+    ],
+)
+def test_bad_reward_weights_fail_naming_the_key(weights, message):
+    from medjson.rewards import check_reward_weights
+
+    with pytest.raises(ParamsError, match=message):
+        check_reward_weights(weights, "params.yaml")

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 from conftest import tiny_overrides
-from helpers import run_dvc
+from helpers import curve_steps, dvc_output, run_dvc
 
 from medjson.workspace import create_workspace
 
@@ -27,7 +27,9 @@ METRICS = [
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_model, questions_path):
-    folder = create_workspace(tmp_path_factory.mktemp("pipeline"), tiny_overrides(tiny_model, questions_path), git=True)
+    folder = create_workspace(
+        tmp_path_factory.mktemp("pipeline"), tiny_overrides(tiny_model, questions_path), git=True, copy_code=True
+    )
     run_dvc(folder, "repro")
     subprocess.run(["git", "add", "-A"], cwd=folder, check=True)
     subprocess.run(["git", "commit", "-qm", "baseline run"], cwd=folder, check=True)
@@ -107,3 +109,17 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
     assert "metrics/sft.json" not in diff and "metrics/base.json" not in diff
     run_dvc(pipeline, "plots", "diff", "HEAD", "-o", str(pipeline / "plots_diff"))
     assert (pipeline / "plots_diff" / "index.html").exists()
+
+
+def test_reward_code_change_retrains_grpo_from_its_first_step(pipeline):
+    """A finished run is never resumed: the new reward is trained on for every configured step."""
+    rewards = pipeline / "src/medjson/rewards.py"
+    old = "rewards.append(1.0 - (parsed.confidence - outcome) ** 2)"
+    assert old in rewards.read_text()
+    rewards.write_text(rewards.read_text().replace(old, "rewards.append(1.0 - abs(parsed.confidence - outcome))"))
+    assert set(json.loads(run_dvc(pipeline, "status", "--json"))) == {"grpo"}
+    stdout, stderr = dvc_output(pipeline, "repro")
+    assert "resuming" not in stdout + stderr
+    assert _metrics(pipeline, "grpo_training")["steps"] == 3
+    assert curve_steps(pipeline / "training/grpo", "reward") == [1, 2, 3]
+    assert not list((pipeline / "checkpoints/grpo").glob("checkpoint-*"))  # a finished run keeps none

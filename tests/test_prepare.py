@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from helpers import medmcqa_row, run_dvc, write_rows
 
+from medjson.errors import DataError
 from medjson.params import DataParams, PrepareParams
 from medjson.pools import (
     check_disjoint,
@@ -18,7 +19,7 @@ from medjson.pools import (
     pool_record,
 )
 from medjson.prepare import make_pools
-from medjson.sources import DataError, Question
+from medjson.sources import Question
 from medjson.workspace import create_workspace
 
 

@@ -115,7 +115,7 @@ def test_plot_data_has_an_invalid_label_and_subjects():
 
 
 def test_compare_refuses_different_questions():
-    from medjson.cli import StageError
+    from medjson.errors import StageError
 
     same = [_prediction("1", "A", "A")]
     with pytest.raises(StageError):

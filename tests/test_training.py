@@ -9,8 +9,9 @@ import yaml
 from conftest import tiny_overrides
 from transformers import TrainerCallback, TrainerControl
 
-from medjson.cli import StageError
-from medjson.grpo import GrpoMonitor, check_starts_from_sft
+from medjson.errors import StageError
+from medjson.grpo import GrpoMonitor
+from medjson.lineage import check_starts_from_sft
 from medjson.params import load_params
 from medjson.prompts import build_messages, render_prompt, target_json
 from medjson.records import write_jsonl
@@ -126,7 +127,7 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
 
 def test_grpo_refuses_to_start_from_the_base(tiny_params, tiny_model):
     with pytest.raises(StageError, match="never from the base"):
-        check_starts_from_sft(tiny_model, tiny_params)
+        check_starts_from_sft(tiny_model, tiny_params.model.base)
 
 
 def test_collapse_guard_stops_after_n_flat_logs():
@@ -187,3 +188,54 @@ def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny
         )
     assert "step 2" in str(err.value)
     assert not (tmp_path / "adapter").exists()  # nothing saved as if it had worked
+
+
+@pytest.mark.parametrize(
+    "precision, logs, fails_at",
+    [
+        ("fp32", [{"loss": 1.0, "grad_norm": 2.0}, {"loss": float("nan"), "grad_norm": 2.0}], 2),
+        ("fp16", [{"loss": float("inf")}], 1),
+        ("bf16", [{"loss": 1.0, "grad_norm": float("inf")}], 1),
+        # fp16's gradient scaler skips its first overflowing steps: three such logs pass, a fourth does not.
+        ("fp16", [{"loss": 1.0, "grad_norm": float("inf")}] * 4, 4),
+        ("fp16", [{"loss": 1.0, "grad_norm": float("inf")}] * 3 + [{"loss": 1.0, "grad_norm": 1.0}] * 3, None),
+    ],
+)
+def test_finite_guard_stops_on_a_non_finite_loss_or_gradient(precision, logs, fails_at):
+    from medjson.guards import FiniteGuard
+
+    guard = FiniteGuard(precision, "sft")
+
+    class State:
+        global_step = 0
+
+    for step, entry in enumerate(logs, start=1):
+        State.global_step = step
+        if step == fails_at:
+            with pytest.raises(StageError, match=f"at step {step} in {precision}.*learning rate"):
+                guard.on_log(None, State, TrainerControl(), logs=entry)
+            return
+        guard.on_log(None, State, TrainerControl(), logs=entry)
+    assert fails_at is None
+
+
+def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(tiny_params, train_file, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    from medjson.sft import train_sft
+
+    compute_loss = SFTTrainer.compute_loss
+
+    def nan_loss(self, *args, **kwargs):
+        result = compute_loss(self, *args, **kwargs)
+        if isinstance(result, tuple):
+            return (result[0] * float("nan"), *result[1:])
+        return result * float("nan")
+
+    monkeypatch.setattr(SFTTrainer, "compute_loss", nan_loss)
+    trainer_params = {**tiny_params.sft.trainer, "max_steps": 4, "logging_steps": 1, "save_steps": 2}
+    params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
+    with pytest.raises(StageError, match="loss became nan at step 1 in fp32"):
+        train_sft(params, train_file, tmp_path / "adapter", tmp_path / "curves", tmp_path / "scratch")
+    assert not (tmp_path / "adapter").exists()
+    assert not list((tmp_path / "scratch").glob("checkpoint-*"))  # stopped before the first save

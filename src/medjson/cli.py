@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Callable
 
+from medjson.errors import MedjsonError
+
 log = logging.getLogger("medjson")
 
 
@@ -17,16 +19,9 @@ def setup_logging() -> None:
 
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage; an expected failure (bad data, bad params, a guard) ends with one clear line, exit 1."""
-    from medjson.params import ParamsError
-    from medjson.sources import DataError
-
     setup_logging()
     try:
         main()
-    except (ParamsError, DataError, FileNotFoundError, StageError) as err:
+    except (MedjsonError, FileNotFoundError) as err:
         log.error("%s", err)
         sys.exit(1)
-
-
-class StageError(RuntimeError):
-    """A stage stopped on purpose: a guard tripped or an input is not what the stage needs."""

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from medjson.cli import StageError, run_stage
+from medjson.cli import run_stage
+from medjson.errors import StageError
 from medjson.records import read_jsonl, write_json
 from medjson.stats import paired_comparison
 

@@ -1,8 +1,11 @@
 """`make demo`: the whole pipeline offline on CPU, in its own DVC workspace, then a results table.
 
 The workspace (``demo-run/``) gets ``dvc.yaml``, and ``params.yaml`` with the overrides
-of ``configs/demo.yaml``, so the project's own files are never modified. A second run
-finds everything up to date in DVC and only prints the table again.
+of ``configs/demo.yaml``, so the project's own files are never modified. It is a git
+repository whose first complete run is committed, so the review loop works in it as in a
+real project: ``dvc exp run -S ...``, ``dvc exp show``, ``dvc params diff``, ``dvc metrics
+diff``, ``dvc plots diff``. A second run finds everything up to date in DVC and only
+prints the table again.
 
     python -m medjson.demo [--source ../shared/data/medmcqa/dev.json] [--folder demo-run]
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from medjson.workspace import PROJECT_ROOT, create_workspace, dvc_env
+from medjson.workspace import PROJECT_ROOT, commit_all, create_workspace, dvc_env
 
 HEADLINE = ("accuracy", "valid_json_rate", "schema_pass_rate", "accuracy_on_schema")
 
@@ -57,7 +60,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=PROJECT_ROOT / "demo-run")
     args = parser.parse_args()
 
-    folder = create_workspace(args.folder, demo_overrides(args.source))
+    folder = create_workspace(args.folder, demo_overrides(args.source), git=True)
     print(f"demo workspace: {folder}", flush=True)
     started = time.perf_counter()
     # The demo is offline by design: any attempt to reach the hub fails at once instead of hanging.
@@ -65,14 +68,16 @@ def main() -> None:
     result = subprocess.run(["dvc", "repro"], cwd=folder, env=env)
     if result.returncode != 0:
         sys.exit(f"dvc repro failed in {folder}; the stage's log above says why")
+    if commit_all(folder, "demo: complete pipeline run"):
+        print(f"committed the run in {folder}: the baseline that `dvc metrics diff` and `dvc exp show` compare against")
     print(f"\npipeline finished in {time.perf_counter() - started:.0f} s\n")
     print(results_table(folder))
     print(f"\ncharts: {folder / 'plots' / 'headline_metrics.png'} and {folder / 'plots' / 'change_vs_base.png'}")
     print(f"more:   cd {folder}")
-    print("        dvc metrics show metrics/base.json metrics/sft.json metrics/grpo.json   # or all: dvc metrics show")
-    print(
-        "        dvc plots show                                                          # then open dvc_plots/index.html"
-    )
+    print("        dvc metrics show                                  # every metrics file")
+    print("        dvc plots show                                    # then open dvc_plots/index.html (works offline)")
+    print("        dvc exp run -S grpo.trainer.learning_rate=3.0e-4  # try a change: only the GRPO side re-runs")
+    print("        dvc exp show; dvc params diff; dvc metrics diff; dvc plots diff")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from medjson.cli import run_stage
-from medjson.params import load_params, log_params
+from medjson.params import EvaluateParams, ModelParams, load_params, log_params
 from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS
 from medjson.records import read_jsonl, write_json, write_jsonl
@@ -30,6 +30,8 @@ from medjson.stats import (
 )
 
 log = logging.getLogger("medjson.evaluate")
+
+PARAMS_READ = ("model", "evaluate")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 INVALID = "invalid"
 
@@ -54,7 +56,7 @@ def prediction_record(question: dict, output: str, new_tokens: int) -> dict:
 
 
 def score(predictions: list[dict]) -> dict:
-    """Headline metrics over per-question predictions (the reference notebook's definitions).
+    """Headline metrics over per-question predictions.
 
     accuracy counts every question (an invalid answer is wrong); accuracy_on_schema
     counts only schema-valid answers. Lenient recoveries are reported apart.
@@ -113,13 +115,7 @@ def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
 
 
 def evaluate_model(
-    model_spec: str,
-    revision: str | None,
-    precision: str,
-    questions: list[dict],
-    enable_thinking: bool,
-    batch_size: int,
-    max_new_tokens: int,
+    model_spec: str, revision: str | None, model_params: ModelParams, questions: list[dict], settings: EvaluateParams
 ) -> tuple[list[dict], dict]:
     """Generate and score; returns predictions and metrics (throughput and device included)."""
     import torch
@@ -129,14 +125,14 @@ def evaluate_model(
 
     source = resolve_source(model_spec, revision)
     tokenizer = load_tokenizer(source, padding_side="left")
-    model = load_model(source, precision).eval()
+    model = load_model(source, model_params.precision, attn_implementation=model_params.attn_implementation).eval()
     run = generate(
         model,
         tokenizer,
         [q["messages"] for q in questions],
-        enable_thinking,
-        batch_size,
-        max_new_tokens,
+        model_params.enable_thinking,
+        settings.batch_size,
+        settings.max_new_tokens,
         progress="evaluate",
     )
     predictions = [prediction_record(q, o.text, o.new_tokens) for q, o in zip(questions, run.outputs)]
@@ -161,26 +157,12 @@ def main() -> None:
 
     params = load_params(args.params)
     spec = params.model.base if args.base else args.model
-    log_params(
-        f"evaluate {args.name}",
-        {
-            "model": spec,
-            "precision": params.model.precision,
-            "enable_thinking": params.model.enable_thinking,
-            "evaluate": params.raw["evaluate"],
-        },
-    )
+    log_params(f"evaluate {args.name} ({spec})", params.view(*PARAMS_READ))
     questions = read_jsonl(args.eval)
     if params.evaluate.limit is not None:
         questions = questions[: params.evaluate.limit]
     predictions, metrics = evaluate_model(
-        spec,
-        params.model.revision if args.base else None,
-        params.model.precision,
-        questions,
-        params.model.enable_thinking,
-        params.evaluate.batch_size,
-        params.evaluate.max_new_tokens,
+        spec, params.model.revision if args.base else None, params.model, questions, params.evaluate
     )
     write_jsonl(args.out_dir / "predictions.jsonl", predictions)
     for name, records in plot_data(predictions).items():

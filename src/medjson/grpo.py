@@ -1,6 +1,6 @@
 """Stage `grpo`: TRL GRPO with rule-based rewards, from the merged SFT model, with a LoRA.
 
-Guards against the reference notebook's silent failures:
+Guards against the ways GRPO can silently learn nothing:
 - the starting model must be this pipeline's merged SFT model, never the base;
 - before training, rollouts sampled at the configured temperature show whether the
   rewards can vary at all (GRPO learns nothing from groups of equal rewards);
@@ -15,29 +15,31 @@ Guards against the reference notebook's silent failures:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from medjson.checkpoints import file_digest, fingerprint, resume_point
-from medjson.cli import StageError, run_stage
-from medjson.lineage import weights_digest, write_base_record
+from medjson.checkpoints import mark_finished, resume_point, run_identity
+from medjson.cli import run_stage
+from medjson.errors import StageError
+from medjson.lineage import check_starts_from_sft, weights_digest, write_base_record
 from medjson.modeling import (
     load_model,
     load_tokenizer,
+    lora_config,
     resolve_precision,
     resolve_source,
     trainer_precision_flags,
 )
 from medjson.params import Params, load_params, log_params, trainer_config
 from medjson.records import read_jsonl, write_json
-from medjson.rewards import REWARDS
-from medjson.sft import lora_config
+from medjson.rewards import REWARDS, check_reward_weights
 
 log = logging.getLogger("medjson.grpo")
+
+PARAMS_READ = ("seed", "model", "grpo")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 COLLAPSE_CAUSES = (
     "likely causes: rollouts never valid JSON (temperature too high, or the SFT model did not learn the format), "
@@ -59,24 +61,9 @@ def grpo_config(params: Params, scratch: Path):
         data_seed=params.seed,
         reward_weights=list(params.grpo.rewards.values()),
         chat_template_kwargs={"enable_thinking": params.model.enable_thinking},
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
         **trainer_precision_flags(precision),
     )
-
-
-def check_starts_from_sft(model_dir: Path, params: Params) -> None:
-    """The GRPO model must be a merged SFT model of this pipeline, trained on the configured base."""
-    lineage_path = Path(model_dir) / "medjson_lineage.json"
-    if not lineage_path.exists():
-        raise StageError(
-            f"{model_dir} is not a merged model of this pipeline (no medjson_lineage.json): GRPO must start "
-            "from the merged SFT model (models/sft_merged), never from the base"
-        )
-    lineage = json.loads(lineage_path.read_text())
-    if lineage["base"]["base"] != params.model.base:
-        raise StageError(
-            f"{model_dir} was merged onto {lineage['base']['base']!r}, but model.base is {params.model.base!r}: "
-            "re-run sft and merge@sft"
-        )
 
 
 class GrpoMonitor(TrainerCallback):
@@ -87,6 +74,10 @@ class GrpoMonitor(TrainerCallback):
         self.history: list[dict] = []
         self.zero_std_run = 0
         self.collapsed_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Resumed from a checkpoint: its trainer state holds the steps logged before the interruption.
+        self.history = [dict(record) for record in state.log_history if "frac_reward_zero_std" in record]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -174,9 +165,10 @@ def train_grpo(
     from trl import GRPOTrainer
 
     from medjson.curves import LiveCurves
+    from medjson.guards import FiniteGuard
 
     # Model check: never the base.
-    check_starts_from_sft(model_dir, params)
+    check_starts_from_sft(model_dir, params.model.base)
     set_seed(params.seed)
     # Data.
     records = read_jsonl(train_path)
@@ -185,16 +177,15 @@ def train_grpo(
     # Tokenizer and model.
     source = resolve_source(str(model_dir))
     tokenizer = load_tokenizer(source)
-    model = load_model(source, params.model.precision)
+    model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
     preflight_stats = preflight(model, tokenizer, records, params)
     # Rewards, by name, weighted in the config.
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
-    run_id = fingerprint(
-        model=weights_digest(str(model_dir)), grpo=params.raw["grpo"], seed=params.seed, data=file_digest(train_path)
-    )
-    resume = resume_point(scratch, run_id)
+    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, weights_digest(str(model_dir)))
+    resume = resume_point(scratch, identity)
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
+    precision = resolve_precision(params.model.precision)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -202,7 +193,7 @@ def train_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(params.grpo.lora),
-        callbacks=[LiveCurves(curves_dir, resume=bool(resume)), monitor],
+        callbacks=[LiveCurves(curves_dir), monitor, FiniteGuard(precision, "grpo")],
     )
     # Train.
     trainer.train(resume_from_checkpoint=resume)
@@ -216,6 +207,7 @@ def train_grpo(
     write_base_record(adapter_dir, str(model_dir), None)
     summary = summarize(monitor.history, preflight_stats, trainer.state.global_step)
     write_json(summary_path, summary)
+    mark_finished(scratch, identity)
     log.info("GRPO summary: %s", summary)
     return summary
 
@@ -232,7 +224,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    log_params("grpo", {"seed": params.seed, "model": params.raw["model"], "grpo": params.raw["grpo"]})
+    check_reward_weights(params.grpo.rewards, args.params)
+    log_params("grpo", params.view(*PARAMS_READ))
     log.info("precision: %s", resolve_precision(params.model.precision))
     train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch)
 

@@ -10,14 +10,13 @@ generation config whose end-of-sequence ids include the chat end-of-turn token.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from medjson.cli import run_stage
-from medjson.lineage import check_same_base, read_base_record
+from medjson.lineage import check_same_base, read_base_record, write_merge_lineage
 from medjson.modeling import (
     ModelSource,
     end_of_turn_ids,
@@ -53,8 +52,7 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
     storage = STORAGE_DTYPES.get(record.get("storage_dtype", ""), torch.float32)
     merged.to(storage).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    lineage = {"adapter": str(adapter_dir), "base": record, "storage_dtype": str(storage).replace("torch.", "")}
-    (out_dir / "medjson_lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
+    write_merge_lineage(out_dir, adapter_dir, record, str(storage).replace("torch.", ""))
     log.info("saved merged model to %s (%s, eos ids %s)", out_dir, storage, generation.eos_token_id)
     return out_dir
 

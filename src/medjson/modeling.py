@@ -102,16 +102,35 @@ def load_tokenizer(source: ModelSource, padding_side: str = "right"):
     return tokenizer
 
 
-def load_model(source: ModelSource, precision: str, on_accelerator: bool = True):
-    """A causal LM in the resolved precision's dtype, on the GPU when there is one (and asked for)."""
+def load_model(source: ModelSource, precision: str, on_accelerator: bool = True, attn_implementation: str = "sdpa"):
+    """A causal LM in the resolved precision's dtype, on the GPU when there is one (and asked for).
+
+    ``sdpa`` is the default attention: Qwen models were trained in bf16, and in fp16 (a T4)
+    eager attention can overflow to inf/NaN where SDPA's kernels do not.
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = DTYPES[resolve_precision(precision)]
-    log.info("loading model %s (%s)", source.describe(), dtype)
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **source.kwargs())
+    log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, dtype=dtype, attn_implementation=attn_implementation, **source.kwargs()
+    )
     if source.gguf_file:
         _forget_gguf_quantization(model)
     return model.to(device()) if on_accelerator else model
+
+
+def lora_config(lora):
+    """peft's ``LoraConfig`` from a ``LoraParams`` section (SFT and GRPO each have one)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def _forget_gguf_quantization(model) -> None:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medjson.errors import ParamsError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing a key, has an unknown one, or a value of the wrong type."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +29,7 @@ class ModelParams:
     revision: str | None  # hub commit of the base; ignored for local paths
     precision: str  # auto | bf16 | fp16 | fp32
     enable_thinking: bool  # passed to the chat template in SFT, GRPO and evaluation alike
+    attn_implementation: str  # sdpa | eager | flash_attention_2; eager overflows in fp16 on Qwen3
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,18 @@ class Params:
     sft: SftParams
     grpo: GrpoParams
     evaluate: EvaluateParams
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def view(self, *sections: str) -> dict[str, Any]:
+        """The named top-level sections as plain data: what a stage logs and fingerprints.
+
+        Both read this one validated object, so the logged parameters and the run identity
+        can never drift from what the stage actually uses.
+        """
+        return {name: _plain(getattr(self, name)) for name in sections}
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -126,7 +136,7 @@ def _build(cls: type, data: Any, where: str, source: Path) -> Any:
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: `{where}` must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.name != "raw"]
+    fields = dataclasses.fields(cls)
     known = {f.name for f in fields}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -150,19 +160,13 @@ def _build(cls: type, data: Any, where: str, source: Path) -> Any:
 def _check_choices(params: Params, source: Path) -> None:
     choices = {
         "model.precision": (params.model.precision, {"auto", "bf16", "fp16", "fp32"}),
+        "model.attn_implementation": (params.model.attn_implementation, {"sdpa", "eager", "flash_attention_2"}),
         "data.layout": (params.data.layout, {"auto", "hub", "original"}),
         "prepare.bad_rows": (params.prepare.bad_rows, {"error", "drop"}),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ParamsError(f"{source}: `{key}` = {value!r}; choose one of {sorted(allowed)}")
-    from medjson.rewards import (
-        REWARDS,  # late import: rewards imports nothing heavy, but params stays leaf-level
-    )
-
-    for name in params.grpo.rewards:
-        if name not in REWARDS:
-            raise ParamsError(f"{source}: `grpo.rewards.{name}` is not a reward; known: {sorted(REWARDS)}")
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
@@ -173,7 +177,6 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     with path.open() as f:
         raw = yaml.safe_load(f)
     params = _build(Params, raw, "params", path)
-    params = dataclasses.replace(params, raw=raw)
     _check_choices(params, path)
     return params
 
@@ -190,9 +193,8 @@ def trainer_config(config_cls: type, section: dict[str, Any], where: str, **over
     return config_cls(**section, **overrides)
 
 
-def log_params(stage: str, section: Any) -> None:
+def log_params(stage: str, values: dict[str, Any]) -> None:
     """Log the resolved parameters a stage runs with, one line each."""
-    values = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
     log.info("%s parameters:", stage)
     for key, value in _flatten(values):
         log.info("  %s = %r", key, value)

@@ -11,8 +11,9 @@ import random
 import re
 from collections import OrderedDict
 
+from medjson.errors import DataError
 from medjson.prompts import build_messages, target_json
-from medjson.sources import DataError, Question
+from medjson.sources import Question
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _ANSWER_PREFIX = re.compile(

@@ -32,6 +32,7 @@ from medjson.stats import majority_accuracy
 log = logging.getLogger("medjson.prepare")
 
 POOLS = ("sft", "grpo", "eval")
+PARAMS_READ = ("seed", "data", "prepare")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
 def _validated(
@@ -105,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    log_params("prepare", {"seed": params.seed, "data": params.raw["data"], "prepare": params.raw["prepare"]})
+    log_params("prepare", params.view(*PARAMS_READ))
     pools, report, pooling_drops = make_pools(params.data, params.prepare, params.seed)
     prep = params.prepare
     for name in POOLS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,3 +39,15 @@ def read_json(path: Path | str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the stage that writes it first (dvc repro)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def digest_files(paths: Iterable[Path], relative_to: Path | None = None) -> str:
+    """sha256 over files' names and contents, read in blocks (weights can be gigabytes)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        name = path.relative_to(relative_to) if relative_to else path.name
+        digest.update(f"{name}\0".encode())
+        with Path(path).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()

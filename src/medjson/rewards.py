@@ -8,8 +8,11 @@ letter arrives as ``answer``.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Callable
 
+from medjson.errors import ParamsError
 from medjson.parsing import ParsedAnswer, parse_answer
 
 
@@ -61,3 +64,17 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
     "correct_answer": correct_answer,
     "calibration": calibration,
 }
+
+
+def check_reward_weights(weights: dict[str, float], params_file: str | Path) -> None:
+    """Every reward named in ``grpo.rewards`` exists, and at least one carries a positive weight."""
+    for name, weight in weights.items():
+        if name not in REWARDS:
+            raise ParamsError(f"{params_file}: `grpo.rewards.{name}` is not a reward; known: {sorted(REWARDS)}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ParamsError(f"{params_file}: `grpo.rewards.{name}` = {weight!r}; a weight must be a number >= 0")
+    if not any(weights.values()):
+        raise ParamsError(
+            f"{params_file}: `grpo.rewards` gives no reward a positive weight, so GRPO would learn nothing; "
+            f"name some of {sorted(REWARDS)} with weights"
+        )

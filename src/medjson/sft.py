@@ -14,32 +14,24 @@ import argparse
 import logging
 from pathlib import Path
 
-from medjson.checkpoints import file_digest, fingerprint, resume_point
+from medjson.checkpoints import mark_finished, resume_point, run_identity
 from medjson.cli import run_stage
+from medjson.errors import StageError
 from medjson.lineage import base_identity, write_base_record
 from medjson.modeling import (
     load_model,
     load_tokenizer,
+    lora_config,
     resolve_precision,
     resolve_source,
     trainer_precision_flags,
 )
-from medjson.params import LoraParams, Params, load_params, log_params, trainer_config
+from medjson.params import Params, load_params, log_params, trainer_config
 from medjson.records import read_jsonl
 
 log = logging.getLogger("medjson.sft")
 
-
-def lora_config(lora: LoraParams):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.lora_dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+PARAMS_READ = ("seed", "model", "sft")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
 def sft_config(params: Params, scratch: Path):
@@ -54,6 +46,7 @@ def sft_config(params: Params, scratch: Path):
         seed=params.seed,
         data_seed=params.seed,
         completion_only_loss=True,  # loss on the answer only: the prompt is given, not learned
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
         **trainer_precision_flags(precision),
     )
 
@@ -106,11 +99,16 @@ def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: li
     set_seed(params.seed)
     source = resolve_source(params.model.base, params.model.revision)
     tokenizer = load_tokenizer(source)
-    model = load_model(source, params.model.precision)
     max_length = params.sft.trainer.get("max_length", 1024)
     records = drop_overlong(read_jsonl(train_path), tokenizer, max_length, params.model.enable_thinking)
+    if not records:
+        raise StageError(
+            f"{train_path}: no SFT example fits sft.trainer.max_length = {max_length} tokens; "
+            "raise max_length or lower prepare.reason_max_chars"
+        )
     dataset = sft_dataset(records, params.model.enable_thinking)
     log.info("SFT examples: %d", len(dataset))
+    model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
     return SFTTrainer(
         model=model,
         args=sft_config(params, scratch),
@@ -129,19 +127,21 @@ def train_sft(
     scratch: Path,
     extra_callbacks: list | None = None,
 ) -> dict:
-    """Train, resuming from scratch checkpoints of the same run, and save the adapter."""
+    """Train, resuming only an interrupted run of the same identity, and save the adapter."""
     from medjson.curves import LiveCurves
+    from medjson.guards import FiniteGuard
 
     base = base_identity(params.model.base, params.model.revision)
-    run_id = fingerprint(base=base, sft=params.raw["sft"], seed=params.seed, data=file_digest(train_path))
-    resume = resume_point(scratch, run_id)
-    trainer = build_trainer(
-        params, train_path, scratch, [LiveCurves(curves_dir, resume=bool(resume)), *(extra_callbacks or [])]
-    )
+    identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, base)
+    resume = resume_point(scratch, identity)
+    precision = resolve_precision(params.model.precision)
+    callbacks = [LiveCurves(curves_dir), FiniteGuard(precision, "sft"), *(extra_callbacks or [])]
+    trainer = build_trainer(params, train_path, scratch, callbacks)
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
     write_base_record(adapter_dir, params.model.base, params.model.revision)
+    mark_finished(scratch, identity)
     log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
     return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}
 
@@ -156,7 +156,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    log_params("sft", {"seed": params.seed, "model": params.raw["model"], "sft": params.raw["sft"]})
+    log_params("sft", params.view(*PARAMS_READ))
     log.info("precision: %s", resolve_precision(params.model.precision))
     train_sft(params, args.train, args.adapter, args.curves, args.scratch)
 

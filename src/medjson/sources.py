@@ -15,15 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medjson.errors import DataError
 from medjson.prompts import LETTERS
 
 log = logging.getLogger(__name__)
 
 COP_OFFSET = {"original": 1, "hub": 0}
-
-
-class DataError(ValueError):
-    """A data source cannot be read, or holds a row that breaks the rules."""
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,17 @@
 The offline demo and the pipeline tests run the real ``dvc.yaml`` in a folder of
 their own, so the project's committed ``params.yaml``, ``dvc.lock`` and metrics are
 never touched. A workspace holds a copy of ``dvc.yaml``, a ``params.yaml`` made of the
-project's parameters with overrides applied, and a link to ``src`` so that stage
-dependencies resolve exactly as in the project.
+project's parameters with overrides applied, and ``src``: a link to the project's code,
+or a copy of it for a workspace whose code is changed on its own (the tests that change a
+reward function do that). Stages import the workspace's ``src`` (``PYTHONPATH=src``), the
+same files DVC tracks as their dependencies.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from typing import Any
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# DVC's plot page with the vega libraries inlined, so `dvc plots show` draws offline.
+OFFLINE_PLOTS_TEMPLATE = PROJECT_ROOT / "vendor" / "dvc-plots" / "offline.html"
 
 
 def deep_update(base: dict, overrides: dict, where: str = "") -> dict:
@@ -33,20 +38,41 @@ def deep_update(base: dict, overrides: dict, where: str = "") -> dict:
     return out
 
 
+# Scratch and rendered pages are not results: they stay out of the workspace's commits.
+WORKSPACE_GITIGNORE = "/checkpoints/\n/dvc_plots/\n"
+
+
 def _run(args: list[str], cwd: Path) -> None:
     subprocess.run(args, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
 
 
+def has_commits(folder: Path) -> bool:
+    return (
+        subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=folder, capture_output=True).returncode == 0
+    )
+
+
+def commit_all(folder: Path, message: str) -> bool:
+    """Commit everything not ignored; False when there was nothing to commit."""
+    _run(["git", "add", "-A"], folder)
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=folder).returncode == 0:
+        return False
+    _run(["git", "commit", "-qm", message], folder)
+    return True
+
+
 def dvc_env() -> dict[str, str]:
-    """Environment for DVC subprocesses: the running interpreter's bin first, so `python` is ours."""
+    """Environment for DVC subprocesses: the running interpreter's bin first, so `python` is ours,
+    and the workspace's own ``src`` (stages run from the workspace root) ahead of any installed copy."""
     env = dict(os.environ)
     bin_dir = str(Path(os.sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(["src", *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("DVC_NO_ANALYTICS", "1")
     return env
 
 
-def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = False) -> Path:
+def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = False, copy_code: bool = False) -> Path:
     """Make (or refresh) a workspace in ``folder``; with ``git``, a git repository with one commit."""
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,9 +83,11 @@ def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = 
         + yaml.safe_dump(params, sort_keys=False)
     )
     (folder / "dvc.yaml").write_text((PROJECT_ROOT / "dvc.yaml").read_text())
-    src_link = folder / "src"
-    if not src_link.exists():
-        src_link.symlink_to(PROJECT_ROOT / "src")
+    src = folder / "src"
+    if not src.exists() and copy_code:
+        shutil.copytree(PROJECT_ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    elif not src.exists():
+        src.symlink_to(PROJECT_ROOT / "src")
     env = dvc_env()
     if git and not (folder / ".git").exists():
         _run(["git", "init", "-q"], folder)
@@ -67,10 +95,16 @@ def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = 
         _run(["git", "config", "user.name", "medjson"], folder)
     if not (folder / ".dvc").exists():
         subprocess.run(["dvc", "init", "-q"] + ([] if git else ["--no-scm"]), cwd=folder, check=True, env=env)
-        subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=folder, check=True, env=env)
-        if git:  # DVCLive, inside a training stage, needs a commit to exist
-            _run(["git", "add", "-A"], folder)
-            _run(["git", "commit", "-qm", "workspace"], folder)
+    if git:  # a workspace made without git by an older version becomes a git one
+        subprocess.run(["dvc", "config", "--unset", "core.no_scm"], cwd=folder, env=env, capture_output=True)
+    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=folder, check=True, env=env)
+    shutil.copyfile(OFFLINE_PLOTS_TEMPLATE, folder / ".dvc" / OFFLINE_PLOTS_TEMPLATE.name)
+    subprocess.run(
+        ["dvc", "config", "plots.html_template", OFFLINE_PLOTS_TEMPLATE.name], cwd=folder, check=True, env=env
+    )
+    (folder / ".gitignore").write_text(WORKSPACE_GITIGNORE)
+    if git and not has_commits(folder):  # DVCLive, inside a training stage, needs a commit to exist
+        commit_all(folder, "workspace: params.yaml and dvc.yaml")
     return folder
 
 
