@@ -57,6 +57,19 @@ def test_every_metrics_and_plots_file_is_written(pipeline):
     assert (pipeline / "plots_html" / "index.html").exists()
 
 
+def test_plots_page_draws_every_chart_offline(pipeline):
+    from browser_check import chromium, drawn_marks, rendered_dom
+
+    run_dvc(pipeline, "plots", "show", "-o", str(pipeline / "plots_offline"))
+    page = pipeline / "plots_offline" / "index.html"
+    assert "cdn.jsdelivr.net" not in page.read_text()  # the workspace's plots.html_template inlines vega
+    if not chromium():
+        pytest.skip("Chromium not installed (apt-get install chromium): the page was not opened in a browser")
+    marks = drawn_marks(rendered_dom(page))
+    for plot in ("confusion_base", "confusion_grpo", "reliability", "sft_training", "grpo_training"):
+        assert marks.get(plot, 0) > 0, f"{plot} is blank: {marks}"
+
+
 def test_sft_teaches_the_json_format(pipeline):
     base, sft = _metrics(pipeline, "base"), _metrics(pipeline, "sft")
     assert base["valid_json_rate"] <= 0.1
