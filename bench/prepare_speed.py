@@ -38,7 +38,7 @@ def main() -> None:
     data = dataclasses.replace(params.data, source=str(source), layout="hub")
     prep = params.prepare
     started = time.perf_counter()
-    pools, report_, drops = make_pools(data, prep, params.seed)
+    pools, report_, drops, _ = make_pools(data, prep, params.seed)
     pooled = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         for name in POOLS:

@@ -60,7 +60,7 @@ def test_bad_params_fail_naming_the_key(tmp_path, change, message):
 
         params = load_params(path)
         with pytest.raises((ParamsError, ValueError, TypeError)):
-            trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", output_dir=str(tmp_path)).learning_rate + 1
+            trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path)).learning_rate + 1
         return
     with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
         load_params(path)
@@ -72,7 +72,7 @@ def test_unknown_trainer_key_names_the_key(tmp_path):
     path = _write(tmp_path, lambda p: p["sft"]["trainer"].update(learnig_rate=0.1))
     params = load_params(path)
     with pytest.raises(ParamsError, match=r"sft\.trainer\.learnig_rate"):
-        trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", output_dir=str(tmp_path))
+        trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path))
 
 
 def test_missing_file_says_where(tmp_path):

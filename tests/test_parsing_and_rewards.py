@@ -27,7 +27,16 @@ CASES = [
     ('{"predicted_category": "B", "confidence": "0.8", "reason": "x"}', True, False, None, False),
     ('{"predicted_category": "B", "confidence": 0.8}', True, False, None, False),
     ('{"predicted_category": "B", "confidence": 0.8, "reason": "x", "extra": 1}', True, False, None, False),
-    ('{"predicted_category": "B", "confidence": NaN, "reason": "x"}', True, False, None, False),
+    # Strict means strict: NaN and Infinity are not JSON, and a repeated key is not one answer.
+    ('{"predicted_category": "B", "confidence": NaN, "reason": "x"}', False, False, None, False),
+    ('{"predicted_category": "B", "confidence": Infinity, "reason": "x"}', False, False, None, False),
+    ('{"predicted_category": "A", "confidence": 0.8, "reason": "x", "predicted_category": "B"}', False, False, None, False),
+    ("The answer: " + '{"predicted_category": "A", "predicted_category": "B", "confidence": 0.8, "reason": "x"}',
+     False, False, None, False),
+    # A 5,000-digit number is JSON (Python alone refuses to convert it), and out of range.
+    ('{"predicted_category": "B", "confidence": ' + "1" * 5000 + ', "reason": "x"}', True, False, None, False),
+    # A lone surrogate escape, as a small model can write it: valid JSON, a valid answer.
+    ('{"predicted_category": "B", "confidence": 0.8, "reason": "\\ud83d"}', True, True, "B", False),
     ('["B", 0.8]', False, False, None, False),
     ('{"predicted_category": "B", "confidence": 0.8, "reason": "cut off', False, False, None, False),
     ("", False, False, None, False),
@@ -36,6 +45,8 @@ CASES = [
     ("```json\n" + GOOD + "\n```", False, False, None, True),
     ("The answer is " + GOOD + " I hope.", False, False, None, True),
     ("{" * 5000, False, False, None, False),
+    ("{" * 1_000_000, False, False, None, False),  # read in linear time: a megabyte of `{` takes milliseconds
+    ('x {"a": ' * 100_000, False, False, None, False),
 ]
 
 

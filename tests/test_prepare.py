@@ -28,8 +28,10 @@ def _prep(**changes) -> PrepareParams:
         sft_size=10,
         grpo_size=5,
         eval_size=None,
+        allow_short_pools=False,
         keep_multi=True,
         bad_rows="error",
+        max_dropped_share=0.05,
         reason_max_chars=120,
         confidence_explained=0.85,
         confidence_unexplained=0.6,
@@ -48,7 +50,7 @@ def test_same_question_text_never_crosses_pools(tmp_path):
         rows[i]["question"] = ["Skeletal  muscles", "skeletal muscles?", "SKELETAL muscles"][i % 3]
     path = write_rows(tmp_path / "src.json", rows)
     for seed in range(20):
-        pools, _, drops = make_pools(DataParams(str(path), "auto", None), _prep(sft_size=8, grpo_size=6), seed)
+        pools, _, drops, _ = make_pools(DataParams(str(path), "auto", None), _prep(sft_size=8, grpo_size=6), seed)
         homes = {
             name for name, pool in pools.items() for q in pool if normalize_question(q.question) == "skeletal muscles"
         }
@@ -146,7 +148,7 @@ def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
     result = dvc(folder, "repro", "prepare", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "row-50" in output and "answer_out_of_range" in output and "Traceback" not in output
+    assert "row-50" in output and "cop_out_of_range" in output and "Traceback" not in output
 
 
 def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch):
@@ -164,7 +166,7 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
             sources.RawRow(f"hub[{split}]#{i}", r) for i, r in enumerate(splits[split])
         ],
     )
-    pools, _, drops = make_pools(DataParams("org/medmcqa", "auto", None), _prep(sft_size=10, grpo_size=5), seed=1)
+    pools, _, drops, _ = make_pools(DataParams("org/medmcqa", "auto", None), _prep(sft_size=10, grpo_size=5), seed=1)
     assert {q.id for q in pools["eval"]} == {r["id"] for r in validation}
     assert [q.answer for q in pools["eval"]][:4] == list("ABCD")  # hub layout: cop 0 is A
     training_ids = {q.id for q in pools["sft"] + pools["grpo"]}

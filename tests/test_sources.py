@@ -57,12 +57,17 @@ def test_ambiguous_layout_asks_for_a_declaration(tmp_path):
 @pytest.mark.parametrize(
     "changes, fault",
     [
-        ({"question": "  "}, "empty_question"),
-        ({"opc": ""}, "empty_option"),
-        ({"opd": None}, "empty_option"),
-        ({"cop": 5}, "answer_out_of_range"),
-        ({"cop": "2"}, "answer_out_of_range"),
-        ({"id": None}, "missing_id"),
+        ({"question": "  "}, "question_empty"),
+        ({"question": 12}, "question_not_a_string"),
+        ({"opc": ""}, "option_empty"),
+        ({"opd": None}, "option_empty"),
+        ({"opb": 7}, "option_not_a_string"),
+        ({"cop": 5}, "cop_out_of_range"),
+        ({"cop": "2"}, "cop_not_an_integer"),
+        ({"cop": 2.0}, "cop_not_an_integer"),
+        ({"cop": None}, "cop_missing"),
+        ({"id": None}, "id_missing"),
+        ({"id": 99}, "id_not_a_string"),
     ],
 )
 def test_bad_row_is_an_error_naming_its_id_and_fault(tmp_path, changes, fault):

@@ -28,7 +28,11 @@ def compare(predictions: dict[str, list[dict]]) -> dict[str, dict]:
     """Paired comparisons for every pair; the two models must have answered the same questions."""
     correct = {}
     for name, rows in predictions.items():
-        correct[name] = {r["id"]: bool(r["correct"]) for r in rows}
+        if not rows or any(not isinstance(r.get("correct"), bool) or "id" not in r for r in rows):
+            raise StageError(
+                f"the {name} predictions are empty or lack `id`/`correct`: re-run evaluate@{name} (dvc repro)"
+            )
+        correct[name] = {r["id"]: r["correct"] for r in rows}
     out = {}
     for new, old in PAIRS:
         if set(correct[new]) != set(correct[old]):

@@ -20,7 +20,7 @@ from medjson.cli import run_stage
 from medjson.params import EvaluateParams, ModelParams, load_params, log_params
 from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS
-from medjson.records import read_jsonl, write_json, write_jsonl
+from medjson.records import EVAL_KEYS, read_pool, write_json, write_jsonl
 from medjson.stats import (
     brier_score,
     expected_calibration_error,
@@ -158,7 +158,7 @@ def main() -> None:
     params = load_params(args.params)
     spec = params.model.base if args.base else args.model
     log_params(f"evaluate {args.name} ({spec})", params.view(*PARAMS_READ))
-    questions = read_jsonl(args.eval)
+    questions = read_pool(args.eval, EVAL_KEYS, LETTERS)  # checked whole before any model loads
     if params.evaluate.limit is not None:
         questions = questions[: params.evaluate.limit]
     predictions, metrics = evaluate_model(

@@ -34,7 +34,8 @@ from medjson.modeling import (
     trainer_precision_flags,
 )
 from medjson.params import Params, load_params, log_params, trainer_config
-from medjson.records import read_jsonl, write_json
+from medjson.records import GRPO_KEYS, read_pool, write_json
+from medjson.prompts import LETTERS
 from medjson.rewards import REWARDS, check_reward_weights
 
 log = logging.getLogger("medjson.grpo")
@@ -56,6 +57,7 @@ def grpo_config(params: Params, scratch: Path):
         GRPOConfig,
         params.grpo.trainer,
         "grpo.trainer",
+        params.path,
         output_dir=str(scratch),
         seed=params.seed,
         data_seed=params.seed,
@@ -167,11 +169,12 @@ def train_grpo(
     from medjson.curves import LiveCurves
     from medjson.guards import FiniteGuard
 
-    # Model check: never the base.
+    # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
+    check_reward_weights(params.grpo.rewards, params.path)
+    config = grpo_config(params, scratch)
     check_starts_from_sft(model_dir, params.model.base)
     set_seed(params.seed)
-    # Data.
-    records = read_jsonl(train_path)
+    records = read_pool(train_path, GRPO_KEYS, LETTERS)
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
     log.info("GRPO prompts: %d", len(dataset))
     # Tokenizer and model.
@@ -189,7 +192,7 @@ def train_grpo(
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=grpo_config(params, scratch),
+        args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(params.grpo.lora),
@@ -224,7 +227,6 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    check_reward_weights(params.grpo.rewards, args.params)
     log_params("grpo", params.view(*PARAMS_READ))
     log.info("precision: %s", resolve_precision(params.model.precision))
     train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch)

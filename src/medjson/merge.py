@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from medjson.cli import run_stage
+from medjson.errors import StageError
 from medjson.lineage import check_same_base, read_base_record, write_merge_lineage
 from medjson.modeling import (
     ModelSource,
@@ -27,6 +28,7 @@ from medjson.modeling import (
 
 log = logging.getLogger("medjson.merge")
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -35,6 +37,11 @@ def load_adapter_model(adapter_dir: Path):
     from peft import PeftModel
 
     record = read_base_record(adapter_dir)
+    if not any((Path(adapter_dir) / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise StageError(
+            f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}): the training stage did not "
+            "finish saving; re-run it (dvc repro)"
+        )
     check_same_base(record, record["base"], record["revision"], f"merge {adapter_dir}")
     base = load_model(resolve_source(record["base"], record["revision"]), "fp32", on_accelerator=False)
     return PeftModel.from_pretrained(base, str(adapter_dir)), record

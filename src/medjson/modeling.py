@@ -11,12 +11,15 @@ the same way:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from medjson.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +92,32 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@contextlib.contextmanager
+def _clear_load_errors(source: ModelSource, what: str):
+    """Whatever ``from_pretrained`` raises (a garbage config.json, truncated weights, no network
+    for a hub id) ends as one line naming the model and what to do."""
+    try:
+        yield
+    except Exception as err:  # transformers, safetensors and the hub client raise many types
+        remedy = (
+            "check the folder's files, or re-run the stage that wrote it (dvc repro)"
+            if source.is_local
+            else "without internet, set model.base in params.yaml to a local folder or .gguf file"
+        )
+        raise StageError(f"cannot load the {what} of {source.describe()} ({type(err).__name__}: {err}); {remedy}") from None
+
+
 def load_tokenizer(source: ModelSource, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+    with _clear_load_errors(source, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         # Padding is masked out everywhere; the end-of-text token is a safe stand-in.
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
-        raise FileNotFoundError(f"model {source.describe()}: tokenizer has no chat template; use a chat model")
+        raise StageError(f"model {source.describe()}: its tokenizer has no chat template; use a chat model")
     return tokenizer
 
 
@@ -112,9 +131,10 @@ def load_model(source: ModelSource, precision: str, on_accelerator: bool = True,
 
     dtype = DTYPES[resolve_precision(precision)]
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
-    model = AutoModelForCausalLM.from_pretrained(
-        source.path, dtype=dtype, attn_implementation=attn_implementation, **source.kwargs()
-    )
+    with _clear_load_errors(source, "model"):
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=dtype, attn_implementation=attn_implementation, **source.kwargs()
+        )
     if source.gguf_file:
         _forget_gguf_quantization(model)
     return model.to(device()) if on_accelerator else model

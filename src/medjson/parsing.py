@@ -34,10 +34,39 @@ class ParsedAnswer:
     lenient_predicted: str | None  # the letter a lenient reading finds
 
 
+# A lenient reading tries at most this many `{` as the start of an object, so it stays
+# linear in the length of the text whatever the model wrote (a megabyte of `{`, say).
+LENIENT_MAX_STARTS = 32
+
+
+class _NotStrictJson(ValueError):
+    """Valid to Python's json module, but not strict JSON: a repeated key, NaN or Infinity."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) < len(keys):
+        raise _NotStrictJson("repeated key")
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> float:
+    raise _NotStrictJson(f"{name} is not JSON")
+
+
+def _integer(digits: str) -> int | float:
+    # Python refuses to convert integers of over 4,300 digits; such a number is still JSON.
+    return int(digits) if len(digits) < 4000 else float(digits)
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constants, parse_int=_integer)
+
+
 def _load_object(text: str) -> dict | None:
+    """The object ``text`` is, read strictly: no repeated keys, no NaN or Infinity; else None."""
     try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        value = _STRICT.decode(text)
+    except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and the strictness checks
         return None
     return value if isinstance(value, dict) else None
 
@@ -69,14 +98,17 @@ def _lenient_object(text: str) -> dict | None:
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1)
-    decoder = json.JSONDecoder()
-    for start in (i for i, ch in enumerate(text) if ch == "{"):
+    start = text.find("{")
+    for _ in range(LENIENT_MAX_STARTS):
+        if start < 0:
+            break
         try:
-            value, _ = decoder.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError):
-            continue
+            value, _ = _STRICT.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            value = None
         if isinstance(value, dict):
             return value
+        start = text.find("{", start + 1)
     return None
 
 

@@ -27,7 +27,7 @@ from medjson.modeling import (
     trainer_precision_flags,
 )
 from medjson.params import Params, load_params, log_params, trainer_config
-from medjson.records import read_jsonl
+from medjson.records import SFT_KEYS, read_pool
 
 log = logging.getLogger("medjson.sft")
 
@@ -42,6 +42,7 @@ def sft_config(params: Params, scratch: Path):
         SFTConfig,
         params.sft.trainer,
         "sft.trainer",
+        params.path,
         output_dir=str(scratch),
         seed=params.seed,
         data_seed=params.seed,
@@ -96,11 +97,13 @@ def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: li
     from transformers import set_seed
     from trl import SFTTrainer
 
+    config = sft_config(params, scratch)  # cheap checks first: settings, then data, then the model
+    records = read_pool(train_path, SFT_KEYS)
     set_seed(params.seed)
     source = resolve_source(params.model.base, params.model.revision)
     tokenizer = load_tokenizer(source)
     max_length = params.sft.trainer.get("max_length", 1024)
-    records = drop_overlong(read_jsonl(train_path), tokenizer, max_length, params.model.enable_thinking)
+    records = drop_overlong(records, tokenizer, max_length, params.model.enable_thinking)
     if not records:
         raise StageError(
             f"{train_path}: no SFT example fits sft.trainer.max_length = {max_length} tokens; "
@@ -111,7 +114,7 @@ def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: li
     model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
     return SFTTrainer(
         model=model,
-        args=sft_config(params, scratch),
+        args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(params.sft.lora),
