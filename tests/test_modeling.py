@@ -47,3 +47,28 @@ def test_gguf_base_loads_as_a_trainable_plain_model():
     assert getattr(model.config, "quantization_config", None) is None
     tokenizer = load_tokenizer(source)
     assert tokenizer.chat_template and tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
+
+
+def test_weights_digest_covers_pytorch_bin_weights_and_refuses_no_weights(tiny_model, tmp_path):
+    import shutil
+
+    import pytest
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from medjson.errors import StageError
+    from medjson.lineage import weights_digest
+
+    as_bin = tmp_path / "as_bin"  # the older storage format: a pickled state dict
+    as_bin.mkdir()
+    shutil.copy(tiny_model / "config.json", as_bin)
+    torch.save(AutoModelForCausalLM.from_pretrained(tiny_model).state_dict(), as_bin / "pytorch_model.bin")
+    before = weights_digest(str(as_bin))
+    weights = (as_bin / "pytorch_model.bin").read_bytes()
+    (as_bin / "pytorch_model.bin").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))  # a swapped base
+    assert weights_digest(str(as_bin)) != before
+    config_only = tmp_path / "config_only"
+    config_only.mkdir()
+    shutil.copy(tiny_model / "config.json", config_only)
+    with pytest.raises(StageError, match="no weights this pipeline can fingerprint"):
+        weights_digest(str(config_only))

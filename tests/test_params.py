@@ -60,7 +60,12 @@ def test_bad_params_fail_naming_the_key(tmp_path, change, message):
 
         params = load_params(path)
         with pytest.raises((ParamsError, ValueError, TypeError)):
-            trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path)).learning_rate + 1
+            (
+                trainer_config(
+                    SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path)
+                ).learning_rate
+                + 1
+            )
         return
     with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
         load_params(path)

@@ -30,9 +30,20 @@ CASES = [
     # Strict means strict: NaN and Infinity are not JSON, and a repeated key is not one answer.
     ('{"predicted_category": "B", "confidence": NaN, "reason": "x"}', False, False, None, False),
     ('{"predicted_category": "B", "confidence": Infinity, "reason": "x"}', False, False, None, False),
-    ('{"predicted_category": "A", "confidence": 0.8, "reason": "x", "predicted_category": "B"}', False, False, None, False),
-    ("The answer: " + '{"predicted_category": "A", "predicted_category": "B", "confidence": 0.8, "reason": "x"}',
-     False, False, None, False),
+    (
+        '{"predicted_category": "A", "confidence": 0.8, "reason": "x", "predicted_category": "B"}',
+        False,
+        False,
+        None,
+        False,
+    ),
+    (
+        "The answer: " + '{"predicted_category": "A", "predicted_category": "B", "confidence": 0.8, "reason": "x"}',
+        False,
+        False,
+        None,
+        False,
+    ),
     # A 5,000-digit number is JSON (Python alone refuses to convert it), and out of range.
     ('{"predicted_category": "B", "confidence": ' + "1" * 5000 + ', "reason": "x"}', True, False, None, False),
     # A lone surrogate escape, as a small model can write it: valid JSON, a valid answer.

@@ -173,3 +173,27 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
     assert len(pools["sft"]) == 10 and len(pools["grpo"]) == 5
     assert training_ids <= {r["id"] for r in train} and "row-100" not in training_ids
     assert drops["train_question_also_in_eval"] == 1
+
+
+def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp_path):
+    from medjson.prepare import POOLS, data_report
+
+    rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(40)] + [medmcqa_row(99, cop=7)]
+    path = write_rows(tmp_path / "src.json", rows)
+    prep = _prep(sft_size=10, grpo_size=5, eval_size=8, bad_rows="drop", max_dropped_share=0.1)
+    pools, report, drops, not_used = make_pools(DataParams(str(path), "auto", None), prep, seed=3)
+    summary = data_report(pools, report, drops, not_used, {"sft": 10, "grpo": 5, "eval": 8})
+    assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 23
+    assert summary["rows_read"] == sum(summary["rows"][p] for p in POOLS) + summary["rows_dropped"] + not_used
+    assert summary["dropped"] == {"cop_out_of_range": 1} and summary["short_pools"] == {}
+
+
+def test_a_short_pool_is_allowed_only_when_asked_and_then_reported(tmp_path):
+    path = write_rows(tmp_path / "src.json", [medmcqa_row(i, cop=(i % 4) + 1) for i in range(12)])
+    data = DataParams(str(path), "auto", None)
+    with pytest.raises(DataError, match="pool `grpo` has 2 rows, fewer than the 5"):
+        make_pools(data, _prep(sft_size=10, grpo_size=5), seed=0)
+    with pytest.raises(DataError, match="pool `eval` is empty"):
+        make_pools(data, _prep(sft_size=10, grpo_size=2), seed=0)
+    pools, *_ = make_pools(data, _prep(sft_size=10, grpo_size=1, eval_size=5, allow_short_pools=True), seed=0)
+    assert [len(pools[p]) for p in ("sft", "grpo", "eval")] == [10, 1, 1]

@@ -130,3 +130,19 @@ def test_majority_accuracy():
     assert majority_accuracy(list("AABCA")) == pytest.approx(0.6)
     assert majority_accuracy(list("ABAB")) == 0.5  # a tie still scores the tied share
     assert majority_accuracy([]) == 0.0
+
+
+def test_model_output_with_a_lone_surrogate_is_written_and_scored(tmp_path):
+    import json
+
+    from medjson.evaluate import prediction_record, score
+    from medjson.records import read_jsonl, write_jsonl
+
+    output = '{"predicted_category": "B", "confidence": 0.7, "reason": "\\ud83d cut"}'
+    question = {"id": "q1", "subject": "Anatomy", "answer": "B"}
+    record = prediction_record(question, json.loads(json.dumps(output)), 12)
+    record["raw_output"] += "\ud83d"  # as decoded text can also carry it
+    assert write_jsonl(tmp_path / "p.jsonl", [record]) == 1
+    (back,) = read_jsonl(tmp_path / "p.jsonl")
+    assert back["correct"] is True and back["reason"] == "\ud83d cut"
+    assert score([back])["accuracy"] == 1.0

@@ -46,9 +46,11 @@ def train_file(tmp_path):
 
 
 def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, tmp_path):
-    from medjson.sft import build_trainer
+    from medjson.records import SFT_KEYS, read_pool
+    from medjson.sft import build_trainer, sft_config
 
-    trainer = build_trainer(tiny_params, train_file, tmp_path / "scratch", [])
+    config = sft_config(tiny_params, tmp_path / "scratch")
+    trainer = build_trainer(tiny_params, config, read_pool(train_file, SFT_KEYS), train_file, [])
     batch = next(iter(trainer.get_train_dataloader()))
     tokenizer = trainer.processing_class
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -65,9 +67,11 @@ def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_fil
 
 
 def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, tmp_path):
-    from medjson.sft import build_trainer
+    from medjson.records import SFT_KEYS, read_pool
+    from medjson.sft import build_trainer, sft_config
 
-    trainer = build_trainer(tiny_params, train_file, tmp_path / "scratch", [])
+    config = sft_config(tiny_params, tmp_path / "scratch")
+    trainer = build_trainer(tiny_params, config, read_pool(train_file, SFT_KEYS), train_file, [])
     tokenizer = trainer.processing_class
     row = trainer.train_dataset[0]
     sft_prompt = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]

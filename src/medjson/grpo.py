@@ -34,8 +34,8 @@ from medjson.modeling import (
     trainer_precision_flags,
 )
 from medjson.params import Params, load_params, log_params, trainer_config
-from medjson.records import GRPO_KEYS, read_pool, write_json
 from medjson.prompts import LETTERS
+from medjson.records import GRPO_KEYS, read_pool, write_json
 from medjson.rewards import REWARDS, check_reward_weights
 
 log = logging.getLogger("medjson.grpo")
@@ -173,8 +173,10 @@ def train_grpo(
     check_reward_weights(params.grpo.rewards, params.path)
     config = grpo_config(params, scratch)
     check_starts_from_sft(model_dir, params.model.base)
-    set_seed(params.seed)
     records = read_pool(train_path, GRPO_KEYS, LETTERS)
+    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, weights_digest(str(model_dir)))
+    resume = resume_point(scratch, identity)
+    set_seed(params.seed)
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
     log.info("GRPO prompts: %d", len(dataset))
     # Tokenizer and model.
@@ -185,8 +187,6 @@ def train_grpo(
     # Rewards, by name, weighted in the config.
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
-    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, weights_digest(str(model_dir)))
-    resume = resume_point(scratch, identity)
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
     precision = resolve_precision(params.model.precision)
     trainer = GRPOTrainer(

@@ -104,7 +104,9 @@ def _clear_load_errors(source: ModelSource, what: str):
             if source.is_local
             else "without internet, set model.base in params.yaml to a local folder or .gguf file"
         )
-        raise StageError(f"cannot load the {what} of {source.describe()} ({type(err).__name__}: {err}); {remedy}") from None
+        raise StageError(
+            f"cannot load the {what} of {source.describe()} ({type(err).__name__}: {err}); {remedy}"
+        ) from None
 
 
 def load_tokenizer(source: ModelSource, padding_side: str = "right"):

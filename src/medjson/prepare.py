@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medjson.cli import run_stage
+from medjson.errors import DataError
 from medjson.params import DataParams, PrepareParams, load_params, log_params
 from medjson.pools import (
     check_disjoint,
@@ -26,7 +27,6 @@ from medjson.pools import (
     shuffled,
 )
 from medjson.records import write_json, write_jsonl
-from medjson.errors import DataError
 from medjson.sources import LoadReport, Question, is_local, load_source, validate_rows
 from medjson.stats import majority_accuracy
 

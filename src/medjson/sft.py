@@ -92,13 +92,11 @@ def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinki
     return kept
 
 
-def build_trainer(params: Params, train_path: Path, scratch: Path, callbacks: list):
+def build_trainer(params: Params, config, records: list[dict], train_path: Path, callbacks: list):
     """An SFTTrainer ready to train; split out so tests can inspect its collated batches."""
     from transformers import set_seed
     from trl import SFTTrainer
 
-    config = sft_config(params, scratch)  # cheap checks first: settings, then data, then the model
-    records = read_pool(train_path, SFT_KEYS)
     set_seed(params.seed)
     source = resolve_source(params.model.base, params.model.revision)
     tokenizer = load_tokenizer(source)
@@ -134,12 +132,15 @@ def train_sft(
     from medjson.curves import LiveCurves
     from medjson.guards import FiniteGuard
 
+    # Cheap checks first: settings, data and scratch folder, before the model loads.
+    config = sft_config(params, scratch)
+    records = read_pool(train_path, SFT_KEYS)
     base = base_identity(params.model.base, params.model.revision)
     identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, base)
     resume = resume_point(scratch, identity)
     precision = resolve_precision(params.model.precision)
     callbacks = [LiveCurves(curves_dir), FiniteGuard(precision, "sft"), *(extra_callbacks or [])]
-    trainer = build_trainer(params, train_path, scratch, callbacks)
+    trainer = build_trainer(params, config, records, train_path, callbacks)
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
