@@ -1,7 +1,8 @@
 """Does a `dvc plots show` page draw its charts, offline, in a real browser?
 
 Headless Chromium opens the page with no network, runs its scripts, and dumps the DOM;
-each vega chart is drawn when its div holds an SVG with marks in it. Used by the pipeline
+each vega chart is drawn when its div holds an SVG with marks in it, and each image plot
+when its file sits beside the page. Used by the pipeline
 test (skipped where Chromium is absent) and by hand:
 
     python tests/browser_check.py demo-run/dvc_plots/index.html
@@ -58,6 +59,7 @@ class _Charts(HTMLParser):
         self.stack: list[str | None] = []  # the plot id each open element belongs to
         self.marks: dict[str, int] = {}
         self.in_svg: dict[str, int] = {}
+        self.images: dict[str, list[str]] = {}
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -65,6 +67,8 @@ class _Charts(HTMLParser):
         if owner is None and tag == "div" and attrs.get("id"):
             owner = attrs["id"]
             self.marks.setdefault(owner, 0)
+        if owner is not None and tag == "img":
+            self.images.setdefault(owner, []).append(attrs.get("src", ""))
         if owner is not None and tag == "svg":
             self.in_svg[owner] = self.in_svg.get(owner, 0) + 1
         elif owner is not None and self.in_svg.get(owner) and tag in DRAWN:
@@ -79,19 +83,24 @@ class _Charts(HTMLParser):
                 self.in_svg[owner] -= 1
 
 
-def drawn_marks(dom: str) -> dict[str, int]:
-    """Plot id -> number of SVG marks drawn in it (0: the chart is blank)."""
+def drawn_marks(dom: str, page: Path | None = None) -> dict[str, int]:
+    """Plot id -> number of SVG marks drawn in it, or of its images found beside ``page`` (0: blank)."""
     parser = _Charts()
     parser.feed(dom)
-    return parser.marks
+    marks = dict(parser.marks)
+    for plot, sources in parser.images.items():
+        if page is not None:
+            marks[plot] += sum(1 for src in sources if src and (Path(page).parent / src).is_file())
+    return marks
 
 
 def main() -> None:
     if not chromium():
         sys.exit("no Chromium found: apt-get install chromium")
-    marks = drawn_marks(rendered_dom(Path(sys.argv[1])))
+    page = Path(sys.argv[1])
+    marks = drawn_marks(rendered_dom(page), page)
     for plot, count in sorted(marks.items()):
-        print(f"{plot:<40} {'drawn' if count else 'BLANK':<6} {count} SVG marks")
+        print(f"{plot:<40} {'drawn' if count else 'BLANK':<6} {count} SVG marks or images")
     sys.exit(0 if marks and all(marks.values()) else 1)
 
 

@@ -65,9 +65,10 @@ def test_plots_page_draws_every_chart_offline(pipeline):
     assert "cdn.jsdelivr.net" not in page.read_text()  # the workspace's plots.html_template inlines vega
     if not chromium():
         pytest.skip("Chromium not installed (apt-get install chromium): the page was not opened in a browser")
-    marks = drawn_marks(rendered_dom(page))
+    marks = drawn_marks(rendered_dom(page), page)
     for plot in ("confusion_base", "confusion_grpo", "reliability", "sft_training", "grpo_training"):
         assert marks.get(plot, 0) > 0, f"{plot} is blank: {marks}"
+    assert marks and all(marks.values()), f"blank charts: {[p for p, n in marks.items() if not n]}"
 
 
 def test_sft_teaches_the_json_format(pipeline):

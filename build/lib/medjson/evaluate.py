@@ -1,0 +1,185 @@
+"""Stage `evaluate`: one model on the held-out questions, greedy, batched, strictly parsed.
+
+Run once per model (``evaluate@base``, ``@sft``, ``@grpo``) on the same questions.
+Writes per-question predictions, a flat metrics file, and plot data (confusion
+matrix, reliability diagram, per-subject accuracy).
+
+    python -m medjson.evaluate --model models/sft_merged --name sft \
+        --eval data/pools/eval.jsonl --out-dir evaluation/sft --metrics metrics/sft.json
+    python -m medjson.evaluate --base --name base ...   # the base model from params.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from medjson.cli import run_stage
+from medjson.params import EvaluateParams, ModelParams, load_params, log_params
+from medjson.parsing import parse_answer
+from medjson.prompts import LETTERS
+from medjson.records import EVAL_KEYS, read_pool, write_json, write_jsonl
+from medjson.stats import (
+    brier_score,
+    expected_calibration_error,
+    majority_accuracy,
+    reliability_bins,
+    wilson_interval,
+)
+
+log = logging.getLogger("medjson.evaluate")
+
+PARAMS_READ = ("model", "evaluate")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+
+INVALID = "invalid"
+
+
+def prediction_record(question: dict, output: str, new_tokens: int) -> dict:
+    parsed = parse_answer(output)
+    return {
+        "id": question["id"],
+        "subject": question["subject"],
+        "gold": question["answer"],
+        "raw_output": output,
+        "predicted": parsed.predicted,
+        "confidence": parsed.confidence,
+        "reason": parsed.reason,
+        "valid_json": parsed.valid_json,
+        "schema_valid": parsed.schema_valid,
+        "correct": parsed.schema_valid and parsed.predicted == question["answer"],
+        "lenient_only": parsed.lenient_schema_valid and not parsed.schema_valid,
+        "lenient_correct": parsed.lenient_predicted == question["answer"],
+        "new_tokens": new_tokens,
+    }
+
+
+def score(predictions: list[dict]) -> dict:
+    """Headline metrics over per-question predictions.
+
+    accuracy counts every question (an invalid answer is wrong); accuracy_on_schema
+    counts only schema-valid answers. Lenient recoveries are reported apart.
+    """
+    n = len(predictions)
+    correct = sum(p["correct"] for p in predictions)
+    on_schema = [p for p in predictions if p["schema_valid"]]
+    low, high = wilson_interval(correct, n)
+    confidences = [p["confidence"] for p in on_schema]
+    outcomes = [p["correct"] for p in on_schema]
+    predicted = Counter(p["predicted"] or INVALID for p in predictions)
+    lenient_only = sum(p["lenient_only"] for p in predictions)
+    return {
+        "n": n,
+        "accuracy": correct / n if n else 0.0,
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "valid_json_rate": sum(p["valid_json"] for p in predictions) / n if n else 0.0,
+        "schema_pass_rate": len(on_schema) / n if n else 0.0,
+        "accuracy_on_schema": sum(outcomes) / len(on_schema) if on_schema else 0.0,
+        "majority_baseline": majority_accuracy([p["gold"] for p in predictions]),
+        **{f"predicted_share_{label}": predicted.get(label, 0) / n if n else 0.0 for label in (*LETTERS, INVALID)},
+        "lenient_only_rate": lenient_only / n if n else 0.0,
+        "lenient_only_accuracy": sum(p["lenient_only"] and p["lenient_correct"] for p in predictions) / n if n else 0.0,
+        "calibration_n": len(on_schema),
+        "ece": expected_calibration_error(confidences, outcomes),
+        "brier": brier_score(confidences, outcomes),
+    }
+
+
+def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
+    """Records for DVC plots: confusion (gold vs predicted), reliability bins, per-subject accuracy."""
+    confusion = [{"gold": p["gold"], "predicted": p["predicted"] or INVALID} for p in predictions]
+    on_schema = [p for p in predictions if p["schema_valid"]]
+    reliability = [
+        r
+        for r in reliability_bins([p["confidence"] for p in on_schema], [p["correct"] for p in on_schema])
+        if r["count"]
+    ]
+    by_subject: dict[str, list[bool]] = defaultdict(list)
+    for p in predictions:
+        by_subject[p["subject"]].append(p["correct"])
+    subjects = []
+    for subject, outcomes in sorted(by_subject.items()):
+        low, high = wilson_interval(sum(outcomes), len(outcomes))
+        subjects.append(
+            {
+                "subject": subject,
+                "n": len(outcomes),
+                "accuracy": sum(outcomes) / len(outcomes),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return {"confusion": confusion, "reliability": reliability, "subjects": subjects}
+
+
+def evaluate_model(
+    model_spec: str, revision: str | None, model_params: ModelParams, questions: list[dict], settings: EvaluateParams
+) -> tuple[list[dict], dict]:
+    """Generate and score; returns predictions and metrics (throughput and device included)."""
+    import torch
+
+    from medjson.generation import generate
+    from medjson.modeling import device, load_model, load_tokenizer, resolve_source
+
+    source = resolve_source(model_spec, revision)
+    tokenizer = load_tokenizer(source, padding_side="left")
+    model = load_model(source, model_params.precision, attn_implementation=model_params.attn_implementation).eval()
+    run = generate(
+        model,
+        tokenizer,
+        [q["messages"] for q in questions],
+        model_params.enable_thinking,
+        settings.batch_size,
+        settings.max_new_tokens,
+        progress="evaluate",
+    )
+    predictions = [prediction_record(q, o.text, o.new_tokens) for q, o in zip(questions, run.outputs)]
+    metrics = score(predictions)
+    metrics["questions_per_s"] = len(questions) / run.seconds if run.seconds else 0.0
+    metrics["new_tokens_per_s"] = run.new_tokens / run.seconds if run.seconds else 0.0
+    metrics["device"] = torch.cuda.get_device_name() if device() == "cuda" else "cpu"
+    return predictions, metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a local full model folder (or hub id) to evaluate")
+    which.add_argument("--base", action="store_true", help="evaluate model.base from params.yaml")
+    parser.add_argument("--name", required=True, help="the model's name in logs and files: base, sft, grpo")
+    parser.add_argument("--eval", type=Path, default=Path("data/pools/eval.jsonl"))
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    spec = params.model.base if args.base else args.model
+    log_params(f"evaluate {args.name} ({spec})", params.view(*PARAMS_READ))
+    questions = read_pool(args.eval, EVAL_KEYS, LETTERS)  # checked whole before any model loads
+    if params.evaluate.limit is not None:
+        questions = questions[: params.evaluate.limit]
+    predictions, metrics = evaluate_model(
+        spec, params.model.revision if args.base else None, params.model, questions, params.evaluate
+    )
+    write_jsonl(args.out_dir / "predictions.jsonl", predictions)
+    for name, records in plot_data(predictions).items():
+        write_json(args.out_dir / f"{name}.json", records)
+    write_json(args.metrics, metrics)
+    log.info(
+        "%s: accuracy %.3f [%.3f, %.3f], valid JSON %.3f, schema %.3f, %.2f questions/s on %s",
+        args.name,
+        metrics["accuracy"],
+        metrics["accuracy_ci_low"],
+        metrics["accuracy_ci_high"],
+        metrics["valid_json_rate"],
+        metrics["schema_pass_rate"],
+        metrics["questions_per_s"],
+        metrics["device"],
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,236 @@
+"""Stage `grpo`: TRL GRPO with rule-based rewards, from the merged SFT model, with a LoRA.
+
+Guards against the ways GRPO can silently learn nothing:
+- the starting model must be this pipeline's merged SFT model, never the base;
+- before training, rollouts sampled at the configured temperature show whether the
+  rewards can vary at all (GRPO learns nothing from groups of equal rewards);
+- during training, N logged steps in a row with zero reward variance in every group
+  stop the run with an error naming the likely causes.
+
+    python -m medjson.grpo --model models/sft_merged --train data/pools/grpo.jsonl \
+        --adapter models/grpo_adapter --curves training/grpo --summary metrics/grpo_training.json \
+        --scratch checkpoints/grpo
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from medjson.checkpoints import mark_finished, resume_point, run_identity
+from medjson.cli import run_stage
+from medjson.errors import StageError
+from medjson.lineage import check_starts_from_sft, weights_digest, write_base_record
+from medjson.modeling import (
+    load_model,
+    load_tokenizer,
+    lora_config,
+    resolve_precision,
+    resolve_source,
+    trainer_precision_flags,
+)
+from medjson.params import Params, load_params, log_params, trainer_config
+from medjson.prompts import LETTERS
+from medjson.records import GRPO_KEYS, read_pool, write_json
+from medjson.rewards import REWARDS, check_reward_weights
+
+log = logging.getLogger("medjson.grpo")
+
+PARAMS_READ = ("seed", "model", "grpo")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+
+COLLAPSE_CAUSES = (
+    "likely causes: rollouts never valid JSON (temperature too high, or the SFT model did not learn the format), "
+    "a think block before the JSON (enable_thinking must be false everywhere), completions cut at "
+    "max_completion_length, or every completion in a group equally right or wrong"
+)
+
+
+def grpo_config(params: Params, scratch: Path):
+    from trl import GRPOConfig
+
+    precision = resolve_precision(params.model.precision)
+    return trainer_config(
+        GRPOConfig,
+        params.grpo.trainer,
+        "grpo.trainer",
+        params.path,
+        output_dir=str(scratch),
+        seed=params.seed,
+        data_seed=params.seed,
+        reward_weights=list(params.grpo.rewards.values()),
+        chat_template_kwargs={"enable_thinking": params.model.enable_thinking},
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
+        **trainer_precision_flags(precision),
+    )
+
+
+class GrpoMonitor(TrainerCallback):
+    """Keeps the reward history and stops training once rewards stop varying for too long."""
+
+    def __init__(self, max_zero_std_logs: int):
+        self.max_zero_std_logs = max_zero_std_logs
+        self.history: list[dict] = []
+        self.zero_std_run = 0
+        self.collapsed_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Resumed from a checkpoint: its trainer state holds the steps logged before the interruption.
+        self.history = [dict(record) for record in state.log_history if "frac_reward_zero_std" in record]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "frac_reward_zero_std" not in logs:
+            return
+        self.history.append(
+            {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        )
+        self.zero_std_run = self.zero_std_run + 1 if logs["frac_reward_zero_std"] >= 1.0 else 0
+        if self.zero_std_run >= self.max_zero_std_logs:
+            self.collapsed_at = state.global_step
+            control.should_training_stop = True
+
+
+def preflight(model, tokenizer, records: list[dict], params: Params) -> dict:
+    """Sample rollouts as GRPO will, and report how many are valid JSON and whether rewards vary."""
+    from medjson.generation import generate
+
+    trainer = params.grpo.trainer
+    picked = records[: params.grpo.guard.preflight_prompts]
+    generations = trainer.get("num_generations", 8)
+    conversations = [r["messages"] for r in picked for _ in range(generations)]
+    answers = [r["answer"] for r in picked for _ in range(generations)]
+    run = generate(
+        model,
+        tokenizer,
+        conversations,
+        params.model.enable_thinking,
+        batch_size=len(conversations) or 1,
+        max_new_tokens=trainer.get("max_completion_length", 256),
+        temperature=trainer.get("temperature", 1.0),
+    )
+    texts = [o.text for o in run.outputs]
+    totals = [0.0] * len(texts)
+    for name, weight in params.grpo.rewards.items():
+        for i, value in enumerate(REWARDS[name](texts, answer=answers)):
+            totals[i] += weight * value
+    groups = [totals[i : i + generations] for i in range(0, len(totals), generations)]
+    varying = sum(1 for g in groups if len(set(g)) > 1)
+    valid = sum(REWARDS["valid_json"](texts))
+    log.info(
+        "preflight: %d/%d rollouts valid JSON; %d/%d prompt groups with varying reward",
+        valid,
+        len(texts),
+        varying,
+        len(groups),
+    )
+    if texts:
+        log.info("preflight sample rollout: %r", texts[0][:300])
+    if groups and varying == 0:
+        log.warning("preflight: no prompt group has any reward variance; GRPO may learn nothing (%s)", COLLAPSE_CAUSES)
+    return {
+        "preflight_valid_json_rate": valid / max(len(texts), 1),
+        "preflight_varying_groups": varying / max(len(groups), 1),
+    }
+
+
+def summarize(history: list[dict], preflight_stats: dict, steps: int) -> dict:
+    """Reward at the start and end of training, and how often groups had nothing to learn from."""
+    rewards = [h["reward"] for h in history if "reward" in h]
+    window = max(1, len(rewards) // 4)
+    return {
+        "steps": steps,
+        "reward_start": statistics.fmean(rewards[:window]) if rewards else 0.0,
+        "reward_end": statistics.fmean(rewards[-window:]) if rewards else 0.0,
+        "frac_reward_zero_std_mean": statistics.fmean(h["frac_reward_zero_std"] for h in history) if history else 1.0,
+        "clipped_ratio_mean": statistics.fmean(h.get("completions/clipped_ratio", 0.0) for h in history)
+        if history
+        else 0.0,
+        **preflight_stats,
+    }
+
+
+def train_grpo(
+    params: Params,
+    model_dir: Path,
+    train_path: Path,
+    adapter_dir: Path,
+    curves_dir: Path,
+    summary_path: Path,
+    scratch: Path,
+) -> dict:
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    from medjson.curves import LiveCurves
+    from medjson.guards import FiniteGuard
+
+    # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
+    check_reward_weights(params.grpo.rewards, params.path)
+    config = grpo_config(params, scratch)
+    check_starts_from_sft(model_dir, params.model.base)
+    records = read_pool(train_path, GRPO_KEYS, LETTERS)
+    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, weights_digest(str(model_dir)))
+    resume = resume_point(scratch, identity)
+    set_seed(params.seed)
+    dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
+    log.info("GRPO prompts: %d", len(dataset))
+    # Tokenizer and model.
+    source = resolve_source(str(model_dir))
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
+    preflight_stats = preflight(model, tokenizer, records, params)
+    # Rewards, by name, weighted in the config.
+    reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
+    # Trainer.
+    monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
+    precision = resolve_precision(params.model.precision)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(params.grpo.lora),
+        callbacks=[LiveCurves(curves_dir), monitor, FiniteGuard(precision, "grpo")],
+    )
+    # Train.
+    trainer.train(resume_from_checkpoint=resume)
+    if monitor.collapsed_at is not None:
+        raise StageError(
+            f"GRPO stopped at step {monitor.collapsed_at}: every prompt group had zero reward variance for "
+            f"{params.grpo.guard.max_zero_std_logs} logged steps in a row, so nothing was being learned; {COLLAPSE_CAUSES}"
+        )
+    # Save.
+    trainer.save_model(str(adapter_dir))
+    write_base_record(adapter_dir, str(model_dir), None)
+    summary = summarize(monitor.history, preflight_stats, trainer.state.global_step)
+    write_json(summary_path, summary)
+    mark_finished(scratch, identity)
+    log.info("GRPO summary: %s", summary)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", type=Path, default=Path("models/sft_merged"))
+    parser.add_argument("--train", type=Path, default=Path("data/pools/grpo.jsonl"))
+    parser.add_argument("--adapter", type=Path, default=Path("models/grpo_adapter"))
+    parser.add_argument("--curves", type=Path, default=Path("training/grpo"))
+    parser.add_argument("--summary", type=Path, default=Path("metrics/grpo_training.json"))
+    parser.add_argument("--scratch", type=Path, default=Path("checkpoints/grpo"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    log_params("grpo", params.view(*PARAMS_READ))
+    log.info("precision: %s", resolve_precision(params.model.precision))
+    train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch)
+
+
+if __name__ == "__main__":
+    run_stage(main)

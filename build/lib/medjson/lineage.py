@@ -1,0 +1,126 @@
+"""Which base an adapter was trained on, recorded beside it and checked before it is used.
+
+An adapter applied to any other base than its own silently produces a different
+model (a "GRPO model" that is really the base with a stray adapter, say). Each
+adapter folder carries ``medjson_base.json``: the base's model string, its hub
+revision, and for local bases a digest of the weights, so ``merge`` can refuse a
+mismatch. Each merged model carries ``medjson_lineage.json``, so ``grpo`` can refuse
+to start from anything but this pipeline's merged SFT model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medjson.errors import StageError
+from medjson.modeling import resolve_source
+from medjson.records import digest_files
+
+RECORD = "medjson_base.json"
+
+
+# Every file ``from_pretrained`` may read weights or architecture from, in either format.
+WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
+
+
+def weights_digest(spec: str) -> str | None:
+    """sha256 over what a local model really loads; None for a hub model (its revision pins it).
+
+    A folder with no weight file in a known format is refused: a digest of nothing would
+    let any other model pass as this one.
+    """
+    source = resolve_source(spec)
+    if not source.is_local:
+        return None
+    folder = Path(source.path)
+    if source.gguf_file:
+        files = [folder / source.gguf_file]
+    else:
+        files = sorted({path for pattern in WEIGHT_PATTERNS for path in folder.glob(pattern)})
+        if not any(path.name != "config.json" and not path.name.endswith(".json") for path in files):
+            raise StageError(
+                f"model folder {folder} has no weights this pipeline can fingerprint (*.safetensors or *.bin): "
+                "save it with save_pretrained"
+            )
+    return digest_files(files, relative_to=folder)
+
+
+def storage_dtype(spec: str, revision: str | None) -> str:
+    """The dtype the base's weights are stored in (bfloat16 for Qwen3), so merges keep its size."""
+    from transformers import AutoConfig
+
+    source = resolve_source(spec, revision)
+    dtype = getattr(AutoConfig.from_pretrained(source.path, **source.kwargs()), "dtype", None)
+    return str(dtype).replace("torch.", "") if dtype is not None else "float32"
+
+
+def base_identity(spec: str, revision: str | None) -> dict:
+    local = resolve_source(spec, revision).is_local
+    return {
+        "base": spec,
+        "revision": None if local else revision,
+        "weights_sha256": weights_digest(spec),
+        "storage_dtype": storage_dtype(spec, revision),
+    }
+
+
+def write_base_record(adapter_dir: Path, spec: str, revision: str | None) -> None:
+    (Path(adapter_dir) / RECORD).write_text(json.dumps(base_identity(spec, revision), indent=2) + "\n")
+
+
+def _read_record(path: Path, writer: str) -> dict:
+    """A lineage record as a dict; a corrupt or truncated one is a clear error naming the file."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise StageError(f"{path} cannot be read ({err}): re-run {writer} (dvc repro) to write it again") from None
+    if not isinstance(record, dict):
+        raise StageError(f"{path} holds {type(record).__name__}, not an object: re-run {writer} (dvc repro)")
+    return record
+
+
+def read_base_record(adapter_dir: Path) -> dict:
+    path = Path(adapter_dir) / RECORD
+    if not path.exists():
+        raise StageError(f"{path} missing: {adapter_dir} was not written by this pipeline's sft or grpo stage")
+    record = _read_record(path, "sft or grpo")
+    missing = sorted({"base", "revision", "weights_sha256", "storage_dtype"} - set(record))
+    if missing:
+        raise StageError(f"{path} lacks {missing}: re-run the stage that trained {adapter_dir} (dvc repro)")
+    return record
+
+
+def check_same_base(record: dict, spec: str, revision: str | None, what: str) -> None:
+    """Fail unless ``spec`` is the very base the record names (same string, revision and weights)."""
+    current = base_identity(spec, revision)
+    if current != record:
+        raise StageError(
+            f"{what}: the adapter was trained on {record}, but the base given now is {current}; "
+            "re-run the training stage (dvc repro) so adapter and base match"
+        )
+
+
+LINEAGE = "medjson_lineage.json"
+
+
+def write_merge_lineage(out_dir: Path, adapter_dir: Path, record: dict, storage_dtype: str) -> None:
+    """Mark a merged model as this pipeline's: which adapter, on which base, stored how."""
+    lineage = {"adapter": str(adapter_dir), "base": record, "storage_dtype": storage_dtype}
+    (Path(out_dir) / LINEAGE).write_text(json.dumps(lineage, indent=2) + "\n")
+
+
+def check_starts_from_sft(model_dir: Path, base: str) -> None:
+    """GRPO's model must be a merged SFT model of this pipeline, trained on the configured base."""
+    lineage_path = Path(model_dir) / LINEAGE
+    if not lineage_path.exists():
+        raise StageError(
+            f"{model_dir} is not a merged model of this pipeline (no {LINEAGE}): GRPO must start "
+            "from the merged SFT model (models/sft_merged), never from the base"
+        )
+    lineage = _read_record(lineage_path, "merge@sft")
+    merged_onto = lineage.get("base", {}).get("base") if isinstance(lineage.get("base"), dict) else None
+    if merged_onto != base:
+        raise StageError(
+            f"{model_dir} was merged onto {merged_onto!r}, but model.base is {base!r}: re-run sft and merge@sft"
+        )

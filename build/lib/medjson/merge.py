@@ -1,0 +1,76 @@
+"""Stage `merge`: an adapter merged onto the exact base it was trained on, saved as a full model.
+
+Runs twice in the DAG (``merge@sft``, ``merge@grpo``); evaluation only ever loads
+full models. The output is an ordinary safetensors folder with the tokenizer and a
+generation config whose end-of-sequence ids include the chat end-of-turn token.
+
+    python -m medjson.merge --adapter models/sft_adapter --out models/sft_merged
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from medjson.cli import run_stage
+from medjson.errors import StageError
+from medjson.lineage import check_same_base, read_base_record, write_merge_lineage
+from medjson.modeling import (
+    ModelSource,
+    end_of_turn_ids,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
+
+log = logging.getLogger("medjson.merge")
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def load_adapter_model(adapter_dir: Path):
+    """Base (fp32, CPU) with the adapter applied, not merged; checks the base is the one recorded."""
+    from peft import PeftModel
+
+    record = read_base_record(adapter_dir)
+    if not any((Path(adapter_dir) / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise StageError(
+            f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}): the training stage did not "
+            "finish saving; re-run it (dvc repro)"
+        )
+    check_same_base(record, record["base"], record["revision"], f"merge {adapter_dir}")
+    base = load_model(resolve_source(record["base"], record["revision"]), "fp32", on_accelerator=False)
+    return PeftModel.from_pretrained(base, str(adapter_dir)), record
+
+
+def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
+    model, record = load_adapter_model(adapter_dir)
+    merged = model.merge_and_unload()
+    tokenizer = load_tokenizer(ModelSource(str(adapter_dir)))  # the trainer saved it beside the adapter
+    generation = merged.generation_config
+    configured = generation.eos_token_id
+    configured = [] if configured is None else ([configured] if isinstance(configured, int) else list(configured))
+    generation.eos_token_id = sorted(set(configured) | set(end_of_turn_ids(tokenizer)))
+    generation.pad_token_id = tokenizer.pad_token_id
+    storage = STORAGE_DTYPES.get(record.get("storage_dtype", ""), torch.float32)
+    merged.to(storage).save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    write_merge_lineage(out_dir, adapter_dir, record, str(storage).replace("torch.", ""))
+    log.info("saved merged model to %s (%s, eos ids %s)", out_dir, storage, generation.eos_token_id)
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    merge_adapter(args.adapter, args.out)
+
+
+if __name__ == "__main__":
+    run_stage(main)

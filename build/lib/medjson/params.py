@@ -1,0 +1,289 @@
+"""Reading ``params.yaml`` into typed settings, failing early on unknown, mistyped or out-of-range keys.
+
+Plain sections become frozen dataclasses whose fields carry their allowed range or
+choices, checked on load; the ``trainer`` sections pass straight through to TRL's
+``SFTConfig`` and ``GRPOConfig``, checked against those configs' own field types (and
+the ranges below) before any model is loaded, with the file and key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medjson.errors import ParamsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def at_least(low: float) -> Any:
+    return field(metadata={"range": (low, None)})
+
+
+def between(low: float, high: float) -> Any:
+    return field(metadata={"range": (low, high)})
+
+
+def one_of(*choices: str) -> Any:
+    return field(metadata={"choices": choices})
+
+
+def free() -> Any:
+    """A field any value of its type fits (a model or data location, a flag)."""
+    return field(metadata={"free": True})
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    base: str = free()  # hub id, local folder, .gguf file, or package:<pkg>/<file>.gguf
+    revision: str | None = free()  # hub commit of the base; ignored for local paths
+    precision: str = one_of("auto", "bf16", "fp16", "fp32")
+    enable_thinking: bool = free()  # passed to the chat template in SFT, GRPO and evaluation alike
+    # eager attention overflows to NaN in fp16 on Qwen3; sdpa does not
+    attn_implementation: str = one_of("sdpa", "eager", "flash_attention_2")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = free()  # hub dataset id, or a local .json/.jsonl/.parquet file
+    layout: str = one_of("auto", "hub", "original")  # how `cop` is numbered in the source
+    revision: str | None = free()  # hub dataset revision; ignored for local files
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    sft_size: int = at_least(1)
+    grpo_size: int = at_least(1)
+    eval_size: int | None = at_least(1)  # None: every evaluation row
+    allow_short_pools: bool = free()  # a pool smaller than asked: an error, or (true) a loud line in the report
+    keep_multi: bool = free()  # keep `multi` choice-type questions
+    bad_rows: str = one_of("error", "drop")
+    max_dropped_share: float = between(0.0, 1.0)  # with bad_rows: drop, more than this share dropped is an error
+    reason_max_chars: int = at_least(0)
+    confidence_explained: float = between(0.0, 1.0)
+    confidence_unexplained: float = between(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    r: int = at_least(1)
+    lora_alpha: int = at_least(1)
+    lora_dropout: float = between(0.0, 0.99)
+    target_modules: list[str] = free()
+
+
+@dataclass(frozen=True)
+class GuardParams:
+    preflight_prompts: int = at_least(0)  # prompts sampled from the SFT model before GRPO starts
+    max_zero_std_logs: int = at_least(1)  # logged steps in a row with no reward variance before stopping
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = at_least(1)
+    max_new_tokens: int = at_least(1)
+    limit: int | None = at_least(1)  # None: the whole evaluation pool
+
+
+@dataclass(frozen=True)
+class SftParams:
+    lora: LoraParams
+    trainer: dict[str, Any]  # trl.SFTConfig fields, checked by trainer_config
+
+
+@dataclass(frozen=True)
+class GrpoParams:
+    lora: LoraParams
+    rewards: dict[str, float]  # reward name -> weight, checked by rewards.check_reward_weights
+    guard: GuardParams
+    trainer: dict[str, Any]  # trl.GRPOConfig fields, checked by trainer_config
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = at_least(0)
+    model: ModelParams = free()
+    data: DataParams = free()
+    prepare: PrepareParams = free()
+    sft: SftParams = free()
+    grpo: GrpoParams = free()
+    evaluate: EvaluateParams = free()
+    # Where these values were read from, for messages; not a key of the file.
+    path: Path = field(default=DEFAULT_PARAMS, compare=False, metadata={"not_a_key": True})
+
+    def view(self, *sections: str) -> dict[str, Any]:
+        """The named top-level sections as plain data: what a stage logs and fingerprints.
+
+        Both read this one validated object, so the logged parameters and the run identity
+        can never drift from what the stage actually uses.
+        """
+        return {name: _plain(getattr(self, name)) for name in sections}
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        key_t, value_t = typing.get_args(annotation) or (Any, Any)
+        return isinstance(value, dict) and all(
+            (key_t is Any or _type_ok(k, key_t)) and (value_t is Any or _type_ok(v, value_t)) for k, v in value.items()
+        )
+    if annotation is Any or not isinstance(annotation, type):
+        return True  # a form this check does not know: the consumer validates it
+    return isinstance(value, annotation)
+
+
+def _type_error(source: Path, path: str, value: Any, annotation: Any) -> ParamsError:
+    hint = ""
+    if isinstance(value, str):
+        try:
+            float(value)
+            hint = " (YAML read this number as a string: write floats as 2.0e-4, and numbers without quotes)"
+        except ValueError:
+            pass
+    shown = str(annotation).replace("typing.", "")
+    return ParamsError(f"{source}: `{path}` = {value!r} is not of type {shown}{hint}")
+
+
+def _range_error(source: Path, path: str, value: Any, low: float | None, high: float | None) -> ParamsError | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return ParamsError(f"{source}: `{path}` = {value!r} must be a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        return ParamsError(f"{source}: `{path}` = {value!r} is out of range: it must be {bounds}")
+    return None
+
+
+def _build(cls: type, data: Any, where: str, source: Path) -> Any:
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: `{where}` must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("not_a_key")]
+    known = {f.name for f in fields}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ParamsError(f"{source}: unknown key `{where}.{unknown[0]}`; known keys: {sorted(known)}")
+    missing = sorted(known - set(data))
+    if missing:
+        raise ParamsError(f"{source}: missing key `{where}.{missing[0]}`")
+    values = {}
+    for f in fields:
+        annotation, value, path = hints[f.name], data[f.name], f"{where}.{f.name}".removeprefix("params.")
+        if dataclasses.is_dataclass(annotation):
+            values[f.name] = _build(annotation, value, path, source)
+            continue
+        if not _type_ok(value, annotation):
+            raise _type_error(source, path, value, annotation)
+        if "range" in f.metadata and (error := _range_error(source, path, value, *f.metadata["range"])):
+            raise error
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ParamsError(f"{source}: `{path}` = {value!r}; choose one of {list(f.metadata['choices'])}")
+        values[f.name] = value
+    return cls(**values)
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate the whole parameter file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found (or not a file): run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path} is not readable YAML: {err}") from None
+    params = _build(Params, raw, "params", path)
+    return dataclasses.replace(params, path=path)
+
+
+# Ranges for the trainer keys this pipeline relies on; TRL checks the rest of its own fields.
+TRAINER_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "learning_rate": (1e-12, 1.0),
+    "num_train_epochs": (1e-9, None),
+    "max_steps": (-1, None),
+    "per_device_train_batch_size": (1, None),
+    "gradient_accumulation_steps": (1, None),
+    "max_length": (1, None),
+    "logging_steps": (1e-9, None),
+    "save_steps": (1e-9, None),
+    "save_total_limit": (1, None),
+    "warmup_steps": (0, None),
+    "num_generations": (2, None),
+    "max_completion_length": (1, None),
+    "temperature": (1e-6, None),
+    "beta": (0.0, None),
+}
+
+
+def trainer_config(config_cls: type, section: dict[str, Any], where: str, source: Path | str, **overrides: Any):
+    """Build ``SFTConfig``/``GRPOConfig`` from a params section, after checking every key's name,
+    type and range, so a mistake fails here, with the file and key named, before any model loads."""
+    source = Path(source)
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(section) - set(fields))
+    if unknown:
+        raise ParamsError(f"{source}: `{where}.{unknown[0]}` is not a {config_cls.__name__} field")
+    clash = sorted(set(section) & set(overrides))
+    if clash:
+        raise ParamsError(f"{source}: `{where}.{clash[0]}` is set by the pipeline itself; remove it")
+    hints = _config_type_hints(config_cls)
+    for key, value in section.items():
+        if key in hints and not _type_ok(value, hints[key]):
+            raise _type_error(source, f"{where}.{key}", value, hints[key])
+        if key in TRAINER_RANGES and (error := _range_error(source, f"{where}.{key}", value, *TRAINER_RANGES[key])):
+            raise error
+    if section.get("max_steps", -1) == 0:
+        raise ParamsError(f"{source}: `{where}.max_steps` = 0 trains nothing; use -1 to train by epochs")
+    try:
+        return config_cls(**section, **overrides)
+    except (ValueError, TypeError) as err:  # TRL's own cross-field checks
+        raise ParamsError(f"{source}: `{where}` is not a valid {config_cls.__name__}: {err}") from None
+
+
+def _config_type_hints(config_cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(config_cls)
+    except Exception:  # a forward reference TRL's module cannot resolve: fall back to what resolves
+        return {f.name: f.type for f in dataclasses.fields(config_cls) if not isinstance(f.type, str)}
+
+
+def log_params(stage: str, values: dict[str, Any]) -> None:
+    """Log the resolved parameters a stage runs with, one line each."""
+    log.info("%s parameters:", stage)
+    for key, value in _flatten(values):
+        log.info("  %s = %r", key, value)
+
+
+def _flatten(values: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(values, dict):
+        out = []
+        for key, value in values.items():
+            out += _flatten(value, f"{prefix}{key}.")
+        return out
+    return [(prefix.rstrip("."), values)]

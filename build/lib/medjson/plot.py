@@ -1,0 +1,93 @@
+"""Stage `plot`: the two headline charts as PNG, drawn from the metrics files.
+
+PNG charts render in ``dvc plots show`` even offline; the interactive plots (confusion,
+reliability, per-subject accuracy, training curves) are declared in ``dvc.yaml`` over
+the evaluation and training data.
+
+    python -m medjson.plot --metrics metrics --out plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from medjson.cli import run_stage
+from medjson.records import read_json
+
+log = logging.getLogger("medjson.plot")
+
+MODELS = ("base", "sft", "grpo")
+HEADLINE = ("accuracy", "valid_json_rate", "schema_pass_rate", "accuracy_on_schema")
+
+
+def _pyplot():
+    """pyplot on the file-only backend: stages run on machines without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def headline_chart(metrics: dict[str, dict], path: Path) -> None:
+    """Four headline metrics for three models, accuracy with its 95% interval."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(metrics)
+    for offset, (name, values) in enumerate(metrics.items()):
+        xs = [i + offset * width for i in range(len(HEADLINE))]
+        bars = ax.bar(xs, [values[m] for m in HEADLINE], width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        interval = [[values["accuracy"] - values["accuracy_ci_low"]], [values["accuracy_ci_high"] - values["accuracy"]]]
+        ax.errorbar(xs[0], values["accuracy"], yerr=interval, color="black", capsize=3, linewidth=1)
+    first = next(iter(metrics.values()))
+    ax.axhline(
+        first["majority_baseline"], color="grey", linestyle="--", linewidth=1, label="always the majority letter"
+    )
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)
+    ax.set_ylim(0, 1.08)
+    ax.set_title(f"Headline metrics on {first['n']} held-out questions (accuracy with 95% interval)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def change_chart(metrics: dict[str, dict], path: Path) -> None:
+    """Each trained model's change against the base, in points, per headline metric."""
+    plt = _pyplot()
+    base = metrics["base"]
+    trained = {k: v for k, v in metrics.items() if k != "base"}
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(trained))
+    for offset, (name, values) in enumerate(trained.items()):
+        xs = [i + offset * width for i in range(len(HEADLINE))]
+        bars = ax.bar(xs, [100 * (values[m] - base[m]) for m in HEADLINE], width, label=f"{name} - base")
+        ax.bar_label(bars, fmt="%+.1f", fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks([i + width * (len(trained) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)
+    ax.set_ylabel("change against base (points)")
+    ax.set_title("Change against the base model")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    parser.add_argument("--out", type=Path, default=Path("plots"))
+    args = parser.parse_args()
+    metrics = {name: read_json(args.metrics / f"{name}.json") for name in MODELS}
+    args.out.mkdir(parents=True, exist_ok=True)
+    headline_chart(metrics, args.out / "headline_metrics.png")
+    change_chart(metrics, args.out / "change_vs_base.png")
+    log.info("wrote %s and %s", args.out / "headline_metrics.png", args.out / "change_vs_base.png")
+
+
+if __name__ == "__main__":
+    run_stage(main)

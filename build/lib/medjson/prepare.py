@@ -1,0 +1,185 @@
+"""Stage `prepare`: deterministic, disjoint SFT, GRPO and evaluation pools, and a data report.
+
+Hub source: the train split feeds the SFT and GRPO pools, the validation split the
+evaluation pool. Local file: one file is carved into all three.
+
+    python -m medjson.prepare --out-dir data/pools --report metrics/data.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medjson.cli import run_stage
+from medjson.errors import DataError
+from medjson.params import DataParams, PrepareParams, load_params, log_params
+from medjson.pools import (
+    check_disjoint,
+    fill_pools,
+    group_by_question,
+    normalize_question,
+    pool_record,
+    shuffled,
+)
+from medjson.records import write_json, write_jsonl
+from medjson.sources import LoadReport, Question, is_local, load_source, validate_rows
+from medjson.stats import majority_accuracy
+
+log = logging.getLogger("medjson.prepare")
+
+POOLS = ("sft", "grpo", "eval")
+PARAMS_READ = ("seed", "data", "prepare")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+
+
+def _validated(
+    source: str, data: DataParams, prep: PrepareParams, split: str | None, report: LoadReport
+) -> list[Question]:
+    rows, layout = load_source(source, data.layout, data.revision, split)
+    log.info("read %d rows from %s%s (layout: %s)", len(rows), source, f"[{split}]" if split else "", layout)
+    return validate_rows(
+        tqdm(rows, desc=f"validate {split or 'rows'}", unit="row", mininterval=1.0),
+        layout,
+        prep.bad_rows,
+        prep.keep_multi,
+        report,
+    )
+
+
+def make_pools(
+    data: DataParams, prep: PrepareParams, seed: int
+) -> tuple[dict[str, list[Question]], LoadReport, Counter, int]:
+    """The three pools, what validation dropped, what pooling dropped (both counted by reason),
+    and how many valid rows were left over once every pool was full."""
+    report = LoadReport()
+    pooling_drops: Counter = Counter()
+    training_sizes = {"sft": prep.sft_size, "grpo": prep.grpo_size}
+    if is_local(data.source):
+        questions = _validated(data.source, data, prep, None, report)
+        groups = shuffled(group_by_question(questions), seed)
+        pools, discarded = fill_pools(groups, {**training_sizes, "eval": prep.eval_size})
+        valid = len(questions)
+    else:
+        eval_questions = _validated(data.source, data, prep, "validation", report)
+        valid = len(eval_questions)
+        if prep.eval_size is not None and prep.eval_size < len(eval_questions):
+            eval_questions = shuffled(eval_questions, seed)[: prep.eval_size]
+        eval_texts = {normalize_question(q.question) for q in eval_questions}
+        eval_ids = {q.id for q in eval_questions}
+        train = _validated(data.source, data, prep, "train", report)
+        valid += len(train)
+        kept = [q for q in train if q.id not in eval_ids and normalize_question(q.question) not in eval_texts]
+        pooling_drops["train_question_also_in_eval"] = len(train) - len(kept)
+        pools, discarded = fill_pools(shuffled(group_by_question(kept), seed), training_sizes)
+        pools["eval"] = eval_questions
+    pooling_drops["same_question_cut_at_pool_edge"] = discarded
+    pooling_drops = +pooling_drops  # zero counts are not drops
+    check_dropped_share(report, prep, data.source)
+    check_pool_sizes(pools, {**training_sizes, "eval": prep.eval_size}, prep.allow_short_pools, data.source)
+    check_disjoint(pools)
+    not_used = valid - sum(pooling_drops.values()) - sum(len(pool) for pool in pools.values())
+    return pools, report, pooling_drops, not_used
+
+
+# Drops that a parameter asks for are choices, not bad rows.
+CHOSEN_DROPS = {"multi_choice_type"}
+
+
+def check_dropped_share(report: LoadReport, prep: PrepareParams, source: str) -> None:
+    """With ``bad_rows: drop``, too many bad rows mean the wrong file or layout, not a few bad rows."""
+    bad = {reason: n for reason, n in report.dropped.items() if reason not in CHOSEN_DROPS}
+    share = sum(bad.values()) / report.rows_read if report.rows_read else 0.0
+    if share > prep.max_dropped_share:
+        top = ", ".join(f"{reason} {n}" for reason, n in Counter(bad).most_common(3))
+        raise DataError(
+            f"{source}: {sum(bad.values())} of {report.rows_read} rows ({share:.0%}) were dropped as bad, more than "
+            f"prepare.max_dropped_share = {prep.max_dropped_share:.0%}; top reasons: {top}. "
+            "Check data.source and data.layout, or raise max_dropped_share if these rows are really unusable"
+        )
+
+
+def check_pool_sizes(
+    pools: dict[str, list[Question]], sizes: dict[str, int | None], allow_short: bool, source: str
+) -> None:
+    """No pool is empty; one smaller than asked is an error, or a loud warning where allowed."""
+    for name in POOLS:
+        asked, got = sizes[name], len(pools[name])
+        if got == 0:
+            raise DataError(
+                f"{source}: pool `{name}` is empty: the source has too few usable questions for "
+                f"sft {sizes['sft']} + grpo {sizes['grpo']} + eval {sizes['eval'] or 'the rest'}"
+            )
+        if asked is not None and got < asked:
+            message = f"pool `{name}` has {got} rows, fewer than the {asked} asked for: the source is too small"
+            if not allow_short:
+                raise DataError(
+                    f"{source}: {message}; lower prepare.{name}_size, or set prepare.allow_short_pools: true"
+                )
+            log.warning("SHORT POOL: %s (prepare.allow_short_pools is true)", message)
+
+
+def data_report(
+    pools: dict[str, list[Question]], report: LoadReport, pooling_drops: Counter, not_used: int, sizes: dict
+) -> dict:
+    """The numbers a reviewer checks before trusting any training: sizes, balance, drops.
+
+    They reconcile: rows_read = every pool's rows + every drop + rows_not_used.
+    """
+    return {
+        "rows_read": report.rows_read,
+        "rows": {name: len(pools[name]) for name in POOLS},
+        "rows_dropped": sum(report.dropped.values()) + sum(pooling_drops.values()),
+        "rows_not_used": not_used,
+        "short_pools": {
+            name: {"asked": sizes[name], "got": len(pools[name])}
+            for name in POOLS
+            if sizes[name] is not None and len(pools[name]) < sizes[name]
+        },
+        "answer_letters": {name: dict(sorted(Counter(q.answer for q in pools[name]).items())) for name in POOLS},
+        "subjects": {name: dict(sorted(Counter(q.subject for q in pools[name]).items())) for name in POOLS},
+        "eval_majority_accuracy": round(majority_accuracy([q.answer for q in pools["eval"]]), 4),
+        "dropped": dict(sorted((report.dropped + pooling_drops).items())),
+        "source_null_explanations": report.null_explanations,
+        "source_multi_questions": report.multi_questions,
+        "source_repeated_options": report.repeated_options,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out-dir", type=Path, default=Path("data/pools"))
+    parser.add_argument("--report", type=Path, default=Path("metrics/data.json"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    log_params("prepare", params.view(*PARAMS_READ))
+    prep = params.prepare
+    pools, report, pooling_drops, not_used = make_pools(params.data, prep, params.seed)
+    for name in POOLS:
+        records = (
+            pool_record(q, prep.reason_max_chars, prep.confidence_explained, prep.confidence_unexplained)
+            for q in pools[name]
+        )
+        count = write_jsonl(args.out_dir / f"{name}.jsonl", records)
+        log.info("wrote %d rows to %s", count, args.out_dir / f"{name}.jsonl")
+    sizes = {"sft": prep.sft_size, "grpo": prep.grpo_size, "eval": prep.eval_size}
+    summary = data_report(pools, report, pooling_drops, not_used, sizes)
+    write_json(args.report, summary)
+    log.info(
+        "rows read %d = pooled %d + dropped %d + not used %d",
+        summary["rows_read"],
+        sum(summary["rows"].values()),
+        summary["rows_dropped"],
+        summary["rows_not_used"],
+    )
+    log.info("dropped rows by reason: %s", summary["dropped"] or "none")
+    log.info("evaluation majority-class accuracy: %.3f", summary["eval_majority_accuracy"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,50 @@
+"""The one place where questions become chat messages and answers become target JSON.
+
+Training (SFT), rollouts (GRPO) and evaluation all build their prompts here, so the
+model is always asked the same question in the same words.
+"""
+
+from __future__ import annotations
+
+import json
+
+LETTERS = ("A", "B", "C", "D")
+
+SYSTEM_PROMPT = (
+    "You are a medical expert answering a multiple-choice exam question. "
+    "Reply with one JSON object and nothing else, in exactly this form: "
+    '{"predicted_category": "A|B|C|D", "confidence": <number from 0 to 1>, '
+    '"reason": "<one or two sentences>"}'
+)
+
+
+def format_question(question: str, options: list[str]) -> str:
+    """The user turn: the question, then the four lettered options, one per line."""
+    lines = [f"Question: {question.strip()}"]
+    lines += [f"{letter}) {option.strip()}" for letter, option in zip(LETTERS, options)]
+    return "\n".join(lines)
+
+
+def build_messages(question: str, options: list[str]) -> list[dict[str, str]]:
+    """System prompt and user turn, in the conversational format TRL and chat templates take."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": format_question(question, options)},
+    ]
+
+
+def target_json(letter: str, confidence: float, reason: str) -> str:
+    """The exact answer text SFT teaches: compact, key order fixed, nothing around it."""
+    answer = {"predicted_category": letter, "confidence": round(float(confidence), 2), "reason": reason}
+    return json.dumps(answer, ensure_ascii=False)
+
+
+def render_prompt(tokenizer, messages: list[dict[str, str]], enable_thinking: bool) -> str:
+    """The prompt text a model sees at inference, ending with the assistant's generation prompt.
+
+    ``enable_thinking`` is passed to the chat template exactly as TRL passes
+    ``chat_template_kwargs`` during SFT and GRPO; templates that do not know it ignore it.
+    """
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )

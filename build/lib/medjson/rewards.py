@@ -1,0 +1,80 @@
+"""GRPO reward functions: pure, one signature, chosen by name from ``REWARDS``.
+
+Each reads completions with ``medjson.parsing.parse_answer``, the same parser the
+evaluation uses, so a reward and the metric it stands for cannot disagree. TRL calls
+them with the completions and every dataset column as keyword arguments; the gold
+letter arrives as ``answer``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+from medjson.errors import ParamsError
+from medjson.parsing import ParsedAnswer, parse_answer
+
+
+def completion_text(completion) -> str:
+    """The text of one completion, conversational (list of messages) or plain."""
+    if isinstance(completion, list):
+        return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
+    return completion if isinstance(completion, str) else ""
+
+
+def _parsed(completions) -> list[ParsedAnswer]:
+    return [parse_answer(completion_text(c)) for c in completions]
+
+
+def valid_json(completions, **kwargs) -> list[float]:
+    """1 when the whole completion is one JSON object."""
+    return [float(p.valid_json) for p in _parsed(completions)]
+
+
+def valid_schema(completions, **kwargs) -> list[float]:
+    """1 when that object has exactly the schema's keys, types and ranges."""
+    return [float(p.schema_valid) for p in _parsed(completions)]
+
+
+def correct_answer(completions, answer, **kwargs) -> list[float]:
+    """1 when a schema-valid answer names the gold letter."""
+    return [float(p.schema_valid and p.predicted == gold) for p, gold in zip(_parsed(completions), answer, strict=True)]
+
+
+def calibration(completions, answer, **kwargs) -> list[float]:
+    """1 minus the Brier error of the stated confidence; 0 for an answer that is not schema-valid.
+
+    Rewards saying 0.9 when right and 0.3 when wrong, so the confidence field comes
+    to carry information instead of echoing what SFT showed.
+    """
+    rewards = []
+    for parsed, gold in zip(_parsed(completions), answer, strict=True):
+        if not parsed.schema_valid:
+            rewards.append(0.0)
+            continue
+        outcome = 1.0 if parsed.predicted == gold else 0.0
+        rewards.append(1.0 - (parsed.confidence - outcome) ** 2)
+    return rewards
+
+
+REWARDS: dict[str, Callable[..., list[float]]] = {
+    "valid_json": valid_json,
+    "valid_schema": valid_schema,
+    "correct_answer": correct_answer,
+    "calibration": calibration,
+}
+
+
+def check_reward_weights(weights: dict[str, float], params_file: str | Path) -> None:
+    """Every reward named in ``grpo.rewards`` exists, and at least one carries a positive weight."""
+    for name, weight in weights.items():
+        if name not in REWARDS:
+            raise ParamsError(f"{params_file}: `grpo.rewards.{name}` is not a reward; known: {sorted(REWARDS)}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ParamsError(f"{params_file}: `grpo.rewards.{name}` = {weight!r}; a weight must be a number >= 0")
+    if not any(weights.values()):
+        raise ParamsError(
+            f"{params_file}: `grpo.rewards` gives no reward a positive weight, so GRPO would learn nothing; "
+            f"name some of {sorted(REWARDS)} with weights"
+        )

@@ -1,0 +1,169 @@
+"""Stage `sft`: LoRA supervised fine-tuning that teaches the model to answer in strict JSON.
+
+The loss covers the assistant turn only, end-of-turn token included, so the model
+learns to stop after the JSON. Prompts are rendered with the same
+``enable_thinking`` setting that GRPO rollouts and evaluation use.
+
+    python -m medjson.sft --train data/pools/sft.jsonl --adapter models/sft_adapter \
+        --curves training/sft --scratch checkpoints/sft
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from medjson.checkpoints import mark_finished, resume_point, run_identity
+from medjson.cli import run_stage
+from medjson.errors import StageError
+from medjson.lineage import base_identity, write_base_record
+from medjson.modeling import (
+    load_model,
+    load_tokenizer,
+    lora_config,
+    resolve_precision,
+    resolve_source,
+    trainer_precision_flags,
+)
+from medjson.params import Params, load_params, log_params, trainer_config
+from medjson.records import SFT_KEYS, read_pool
+
+log = logging.getLogger("medjson.sft")
+
+PARAMS_READ = ("seed", "model", "sft")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+
+
+def sft_config(params: Params, scratch: Path):
+    from trl import SFTConfig
+
+    precision = resolve_precision(params.model.precision)
+    return trainer_config(
+        SFTConfig,
+        params.sft.trainer,
+        "sft.trainer",
+        params.path,
+        output_dir=str(scratch),
+        seed=params.seed,
+        data_seed=params.seed,
+        completion_only_loss=True,  # loss on the answer only: the prompt is given, not learned
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
+        **trainer_precision_flags(precision),
+    )
+
+
+def sft_dataset(records: list[dict], enable_thinking: bool):
+    """Prompt/completion rows; TRL renders both with the chat template and masks the prompt."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": r["messages"],
+                "completion": [{"role": "assistant", "content": r["target"]}],
+                "chat_template_kwargs": {"enable_thinking": enable_thinking},
+            }
+            for r in records
+        ]
+    )
+
+
+def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinking: bool) -> list[dict]:
+    """Examples that fit ``max_length`` whole; the rest are dropped and counted.
+
+    Truncation would cut the end of the sequence, which is the JSON answer and its
+    end-of-turn token: the model would learn unterminated answers.
+    """
+    kept = []
+    for record in records:
+        conversation = record["messages"] + [{"role": "assistant", "content": record["target"]}]
+        ids = tokenizer.apply_chat_template(
+            conversation, tokenize=True, return_dict=True, enable_thinking=enable_thinking
+        )
+        if len(ids["input_ids"]) <= max_length:
+            kept.append(record)
+    if len(kept) < len(records):
+        log.warning(
+            "dropped %d of %d SFT examples longer than max_length %d tokens",
+            len(records) - len(kept),
+            len(records),
+            max_length,
+        )
+    return kept
+
+
+def build_trainer(params: Params, config, records: list[dict], train_path: Path, callbacks: list):
+    """An SFTTrainer ready to train; split out so tests can inspect its collated batches."""
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    set_seed(params.seed)
+    source = resolve_source(params.model.base, params.model.revision)
+    tokenizer = load_tokenizer(source)
+    max_length = params.sft.trainer.get("max_length", 1024)
+    records = drop_overlong(records, tokenizer, max_length, params.model.enable_thinking)
+    if not records:
+        raise StageError(
+            f"{train_path}: no SFT example fits sft.trainer.max_length = {max_length} tokens; "
+            "raise max_length or lower prepare.reason_max_chars"
+        )
+    dataset = sft_dataset(records, params.model.enable_thinking)
+    log.info("SFT examples: %d", len(dataset))
+    model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(params.sft.lora),
+        callbacks=callbacks,
+    )
+
+
+def train_sft(
+    params: Params,
+    train_path: Path,
+    adapter_dir: Path,
+    curves_dir: Path,
+    scratch: Path,
+    extra_callbacks: list | None = None,
+) -> dict:
+    """Train, resuming only an interrupted run of the same identity, and save the adapter."""
+    from medjson.curves import LiveCurves
+    from medjson.guards import FiniteGuard
+
+    # Cheap checks first: settings, data and scratch folder, before the model loads.
+    config = sft_config(params, scratch)
+    records = read_pool(train_path, SFT_KEYS)
+    base = base_identity(params.model.base, params.model.revision)
+    identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, base)
+    resume = resume_point(scratch, identity)
+    precision = resolve_precision(params.model.precision)
+    callbacks = [LiveCurves(curves_dir), FiniteGuard(precision, "sft"), *(extra_callbacks or [])]
+    trainer = build_trainer(params, config, records, train_path, callbacks)
+    trainer.model.print_trainable_parameters()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(adapter_dir))
+    write_base_record(adapter_dir, params.model.base, params.model.revision)
+    mark_finished(scratch, identity)
+    log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
+    return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", type=Path, default=Path("data/pools/sft.jsonl"))
+    parser.add_argument("--adapter", type=Path, default=Path("models/sft_adapter"))
+    parser.add_argument("--curves", type=Path, default=Path("training/sft"))
+    parser.add_argument("--scratch", type=Path, default=Path("checkpoints/sft"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    log_params("sft", params.view(*PARAMS_READ))
+    log.info("precision: %s", resolve_precision(params.model.precision))
+    train_sft(params, args.train, args.adapter, args.curves, args.scratch)
+
+
+if __name__ == "__main__":
+    run_stage(main)

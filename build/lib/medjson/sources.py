@@ -1,0 +1,245 @@
+"""Reading MedMCQA-shaped rows from the hub, JSON Lines or parquet, and validating each one.
+
+Two layouts exist and differ only in how the answer `cop` is numbered:
+- ``original``: the authors' release (``dev.json``), `cop` 1..4;
+- ``hub``: ``openlifescienceai/medmcqa`` and its parquet exports, `cop` 0..3.
+A source is read in one layout, declared in params.yaml or detected from the whole
+source; a row's layout is never guessed from the row itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medjson.errors import DataError
+from medjson.prompts import LETTERS
+
+log = logging.getLogger(__name__)
+
+COP_OFFSET = {"original": 1, "hub": 0}
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    options: list[str]
+    answer: str  # gold letter
+    subject: str
+    choice_type: str  # single | multi
+    explanation: str  # "" where the source has none
+
+
+@dataclass
+class RawRow:
+    where: str  # "file:line" or "hub-id[split]#index", for error messages
+    data: dict
+
+
+@dataclass
+class LoadReport:
+    """What validation did to one source: kept rows and every drop, by reason."""
+
+    rows_read: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    null_explanations: int = 0
+    multi_questions: int = 0
+    repeated_options: int = 0
+
+    def merge(self, other: LoadReport) -> None:
+        self.rows_read += other.rows_read
+        self.dropped.update(other.dropped)
+        self.null_explanations += other.null_explanations
+        self.multi_questions += other.multi_questions
+        self.repeated_options += other.repeated_options
+
+
+def is_local(source: str) -> bool:
+    return Path(source).exists() or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/"))
+
+
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def read_local(path: Path) -> list[RawRow]:
+    """Rows of a local JSON Lines (``.json``/``.jsonl``) or parquet file, with their line numbers."""
+    if not path.exists():
+        raise DataError(f"{path}: data source not found; set data.source in params.yaml to a file or hub id")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: set data.source to one JSON Lines or parquet file in it")
+    if path.suffix not in LOCAL_SUFFIXES:
+        raise DataError(
+            f"{path}: cannot read {path.suffix or 'a file without suffix'} files; data.source takes "
+            f"{', '.join(LOCAL_SUFFIXES)} (decompress a .gz first)"
+        )
+    if path.suffix == ".parquet":
+        return _read_parquet(path)
+    rows = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError as err:
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+                raise DataError(f"{path}:{number}: not valid JSON ({reason}); the file must be JSON Lines") from None
+            if not isinstance(data, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(data).__name__}")
+            rows.append(RawRow(f"{path}:{number}", data))
+    return rows
+
+
+def _read_parquet(path: Path) -> list[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable parquet file ({err})") from None
+    return [RawRow(f"{path}#row{i}", row) for i, row in enumerate(table.to_pylist())]
+
+
+def read_hub(dataset_id: str, split: str, revision: str | None) -> list[RawRow]:
+    """Rows of one split of a hub dataset (needs the network, or a populated HF cache)."""
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(dataset_id, split=split, revision=revision)
+    except Exception as err:  # network, auth, unknown id or split: all end the same way for the user
+        raise DataError(
+            f"could not load split {split!r} of hub dataset {dataset_id!r} ({type(err).__name__}: {err}); "
+            "without internet, set data.source in params.yaml to a local JSON Lines or parquet file"
+        ) from None
+    return [RawRow(f"{dataset_id}[{split}]#{i}", row) for i, row in enumerate(dataset)]
+
+
+REQUIRED_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
+
+
+def check_columns(rows: list[RawRow], source: str) -> None:
+    """A source with no rows, or whose rows lack MedMCQA's columns, is not a MedMCQA source."""
+    if not rows:
+        raise DataError(f"{source}: holds no rows; point data.source at a file with questions in it")
+    columns = set().union(*(row.data for row in rows[:1000]))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(
+            f"{source}: rows have no {missing} column(s) (columns seen: {sorted(columns)[:12]}); "
+            f"a MedMCQA source needs {list(REQUIRED_COLUMNS)}"
+        )
+
+
+def detect_layout(rows: list[RawRow], declared: str, source: str) -> str:
+    """The layout of a whole source: the declared one, or the one its `cop` range proves."""
+    check_columns(rows, source)
+    if declared != "auto":
+        return declared
+    cops = {row.data.get("cop") for row in rows}
+    has_zero, has_four = 0 in cops, 4 in cops
+    if has_zero and not has_four:
+        return "hub"
+    if has_four and not has_zero:
+        return "original"
+    integers = sorted(c for c in cops if isinstance(c, int) and not isinstance(c, bool))
+    raise DataError(
+        f"{source}: cannot tell whether `cop` is 0-based (hub) or 1-based (original): integer values seen "
+        f"{integers}; set data.layout in params.yaml"
+    )
+
+
+def _text(value) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def row_fault(data: dict, offset: int) -> str | None:
+    """Why a row cannot be used, or None when it can: the name says what is wrong."""
+    if not isinstance(data.get("id"), str):
+        return "id_missing" if data.get("id") is None else "id_not_a_string"
+    if not _text(data["id"]):
+        return "id_empty"
+    if not isinstance(data.get("question"), str):
+        return "question_missing" if data.get("question") is None else "question_not_a_string"
+    if not _text(data["question"]):
+        return "question_empty"
+    options = [data.get(key) for key in ("opa", "opb", "opc", "opd")]
+    if any(option is not None and not isinstance(option, str) for option in options):
+        return "option_not_a_string"
+    if any(not _text(option) for option in options):
+        return "option_empty"
+    cop = data.get("cop")
+    if cop is None:
+        return "cop_missing"
+    if isinstance(cop, bool) or not isinstance(cop, int):
+        return "cop_not_an_integer"
+    if not 0 <= cop - offset < len(LETTERS):
+        return "cop_out_of_range"
+    return None
+
+
+def validate_rows(
+    rows: list[RawRow], layout: str, bad_rows: str, keep_multi: bool, report: LoadReport
+) -> list[Question]:
+    """Turn raw rows into questions. A bad row raises (bad_rows=error) or is dropped and counted."""
+    offset = COP_OFFSET[layout]
+    seen_ids: set[str] = set()
+    questions = []
+    for row in rows:
+        report.rows_read += 1
+        data = row.data
+        fault = row_fault(data, offset)
+        if fault is None and _text(data["id"]) in seen_ids:
+            fault = "duplicate_id"
+        if fault is not None:
+            if bad_rows == "error":
+                raise DataError(
+                    f"{row.where}: row id {data.get('id')!r} is unusable ({fault}: "
+                    f"cop={data.get('cop')!r}, layout={layout}); fix the row, or set prepare.bad_rows: drop "
+                    "to drop and count such rows"
+                )
+            report.dropped[fault] += 1
+            continue
+        choice_type = _text(data.get("choice_type")) or "single"
+        if choice_type == "multi":
+            report.multi_questions += 1
+            if not keep_multi:
+                report.dropped["multi_choice_type"] += 1
+                continue
+        options = [_text(data[key]) for key in ("opa", "opb", "opc", "opd")]
+        if len({o.lower() for o in options}) < len(options):
+            report.repeated_options += 1  # kept: the gold letter still names one position
+        explanation = _text(data.get("exp"))
+        if not explanation:
+            report.null_explanations += 1
+        seen_ids.add(_text(data["id"]))
+        questions.append(
+            Question(
+                id=_text(data["id"]),
+                question=_text(data["question"]),
+                options=options,
+                answer=LETTERS[data["cop"] - offset],
+                subject=_text(data.get("subject_name")) or "Unknown",
+                choice_type=choice_type,
+                explanation=explanation,
+            )
+        )
+    return questions
+
+
+def load_source(source: str, layout: str, revision: str | None, split: str | None = None) -> tuple[list[RawRow], str]:
+    """Raw rows of a local file (whole) or one hub split, and the layout they are in."""
+    if is_local(source):
+        rows = read_local(Path(source))
+        return rows, detect_layout(rows, layout, source)
+    rows = read_hub(source, split or "train", revision)
+    check_columns(rows, f"{source}[{split or 'train'}]")
+    return rows, "hub" if layout == "auto" else layout

@@ -1,0 +1,105 @@
+"""The statistics the evaluation reports: intervals, paired tests and calibration. Pure functions.
+
+- Wilson interval for an accuracy (honest near 0 and 1, unlike the normal one);
+- paired accuracy difference with a normal interval on per-question differences;
+- exact two-sided McNemar test on the discordant pairs;
+- expected calibration error over equal-width bins, and the Brier score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054
+
+
+def majority_accuracy(labels: list[str]) -> float:
+    """Accuracy of always answering the most common label: the floor to beat, not 25%."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return max(counts.values()) / len(labels) if labels else 0.0
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion; (0, 1) when there is no data."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    n: int
+    accuracy_diff: float  # new minus old
+    ci_low: float
+    ci_high: float
+    new_only_correct: int  # discordant pairs in favour of the new model
+    old_only_correct: int
+    mcnemar_p: float
+
+
+def mcnemar_exact(new_only: int, old_only: int) -> float:
+    """Exact two-sided McNemar p-value: a binomial test of the discordant pairs at 1/2."""
+    discordant = new_only + old_only
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, k) for k in range(min(new_only, old_only) + 1)) / 2**discordant
+    return min(1.0, 2 * tail)
+
+
+def paired_comparison(new_correct: list[bool], old_correct: list[bool], z: float = Z95) -> PairedComparison:
+    """Accuracy difference of two models on the same questions, with a 95% interval and McNemar p."""
+    if len(new_correct) != len(old_correct):
+        raise ValueError(f"paired comparison needs the same questions: {len(new_correct)} vs {len(old_correct)}")
+    n = len(new_correct)
+    diffs = [int(a) - int(b) for a, b in zip(new_correct, old_correct)]
+    new_only, old_only = diffs.count(1), diffs.count(-1)
+    mean = sum(diffs) / n if n else 0.0
+    variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(variance / n) if n else 0.0
+    return PairedComparison(n, mean, mean - half, mean + half, new_only, old_only, mcnemar_exact(new_only, old_only))
+
+
+def reliability_bins(confidences: list[float], correct: list[bool], bins: int = 10) -> list[dict]:
+    """Per equal-width confidence bin: count, mean confidence, accuracy. Bin 0 also holds 0.0."""
+    rows = [{"bin": i, "count": 0, "confidence_sum": 0.0, "correct": 0} for i in range(bins)]
+    for confidence, right in zip(confidences, correct, strict=True):
+        index = min(bins - 1, max(0, math.ceil(confidence * bins) - 1))
+        rows[index]["count"] += 1
+        rows[index]["confidence_sum"] += confidence
+        rows[index]["correct"] += int(right)
+    return [
+        {
+            "bin": r["bin"],
+            "bin_low": r["bin"] / bins,
+            "bin_high": (r["bin"] + 1) / bins,
+            "count": r["count"],
+            "confidence": r["confidence_sum"] / r["count"] if r["count"] else None,
+            "accuracy": r["correct"] / r["count"] if r["count"] else None,
+        }
+        for r in rows
+    ]
+
+
+def expected_calibration_error(confidences: list[float], correct: list[bool], bins: int = 10) -> float:
+    """Count-weighted mean gap between confidence and accuracy over the bins; 0 with no data."""
+    total = len(confidences)
+    if total == 0:
+        return 0.0
+    return sum(
+        r["count"] / total * abs(r["confidence"] - r["accuracy"])
+        for r in reliability_bins(confidences, correct, bins)
+        if r["count"]
+    )
+
+
+def brier_score(confidences: list[float], correct: list[bool]) -> float:
+    """Mean squared gap between stated confidence and the 0/1 outcome; 0 with no data."""
+    if not confidences:
+        return 0.0
+    return sum((c - int(r)) ** 2 for c, r in zip(confidences, correct, strict=True)) / len(confidences)
