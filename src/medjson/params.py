@@ -95,6 +95,21 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    model: str = free()  # what predict and the service answer with: a merged model folder, hub id or .gguf
+    decoding: str = one_of("free", "constrained")
+    max_new_tokens: int = at_least(16)
+    max_batch_size: int = at_least(1)  # dynamic batching: at most this many questions per generation
+    max_wait_ms: float = between(0, 10_000)  # ... or those that arrived this long after the first
+    request_timeout_s: float = between(0.001, 3600)
+    max_question_chars: int = at_least(1)
+    max_option_chars: int = at_least(1)
+    max_batch_items: int = at_least(1)  # questions in one POST /v1/answer/batch
+    host: str = free()
+    port: int = between(0, 65535)
+
+
+@dataclass(frozen=True)
 class SftParams:
     lora: LoraParams
     trainer: dict[str, Any]  # trl.SFTConfig fields, checked by trainer_config
@@ -117,6 +132,7 @@ class Params:
     sft: SftParams = free()
     grpo: GrpoParams = free()
     evaluate: EvaluateParams = free()
+    serve: ServeParams = free()
     # Where these values were read from, for messages; not a key of the file.
     path: Path = field(default=DEFAULT_PARAMS, compare=False, metadata={"not_a_key": True})
 
@@ -181,7 +197,7 @@ def _range_error(source: Path, path: str, value: Any, low: float | None, high: f
     return None
 
 
-def _build(cls: type, data: Any, where: str, source: Path) -> Any:
+def build_section(cls: type, data: Any, where: str, source: Path) -> Any:
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: `{where}` must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -197,7 +213,7 @@ def _build(cls: type, data: Any, where: str, source: Path) -> Any:
     for f in fields:
         annotation, value, path = hints[f.name], data[f.name], f"{where}.{f.name}".removeprefix("params.")
         if dataclasses.is_dataclass(annotation):
-            values[f.name] = _build(annotation, value, path, source)
+            values[f.name] = build_section(annotation, value, path, source)
             continue
         if not _type_ok(value, annotation):
             raise _type_error(source, path, value, annotation)
@@ -218,7 +234,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ParamsError(f"{path} is not readable YAML: {err}") from None
-    params = _build(Params, raw, "params", path)
+    params = build_section(Params, raw, "params", path)
     return dataclasses.replace(params, path=path)
 
 

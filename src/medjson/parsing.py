@@ -17,6 +17,21 @@ from medjson.prompts import LETTERS
 
 SCHEMA_KEYS = frozenset({"predicted_category", "confidence", "reason"})
 
+# The answer's JSON schema, as the service publishes it (GET /v1/schema); ``schema_errors``
+# checks exactly this, and constrained decoding generates a subset of it.
+ANSWER_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "MedjsonAnswer",
+    "type": "object",
+    "properties": {
+        "predicted_category": {"type": "string", "enum": list(LETTERS)},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "reason": {"type": "string"},
+    },
+    "required": sorted(SCHEMA_KEYS),
+    "additionalProperties": False,
+}
+
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 

@@ -29,6 +29,11 @@ def _dumps(value: Any, indent: int | None = None) -> str:
     return text
 
 
+def dumps_line(record: dict) -> str:
+    """One JSON Lines line for ``record``, newline included."""
+    return _dumps(record) + "\n"
+
+
 def write_jsonl(path: Path | str, records: Iterable[dict]) -> int:
     """Write records one per line, replacing the file; returns how many were written."""
     path = Path(path)
@@ -36,7 +41,7 @@ def write_jsonl(path: Path | str, records: Iterable[dict]) -> int:
     count = 0
     with path.open("w", encoding="utf-8") as f:
         for record in records:
-            f.write(_dumps(record) + "\n")
+            f.write(dumps_line(record))
             count += 1
     return count
 

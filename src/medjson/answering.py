@@ -1,0 +1,136 @@
+"""Answering new questions with a trained model: the core that ``predict`` and the service share.
+
+A question arrives as a mapping: ``question`` (text), four options (``options`` as a list of
+four, or as an object with keys A-D, or columns ``A``..``D`` as in a CSV file) and an
+optional ``id``. ``read_question`` turns it into a ``Question`` or says exactly which field
+is wrong. ``Answerer`` loads a model once and answers batches of questions greedily, free
+or under the answer grammar, with the project's one prompt format and one parser.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from medjson.errors import DataError
+from medjson.parsing import parse_answer
+from medjson.prompts import LETTERS, build_messages
+
+DECODINGS = ("free", "constrained")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str | None
+    question: str
+    options: list[str]
+
+
+def _options(row: dict) -> list:
+    if "options" in row:
+        options = row["options"]
+        if isinstance(options, dict):
+            if sorted(options) != list(LETTERS):
+                raise DataError(f"`options` must have the keys {list(LETTERS)}, got {sorted(options)}")
+            return [options[letter] for letter in LETTERS]
+        if not isinstance(options, list):
+            raise DataError(f"`options` must be a list of 4 strings or an object with keys A-D, got {options!r:.80}")
+        return options
+    if all(letter in row for letter in LETTERS):
+        return [row[letter] for letter in LETTERS]
+    raise DataError("no options: give `options` (a list of 4) or the fields A, B, C and D")
+
+
+def read_question(row: object, max_question_chars: int = 20_000, max_option_chars: int = 2_000) -> Question:
+    """A question from one input record; a ``DataError`` names the field at fault."""
+    if not isinstance(row, dict):
+        raise DataError(f"a question must be an object, got {type(row).__name__}")
+    text = row.get("question")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError("`question` must be a non-empty string")
+    if len(text) > max_question_chars:
+        raise DataError(f"`question` is {len(text)} characters, more than the limit of {max_question_chars}")
+    options = _options(row)
+    if len(options) != len(LETTERS):
+        raise DataError(f"`options` must hold exactly {len(LETTERS)} options, got {len(options)}")
+    for letter, option in zip(LETTERS, options):
+        if not isinstance(option, str) or not option.strip():
+            raise DataError(f"option {letter} must be a non-empty string")
+        if len(option) > max_option_chars:
+            raise DataError(f"option {letter} is {len(option)} characters, more than the limit of {max_option_chars}")
+    qid = row.get("id")
+    if qid is not None and not isinstance(qid, (str, int)):
+        raise DataError(f"`id` must be a string or an integer, got {type(qid).__name__}")
+    return Question(None if qid is None else str(qid), text.strip(), [o.strip() for o in options])
+
+
+class Answerer:
+    """A loaded model that answers questions in batches; every answer is a complete record."""
+
+    def __init__(
+        self,
+        model_spec: str,
+        decoding: str = "constrained",
+        max_new_tokens: int = 128,
+        precision: str = "auto",
+        enable_thinking: bool = False,
+        attn_implementation: str = "sdpa",
+        revision: str | None = None,
+    ):
+        from medjson.modeling import end_of_turn_ids, load_model, load_tokenizer, resolve_source
+
+        if decoding not in DECODINGS:
+            raise DataError(f"decoding {decoding!r}: choose one of {list(DECODINGS)}")
+        self.model_spec, self.decoding, self.max_new_tokens = model_spec, decoding, max_new_tokens
+        self.enable_thinking = enable_thinking
+        source = resolve_source(model_spec, revision)
+        self.tokenizer = load_tokenizer(source, padding_side="left")
+        self.model = load_model(source, precision, attn_implementation=attn_implementation).eval()
+        self.grammar = None
+        if decoding == "constrained":
+            from medjson.grammar import AnswerGrammar
+
+            self.grammar = AnswerGrammar(
+                self.tokenizer, self.model.config.vocab_size, end_of_turn_ids(self.tokenizer), max_new_tokens
+            )
+
+    def answer(self, questions: list[Question], batch_size: int | None = None) -> list[dict]:
+        """One record per question, in order: the id, the schema's three fields (None where the model's
+        output is not a schema-valid answer, which constrained decoding rules out) and metadata."""
+        from medjson.generation import generate
+
+        if not questions:
+            return []
+        started = time.perf_counter()
+        run = generate(
+            self.model,
+            self.tokenizer,
+            [build_messages(q.question, q.options) for q in questions],
+            self.enable_thinking,
+            batch_size or len(questions),
+            self.max_new_tokens,
+            grammar=self.grammar,
+        )
+        latency_ms = (time.perf_counter() - started) * 1000
+        records = []
+        for question, output in zip(questions, run.outputs):
+            parsed = parse_answer(output.text)
+            records.append(
+                {
+                    "id": question.id,
+                    "predicted_category": parsed.predicted,
+                    "confidence": parsed.confidence,
+                    "reason": parsed.reason,
+                    "valid": parsed.schema_valid,
+                    "error": None if parsed.schema_valid else "the model's output is not a schema-valid answer",
+                    "meta": {
+                        "model": self.model_spec,
+                        "decoding": self.decoding,
+                        "latency_ms": round(latency_ms, 1),
+                        "new_tokens": output.new_tokens,
+                        "abstained": None,  # no abstention threshold is fitted yet
+                        **({} if parsed.schema_valid else {"raw_output": output.text}),
+                    },
+                }
+            )
+        return records
