@@ -62,3 +62,32 @@ def test_rows_that_stop_early_leave_the_batch(tiny_model):
     for row, full in zip(stopped, free):
         first_stop = next(i for i, t in enumerate(full) if t in stops)
         assert row == full[: first_stop + 1]
+
+
+def test_the_answer_grammar_makes_an_untrained_model_answer_in_schema_and_end(tiny_model):
+    """The tiny random model never writes JSON alone; under the grammar every answer is schema-valid and ends."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.grammar import AnswerGrammar
+    from medjson.parsing import parse_answer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    questions = [build_messages(f"Which nerve {i}? " + "long " * (i % 4) * 9, ["a", "b", "c", f"d{i}"]) for i in range(24)]
+    free = generate(model, tokenizer, questions, False, batch_size=7, max_new_tokens=72)
+    assert not any(parse_answer(o.text).valid_json for o in free.outputs)
+    grammar = AnswerGrammar(tokenizer, model.config.vocab_size, end_of_turn_ids(tokenizer), max_new_tokens=72)
+    constrained = generate(model, tokenizer, questions, False, batch_size=7, max_new_tokens=72, grammar=grammar)
+    parsed = [parse_answer(o.text) for o in constrained.outputs]
+    assert all(p.schema_valid for p in parsed), [o.text for o in constrained.outputs]
+    assert all(o.new_tokens <= 72 for o in constrained.outputs)
+
+
+def test_a_budget_too_small_for_any_answer_is_refused(tiny_model):
+    import pytest
+    from transformers import AutoTokenizer
+
+    from medjson.grammar import AnswerGrammar
+
+    with pytest.raises(ValueError, match="max_new_tokens = 30 is too small"):
+        AnswerGrammar(AutoTokenizer.from_pretrained(tiny_model), 1024, [1], max_new_tokens=30)

@@ -48,7 +48,7 @@ def test_every_metrics_and_plots_file_is_written(pipeline):
         "training/grpo/plots/metrics/reward.tsv",
     ]:
         assert (pipeline / path).stat().st_size > 0, path
-    for model in ("base", "sft", "grpo"):
+    for model in ("base", "sft", "grpo", "sft_constrained", "grpo_constrained"):
         for name in ("predictions.jsonl", "confusion.json", "reliability.json", "subjects.json"):
             assert (pipeline / "evaluation" / model / name).exists()
     shown = run_dvc(pipeline, "metrics", "show", "--json")
@@ -76,6 +76,14 @@ def test_sft_teaches_the_json_format(pipeline):
     assert base["valid_json_rate"] <= 0.1
     assert sft["valid_json_rate"] >= 0.9 and sft["schema_pass_rate"] >= 0.9
     assert base["n"] == sft["n"] == 40
+
+
+def test_constrained_evaluation_is_always_schema_valid_and_compared_with_free(pipeline):
+    for name in ("sft_constrained", "grpo_constrained"):
+        metrics = _metrics(pipeline, name)
+        assert metrics["schema_pass_rate"] == 1.0 and metrics["constrained"] == 1 and metrics["n"] == 40
+    comparison = _metrics(pipeline, "comparison")
+    assert {"sft_constrained_vs_sft", "grpo_constrained_vs_grpo"} <= set(comparison)
 
 
 def test_grpo_saw_reward_variance_and_changed_the_model(pipeline):
@@ -119,7 +127,12 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
     diff = json.loads(run_dvc(pipeline, "metrics", "diff", "--json"))
     changed = {path for path, values in diff.items() if any(v.get("diff") not in (0, None) for v in values.values())}
     assert changed, "the GRPO change changed no metric"
-    assert changed <= {"metrics/grpo.json", "metrics/comparison.json", "metrics/grpo_training.json"}
+    assert changed <= {
+        "metrics/grpo.json",
+        "metrics/grpo_constrained.json",
+        "metrics/comparison.json",
+        "metrics/grpo_training.json",
+    }
     assert "metrics/sft.json" not in diff and "metrics/base.json" not in diff
     run_dvc(pipeline, "plots", "diff", "HEAD", "-o", str(pipeline / "plots_diff"))
     assert (pipeline / "plots_diff" / "index.html").exists()

@@ -1,8 +1,8 @@
 """Stage `compare`: paired accuracy differences between models on the same questions.
 
-For each pair (sft vs base, grpo vs sft, grpo vs base): the accuracy difference with
-a 95% interval and an exact McNemar p-value. A gain whose interval straddles zero is
-not yet a gain.
+For each pair (sft vs base, grpo vs sft, grpo vs base, and each model under the answer
+grammar vs the same model alone): the accuracy difference with a 95% interval and an
+exact McNemar p-value. A gain whose interval straddles zero is not yet a gain.
 
     python -m medjson.compare --evaluations evaluation --out metrics/comparison.json
 """
@@ -21,7 +21,14 @@ from medjson.stats import paired_comparison
 
 log = logging.getLogger("medjson.compare")
 
-PAIRS = (("sft", "base"), ("grpo", "sft"), ("grpo", "base"))
+# Each training phase against the one before, and what the answer grammar adds to each model.
+PAIRS = (
+    ("sft", "base"),
+    ("grpo", "sft"),
+    ("grpo", "base"),
+    ("sft_constrained", "sft"),
+    ("grpo_constrained", "grpo"),
+)
 
 
 def compare(predictions: dict[str, list[dict]]) -> dict[str, dict]:

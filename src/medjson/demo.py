@@ -23,7 +23,7 @@ import yaml
 
 from medjson.workspace import PROJECT_ROOT, commit_all, create_workspace, dvc_env
 
-HEADLINE = ("accuracy", "valid_json_rate", "schema_pass_rate", "accuracy_on_schema")
+MODELS = ("base", "sft", "grpo", "sft_constrained", "grpo_constrained")  # *_constrained: under the answer grammar
 
 
 def demo_overrides(source: str | None) -> dict:
@@ -35,12 +35,13 @@ def demo_overrides(source: str | None) -> dict:
 
 def results_table(folder: Path) -> str:
     """Headline metrics with the accuracy interval, one row per model."""
-    lines = [f"{'model':<6} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}"]
-    for name in ("base", "sft", "grpo"):
+    lines = [f"{'model':<17} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}"]
+    for name in MODELS:
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
         interval = f"{m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]"
         lines.append(
-            f"{name:<6} {interval:<24} {m['valid_json_rate']:>10.3f} {m['schema_pass_rate']:>8.3f} {m['accuracy_on_schema']:>14.3f}"
+            f"{name:<17} {interval:<24} {m['valid_json_rate']:>10.3f} {m['schema_pass_rate']:>8.3f} "
+            f"{m['accuracy_on_schema']:>14.3f}"
         )
     first = json.loads((folder / "metrics" / "base.json").read_text())
     lines.append(

@@ -115,7 +115,12 @@ def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
 
 
 def evaluate_model(
-    model_spec: str, revision: str | None, model_params: ModelParams, questions: list[dict], settings: EvaluateParams
+    model_spec: str,
+    revision: str | None,
+    model_params: ModelParams,
+    questions: list[dict],
+    settings: EvaluateParams,
+    decoding: str = "free",
 ) -> tuple[list[dict], dict]:
     """Generate and score; returns predictions and metrics (throughput and device included)."""
     import torch
@@ -126,6 +131,12 @@ def evaluate_model(
     source = resolve_source(model_spec, revision)
     tokenizer = load_tokenizer(source, padding_side="left")
     model = load_model(source, model_params.precision, attn_implementation=model_params.attn_implementation).eval()
+    grammar = None
+    if decoding == "constrained":
+        from medjson.grammar import AnswerGrammar
+        from medjson.modeling import end_of_turn_ids
+
+        grammar = AnswerGrammar(tokenizer, model.config.vocab_size, end_of_turn_ids(tokenizer), settings.max_new_tokens)
     run = generate(
         model,
         tokenizer,
@@ -134,12 +145,14 @@ def evaluate_model(
         settings.batch_size,
         settings.max_new_tokens,
         progress="evaluate",
+        grammar=grammar,
     )
     predictions = [prediction_record(q, o.text, o.new_tokens) for q, o in zip(questions, run.outputs)]
     metrics = score(predictions)
     metrics["questions_per_s"] = len(questions) / run.seconds if run.seconds else 0.0
     metrics["new_tokens_per_s"] = run.new_tokens / run.seconds if run.seconds else 0.0
     metrics["device"] = torch.cuda.get_device_name() if device() == "cuda" else "cpu"
+    metrics["constrained"] = int(decoding == "constrained")
     return predictions, metrics
 
 
@@ -150,6 +163,12 @@ def main() -> None:
     which.add_argument("--model", help="a local full model folder (or hub id) to evaluate")
     which.add_argument("--base", action="store_true", help="evaluate model.base from params.yaml")
     parser.add_argument("--name", required=True, help="the model's name in logs and files: base, sft, grpo")
+    parser.add_argument(
+        "--decoding",
+        choices=("free", "constrained"),
+        default="free",
+        help="free: what the model writes alone; constrained: masked by the answer grammar",
+    )
     parser.add_argument("--eval", type=Path, default=Path("data/pools/eval.jsonl"))
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
@@ -157,12 +176,12 @@ def main() -> None:
 
     params = load_params(args.params)
     spec = params.model.base if args.base else args.model
-    log_params(f"evaluate {args.name} ({spec})", params.view(*PARAMS_READ))
+    log_params(f"evaluate {args.name} ({spec}, {args.decoding} decoding)", params.view(*PARAMS_READ))
     questions = read_pool(args.eval, EVAL_KEYS, LETTERS)  # checked whole before any model loads
     if params.evaluate.limit is not None:
         questions = questions[: params.evaluate.limit]
     predictions, metrics = evaluate_model(
-        spec, params.model.revision if args.base else None, params.model, questions, params.evaluate
+        spec, params.model.revision if args.base else None, params.model, questions, params.evaluate, args.decoding
     )
     write_jsonl(args.out_dir / "predictions.jsonl", predictions)
     for name, records in plot_data(predictions).items():

@@ -100,7 +100,7 @@ def greedy_pruned(
     matchers = grammar.matchers(len(prompts)) if grammar else None
     for step in range(max_new_tokens):
         if grammar:
-            grammar.mask(logits, [matchers[row] for row in alive])
+            grammar.mask(logits, [matchers[row] for row in alive], steps_left=max_new_tokens - step)
         next_tokens = logits.argmax(-1)
         keep = []
         for position, (row, token) in enumerate(zip(alive, next_tokens.tolist())):

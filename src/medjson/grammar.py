@@ -2,78 +2,100 @@
 
 At each step of greedy decoding, tokens that cannot continue a valid answer are masked
 out of the logits (xgrammar: a grammar matcher per row and a token bitmask; chosen over
-llguidance and outlines for its lower per-token cost on CPU, measured in
-``bench/grammar_overhead.py``, and because it is the engine vLLM and SGLang default to).
+llguidance for its lower per-token cost on CPU, measured in ``bench/grammar_overhead.py``,
+and because it is the engine vLLM and SGLang default to).
 
 The grammar is the answer's JSON schema (``parsing.ANSWER_SCHEMA``) written out in the
 exact form SFT teaches (``prompts.target_json``: key order, ``", "`` and ``": "``), with
-three bounds that make every answer finish within ``max_new_tokens``:
+bounds that make every answer finish within ``max_new_tokens``:
 - ``predicted_category`` is one of A-D;
 - ``confidence`` is 0, 1, or a number in between with at most two decimals;
-- ``reason`` is printable ASCII without quote or backslash, at most ``reason_max_chars``
-  characters: with a byte-level tokenizer no token is shorter than one such character,
-  so the reason costs at most that many tokens, and the budget is what
-  ``max_new_tokens`` leaves after the rest of the answer and the end-of-turn token.
+- ``reason`` is printable ASCII without quote or backslash, so that the string can be
+  closed after any token of it;
+- once only the tokens to close the answer are left (``"``, ``}`` and the end of turn),
+  nothing else is allowed, so the reason is as long as the budget lets it be, and no longer.
+With a byte-level tokenizer no token is shorter than one character, so the answer's fixed
+part costs at most its length in characters: ``max_new_tokens`` must leave room for it.
 """
 
 from __future__ import annotations
 
 from medjson.prompts import LETTERS, target_json
 
-# Printable ASCII except `"` (0x22) and `\\` (0x5c): no escapes, one character per token at most.
+# Printable ASCII except `"` (0x22) and `\\` (0x5c): no escapes, and closable after any token.
 REASON_CHARS = r"[ !#-\[\]-~]"
 CONFIDENCE_EBNF = '"0" | "0." [0-9] | "0." [0-9] [0-9] | "1" | "1.0" | "1.00"'
+CLOSING = ('"', "}")  # what ends the reason string, then the object
 
 
-def answer_ebnf(reason_max_chars: int) -> str:
+def answer_ebnf() -> str:
     """The answer grammar in xgrammar's EBNF."""
     letters = "".join(LETTERS)
     return (
         f'root ::= "{{\\"predicted_category\\": \\"" [{letters}] "\\", \\"confidence\\": " confidence '
-        f'", \\"reason\\": \\"" {REASON_CHARS}{{0,{reason_max_chars}}} "\\"}}"\n'
+        f'", \\"reason\\": \\"" {REASON_CHARS}* "\\"}}"\n'
         f"confidence ::= {CONFIDENCE_EBNF}\n"
     )
 
 
-def reason_budget(tokenizer, max_new_tokens: int) -> int:
-    """Characters the reason may take so that the whole answer and its end token fit ``max_new_tokens``."""
-    skeleton = target_json(LETTERS[0], 0.85, "")
-    overhead = len(tokenizer(skeleton, add_special_tokens=False)["input_ids"]) + 2  # + end-of-turn, + slack
-    budget = max_new_tokens - overhead
-    if budget < 1:
-        raise ValueError(
-            f"max_new_tokens = {max_new_tokens} leaves no room for a reason: a constrained answer needs at least "
-            f"{overhead + 1} tokens"
-        )
-    return budget
+def min_new_tokens() -> int:
+    """The most tokens an answer with an empty reason can take: one per character, and the end of turn."""
+    return len(target_json(LETTERS[0], 0.85, "")) + 1
 
 
 class AnswerGrammar:
-    """The compiled answer grammar for one tokenizer and budget; hands out a matcher per answer."""
+    """The compiled answer grammar for one tokenizer; hands out a matcher per answer and masks logits."""
 
     def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int], max_new_tokens: int):
+        import torch
         import xgrammar as xgr
 
+        if max_new_tokens < min_new_tokens():
+            raise ValueError(
+                f"max_new_tokens = {max_new_tokens} is too small for constrained decoding: an answer may take "
+                f"{min_new_tokens()} tokens before its reason says anything"
+            )
         self.vocab_size = vocab_size
-        self.reason_max_chars = reason_budget(tokenizer, max_new_tokens)
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
-        self.compiled = xgr.GrammarCompiler(info).compile_grammar(answer_ebnf(self.reason_max_chars))
+        self.compiled = xgr.GrammarCompiler(info).compile_grammar(answer_ebnf())
+
+        def single_tokens(*texts: str) -> set[int]:
+            found = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts)
+            return {ids[0] for ids in found if len(ids) == 1}
+
+        # With k steps left, the tokens that still finish the answer in time: `"` (or `"}`) with three
+        # left, then `}` (or the end of turn after `"}`), then the end of turn.
+        stops = set(stop_ids)
+        self.closing_ids = {
+            3: torch.tensor(sorted(single_tokens('"', '"}') | stops)),
+            2: torch.tensor(sorted(single_tokens("}", '"}') | stops)),
+            1: torch.tensor(sorted(stops)),
+        }
 
     def matchers(self, count: int) -> list:
         import xgrammar as xgr
 
         return [xgr.GrammarMatcher(self.compiled) for _ in range(count)]
 
-    def mask(self, logits, matchers: list) -> None:
-        """Set to -inf, in place, every logit a row's matcher does not allow next."""
+    def mask(self, logits, matchers: list, steps_left: int) -> None:
+        """Set to -inf, in place, every logit a row's matcher does not allow next; with only the
+        closing steps left, allow nothing but closing tokens."""
+        import torch
         import xgrammar as xgr
 
         bitmask = xgr.allocate_token_bitmask(len(matchers), self.vocab_size)
         for row, matcher in enumerate(matchers):
             matcher.fill_next_token_bitmask(bitmask, row)
         xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
+        if steps_left in self.closing_ids:
+            ids = self.closing_ids[steps_left].to(logits.device)
+            keep = logits[:, ids].clone()
+            # Rows the grammar lets close now close; any other row keeps its grammar mask alone.
+            closing = torch.isfinite(keep).any(-1)
+            logits[closing] = float("-inf")
+            logits[closing.nonzero()[:, 0, None], ids] = keep[closing]
 
     @staticmethod
     def accept(matcher, token: int) -> None:
         if not matcher.accept_token(token):
-            raise RuntimeError(f"grammar rejected token {token} that its own mask allowed")
+            raise RuntimeError(f"the answer grammar rejected token {token}, which its own mask allowed")
