@@ -1,0 +1,141 @@
+"""The HTTP service, for real: uvicorn on a free localhost port, the tiny model, an HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+from conftest import PROJECT_ROOT
+
+QUESTION = {"id": "q1", "question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(folder, model, **serve) -> tuple[subprocess.Popen, str]:
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    port = _free_port()
+    params["serve"].update(model=str(model), port=port, max_new_tokens=72, **serve)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medjson.serve", "--params", str(folder / "params.yaml")],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the service did not start within 120 s")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_model):
+    process, url = _start(tmp_path_factory.mktemp("serve"), tiny_model, max_wait_ms=50, max_batch_size=8)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_one_answer_is_schema_valid_and_echoes_the_id(service):
+    response = httpx.post(f"{service}/v1/answer", json=QUESTION, timeout=60)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["id"] == "q1" and answer["valid"] is True and answer["error"] is None
+    assert answer["predicted_category"] in "ABCD" and 0 <= answer["confidence"] <= 1
+    assert isinstance(answer["reason"], str)
+    assert answer["meta"]["decoding"] == "constrained" and answer["meta"]["latency_ms"] > 0
+
+
+def test_a_batch_answers_every_question_in_order(service):
+    questions = [{**QUESTION, "id": i, "question": f"Question {i}?"} for i in range(5)]
+    response = httpx.post(f"{service}/v1/answer/batch", json={"questions": questions}, timeout=60)
+    assert response.status_code == 200, response.text
+    answers = response.json()["answers"]
+    assert [a["id"] for a in answers] == [str(i) for i in range(5)] and all(a["valid"] for a in answers)
+
+
+def test_concurrent_requests_are_all_answered_in_shared_batches(service):
+    before = httpx.get(f"{service}/health").json()["batches_run"]
+
+    async def ask_all():
+        async with httpx.AsyncClient(timeout=120) as client:
+            requests = [
+                client.post(f"{service}/v1/answer", json={**QUESTION, "id": f"c{i}", "question": f"Concurrent {i}?"})
+                for i in range(16)
+            ]
+            return await asyncio.gather(*requests)
+
+    responses = asyncio.run(ask_all())
+    assert [r.status_code for r in responses] == [200] * 16
+    assert sorted(r.json()["id"] for r in responses) == sorted(f"c{i}" for i in range(16))
+    batches = httpx.get(f"{service}/health").json()["batches_run"] - before
+    assert batches < 16, "every request ran alone: no dynamic batching"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**QUESTION, "options": ["a", "b", "c"]}, "options"),
+        ({**QUESTION, "options": ["a", "b", "c", "d", "e"]}, "options"),
+        ({"options": QUESTION["options"]}, "question"),
+        ({**QUESTION, "question": "x" * 5000}, "question"),
+        ({**QUESTION, "options": ["a", "b", "", "d"]}, "options"),
+        ({**QUESTION, "options": ["a", "b", "c", "d" * 600]}, "options"),
+    ],
+)
+def test_a_bad_request_gets_a_422_naming_its_field(service, body, field):
+    response = httpx.post(f"{service}/v1/answer", json=body, timeout=30)
+    assert response.status_code == 422
+    assert field in [part for error in response.json()["detail"] for part in map(str, error["loc"])]
+
+
+def test_a_bad_request_does_not_fail_the_good_ones_beside_it(service):
+    async def mixed():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                client.post(f"{service}/v1/answer", json=QUESTION),
+                client.post(f"{service}/v1/answer", json={**QUESTION, "options": ["only one"]}),
+                client.post(f"{service}/v1/answer", json={**QUESTION, "id": "q2"}),
+            )
+
+    good, bad, other = asyncio.run(mixed())
+    assert (good.status_code, bad.status_code, other.status_code) == (200, 422, 200)
+
+
+def test_schema_health_and_docs(service):
+    schema = httpx.get(f"{service}/v1/schema").json()
+    assert schema["properties"]["predicted_category"]["enum"] == ["A", "B", "C", "D"]
+    assert schema["additionalProperties"] is False
+    assert httpx.get(f"{service}/openapi.json").json()["paths"].keys() >= {"/v1/answer", "/v1/answer/batch"}
+    docs = httpx.get(f"{service}/docs").text
+    assert "swagger" in docs.lower() and "cdn.jsdelivr" not in docs
+
+
+def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
+    process, url = _start(tmp_path, tiny_model, request_timeout_s=0.001)
+    try:
+        response = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=30)
+        assert response.status_code == 504 and "request_timeout_s" in response.json()["detail"]
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the service carries on
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
