@@ -89,7 +89,9 @@ def main() -> None:
         compile_s = time.perf_counter() - started
         bitmask2 = lt.allocate_token_bitmask(1, vocab)
         per_token = walk(
-            lambda state: lt.fill_next_token_bitmask(state, bitmask2, 0) if state else llguidance.LLMatcher(lltokenizer, lark),
+            lambda state: (
+                lt.fill_next_token_bitmask(state, bitmask2, 0) if state else llguidance.LLMatcher(lltokenizer, lark)
+            ),
             lambda row: lt.apply_token_bitmask_inplace(row, bitmask2),
             lambda state, token: state.consume_token(token),
             ids,

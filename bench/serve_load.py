@@ -101,8 +101,11 @@ def main() -> None:
     args = parser.parse_args()
 
     questions = [
-        {"id": str(i), "question": m[1]["content"].split("\n")[0].removeprefix("Question: "),
-         "options": [line[3:] for line in m[1]["content"].split("\n")[1:5]]}
+        {
+            "id": str(i),
+            "question": m[1]["content"].split("\n")[0].removeprefix("Question: "),
+            "options": [line[3:] for line in m[1]["content"].split("\n")[1:5]],
+        }
         for i, m in enumerate(conversations(args.clients * args.requests))
     ]
     rows = []

@@ -73,7 +73,9 @@ def test_the_answer_grammar_makes_an_untrained_model_answer_in_schema_and_end(ti
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    questions = [build_messages(f"Which nerve {i}? " + "long " * (i % 4) * 9, ["a", "b", "c", f"d{i}"]) for i in range(24)]
+    questions = [
+        build_messages(f"Which nerve {i}? " + "long " * (i % 4) * 9, ["a", "b", "c", f"d{i}"]) for i in range(24)
+    ]
     free = generate(model, tokenizer, questions, False, batch_size=7, max_new_tokens=72)
     assert not any(parse_answer(o.text).valid_json for o in free.outputs)
     grammar = AnswerGrammar(tokenizer, model.config.vocab_size, end_of_turn_ids(tokenizer), max_new_tokens=72)

@@ -18,8 +18,16 @@ ROWS = [
 
 def _predict(tmp_path, tiny_model, *args, stdin=None):
     return subprocess.run(
-        [sys.executable, "-m", "medjson.predict", "--params", str(PROJECT_ROOT / "params.yaml"), "--model",
-         str(tiny_model), *args],
+        [
+            sys.executable,
+            "-m",
+            "medjson.predict",
+            "--params",
+            str(PROJECT_ROOT / "params.yaml"),
+            "--model",
+            str(tiny_model),
+            *args,
+        ],
         cwd=tmp_path,
         input=stdin,
         capture_output=True,
@@ -30,8 +38,14 @@ def _predict(tmp_path, tiny_model, *args, stdin=None):
 
 def test_predict_answers_good_rows_and_reports_bad_ones_in_order(tmp_path, tiny_model):
     source = tmp_path / "questions.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:2]) + "{not json\n" + json.dumps(ROWS[2]) + "\n"
-                      + json.dumps(ROWS[3]) + "\n")
+    source.write_text(
+        "".join(json.dumps(r) + "\n" for r in ROWS[:2])
+        + "{not json\n"
+        + json.dumps(ROWS[2])
+        + "\n"
+        + json.dumps(ROWS[3])
+        + "\n"
+    )
     result = _predict(tmp_path, tiny_model, "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
     assert result.returncode == 0, result.stderr[-2000:]
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]

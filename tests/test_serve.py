@@ -13,7 +13,11 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 
-QUESTION = {"id": "q1", "question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]}
+QUESTION = {
+    "id": "q1",
+    "question": "Which nerve supplies the deltoid?",
+    "options": ["Radial", "Axillary", "Ulnar", "Median"],
+}
 
 
 def _free_port() -> int:
