@@ -164,7 +164,9 @@ def _foreign_scratch(folder: Path, params: dict) -> None:
 
 
 def _predictions(folder: Path, params: dict) -> None:
-    for name in ("base", "sft", "grpo"):
+    from medjson.compare import PAIRS
+
+    for name in {name for pair in PAIRS for name in pair}:
         (folder / "evaluation" / name).mkdir(parents=True)
         (folder / "evaluation" / name / "predictions.jsonl").write_text("")
 

@@ -118,10 +118,17 @@ def test_compare_refuses_different_questions():
     from medjson.errors import StageError
 
     same = [_prediction("1", "A", "A")]
-    with pytest.raises(StageError):
-        compare({"base": same, "sft": same, "grpo": [_prediction("2", "A", "A")]})
-    result = compare({"base": same, "sft": same, "grpo": same})
-    assert set(result) == {"sft_vs_base", "grpo_vs_sft", "grpo_vs_base"}
+    models = ("base", "sft", "grpo", "sft_constrained", "grpo_constrained")
+    with pytest.raises(StageError, match="different questions"):
+        compare({**{name: same for name in models}, "grpo": [_prediction("2", "A", "A")]})
+    result = compare({name: same for name in models})
+    assert set(result) == {
+        "sft_vs_base",
+        "grpo_vs_sft",
+        "grpo_vs_base",
+        "sft_constrained_vs_sft",
+        "grpo_constrained_vs_grpo",
+    }
 
 
 def test_majority_accuracy():
