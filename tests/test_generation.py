@@ -54,11 +54,11 @@ def test_rows_that_stop_early_leave_the_batch(tiny_model):
         )["input_ids"]
         for i in range(4)
     ]
-    free = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=set())
+    free, _ = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=set())
     assert [len(t) for t in free] == [10] * 4
     # Make each row's third token a stop token: every row ends there, and nothing runs on.
     stops = {row[2] for row in free}
-    stopped = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=stops)
+    stopped, _ = greedy_pruned(model, prompts, tokenizer.pad_token_id, 10, stop_ids=stops)
     for row, full in zip(stopped, free):
         first_stop = next(i for i, t in enumerate(full) if t in stops)
         assert row == full[: first_stop + 1]
@@ -93,3 +93,29 @@ def test_a_budget_too_small_for_any_answer_is_refused(tiny_model):
 
     with pytest.raises(ValueError, match="max_new_tokens = 30 is too small"):
         AnswerGrammar(AutoTokenizer.from_pretrained(tiny_model), 1024, [1], max_new_tokens=30)
+
+
+def test_letter_probability_equals_a_direct_forward_pass(tiny_model):
+    """Taken from the generation pass itself, it matches the model's own softmax over A-D at that position."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.generation import LETTER_PREFIX, greedy_pruned, letter_probabilities, letter_token_ids
+    from medjson.grammar import AnswerGrammar
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    questions = [build_messages(f"Which nerve {i}?" + " more" * i, ["a", "b", "c", "d"]) for i in range(6)]
+    prompts = [tokenizer(render_prompt(tokenizer, m, False), add_special_tokens=False)["input_ids"] for m in questions]
+    stops = end_of_turn_ids(tokenizer)
+    grammar = AnswerGrammar(tokenizer, model.config.vocab_size, stops, max_new_tokens=72)
+    letters = letter_token_ids(tokenizer)
+    rows, per_step = greedy_pruned(model, prompts, tokenizer.pad_token_id, 72, set(stops), grammar, letters)
+    via_generate = generate(model, tokenizer, questions, False, batch_size=6, max_new_tokens=72, grammar=grammar)
+    for prompt, new, steps, output in zip(prompts, rows, per_step, via_generate.outputs):
+        probs = letter_probabilities(tokenizer, new, steps, letters)
+        assert probs is not None and abs(sum(probs) - 1) < 1e-9 and output.letter_probs == probs
+        step = next(k for k, t in enumerate(new) if t in letters and LETTER_PREFIX.search(tokenizer.decode(new[:k])))
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt + new[:step]])).logits[0, -1, letters]
+        expected = torch.softmax(logits.double(), dim=0).tolist()
+        assert max(abs(a - b) for a, b in zip(probs, expected)) < 1e-4

@@ -49,7 +49,15 @@ def test_every_metrics_and_plots_file_is_written(pipeline):
     ]:
         assert (pipeline / path).stat().st_size > 0, path
     for model in ("base", "sft", "grpo", "sft_constrained", "grpo_constrained"):
-        for name in ("predictions.jsonl", "confusion.json", "reliability.json", "subjects.json"):
+        for name in (
+            "predictions.jsonl",
+            "confusion.json",
+            "reliability.json",
+            "reliability_letter.json",
+            "risk_coverage_stated.json",
+            "risk_coverage_letter.json",
+            "subjects.json",
+        ):
             assert (pipeline / "evaluation" / model / name).exists()
     shown = run_dvc(pipeline, "metrics", "show", "--json")
     assert "valid_json_rate" in shown
@@ -76,6 +84,13 @@ def test_sft_teaches_the_json_format(pipeline):
     assert base["valid_json_rate"] <= 0.1
     assert sft["valid_json_rate"] >= 0.9 and sft["schema_pass_rate"] >= 0.9
     assert base["n"] == sft["n"] == 40
+
+
+def test_every_schema_valid_answer_carries_the_models_letter_probability(pipeline):
+    rows = [json.loads(line) for line in (pipeline / "evaluation/sft_constrained/predictions.jsonl").open()]
+    assert rows and all(0 < r["letter_probability"] <= 1 for r in rows)
+    metrics = _metrics(pipeline, "sft_constrained")
+    assert metrics["letter_calibration_n"] == metrics["n"] and 0 <= metrics["aurc_letter"] <= 1
 
 
 def test_constrained_evaluation_is_always_schema_valid_and_compared_with_free(pipeline):

@@ -63,9 +63,10 @@ def test_calibration_maths():
     assert expected_calibration_error([], []) == 0.0 and brier_score([], []) == 0.0
 
 
-def _prediction(qid, gold, predicted, confidence=0.9, subject="Anatomy"):
+def _prediction(qid, gold, predicted, confidence=0.9, subject="Anatomy", letter_probability=None):
     valid = predicted is not None
     return {
+        "letter_probability": letter_probability if valid else None,
         "id": qid,
         "subject": subject,
         "gold": gold,
@@ -94,6 +95,25 @@ def test_score_on_hand_made_predictions():
     assert metrics["majority_baseline"] == 0.5
     assert metrics["predicted_share_invalid"] == 0.25 and metrics["predicted_share_B"] == 0.5
     assert metrics["calibration_n"] == 3
+
+
+def test_score_reports_both_confidences_side_by_side():
+    # Stated confidence is a constant 0.9 (no information); the letter probability ranks right above wrong.
+    predictions = [
+        _prediction("1", "A", "A", letter_probability=0.9),
+        _prediction("2", "A", "B", letter_probability=0.3),
+        _prediction("3", "B", "B", letter_probability=0.7),
+        _prediction("4", "C", None),
+    ]
+    metrics = score(predictions)
+    assert metrics["auroc_stated"] == 0.5 and metrics["auroc_letter"] == 1.0
+    assert metrics["letter_calibration_n"] == 3
+    assert metrics["letter_brier"] == pytest.approx((0.1**2 + 0.3**2 + 0.3**2) / 3)
+    # Letter: kept in order 0.9 (right), 0.7 (right), 0.3 (wrong), invalid (wrong).
+    assert metrics["aurc_letter"] == pytest.approx(0.25 * (0 + 0 + 1 / 3 + 1 / 2))
+    assert metrics["accuracy_at_50_coverage_letter"] == 1.0 and metrics["accuracy_at_50_coverage_stated"] == 2 / 3
+    data = plot_data(predictions)
+    assert [p["coverage"] for p in data["risk_coverage_letter"]] == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_score_all_invalid_and_empty():
@@ -153,3 +173,37 @@ def test_model_output_with_a_lone_surrogate_is_written_and_scored(tmp_path):
     (back,) = read_jsonl(tmp_path / "p.jsonl")
     assert back["correct"] is True and back["reason"] == "\ud83d cut"
     assert score([back])["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "scores, correct, expected",
+    [
+        ([0.9, 0.8, 0.3, 0.1], [True, True, False, False], 1.0),  # perfect separation
+        ([0.9, 0.8, 0.3, 0.1], [False, False, True, True], 0.0),
+        ([0.5, 0.5, 0.5, 0.5], [True, False, True, False], 0.5),  # all tied: chance
+        ([0.9, 0.5, 0.5, 0.1], [True, True, False, False], 0.875),  # one tie across classes counts half: 3.5/4
+        ([0.9, 0.8], [True, True], None),  # all right: one class, undefined
+        ([0.9, 0.8], [False, False], None),  # all wrong
+    ],
+)
+def test_auroc_by_hand(scores, correct, expected):
+    from medjson.stats import auroc
+
+    assert auroc(scores, correct) == (None if expected is None else pytest.approx(expected))
+
+
+def test_risk_coverage_aurc_and_accuracy_at_coverage_by_hand():
+    from medjson.stats import accuracy_at_coverage, aurc, risk_coverage
+
+    confidences, correct = [0.9, 0.8, 0.8, 0.2], [True, False, True, False]
+    assert risk_coverage(confidences, correct) == [
+        {"threshold": 0.9, "coverage": 0.25, "accuracy": 1.0},
+        {"threshold": 0.8, "coverage": 0.75, "accuracy": 2 / 3},  # the tie at 0.8 is kept together
+        {"threshold": 0.2, "coverage": 1.0, "accuracy": 0.5},
+    ]
+    # Risk 0 over the first quarter, 1/3 over the next half, 1/2 over the last quarter.
+    assert aurc(confidences, correct) == pytest.approx(0.5 / 3 + 0.125)
+    assert accuracy_at_coverage(confidences, correct, 0.5) == pytest.approx(2 / 3)
+    assert accuracy_at_coverage(confidences, correct, 0.8) == pytest.approx(0.5)
+    assert aurc([0.7] * 3, [True] * 3) == 0.0 and aurc([0.7] * 3, [False] * 3) == 1.0  # all right, all wrong
+    assert aurc([], []) is None and accuracy_at_coverage([], [], 0.5) is None

@@ -33,6 +33,21 @@ def demo_overrides(source: str | None) -> dict:
     return overrides
 
 
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def confidence_table(folder: Path) -> str:
+    """Does the confidence mean anything? Stated confidence against the model's own letter probability."""
+    columns = ("ece", "letter_ece", "auroc_stated", "auroc_letter", "aurc_stated", "aurc_letter")
+    lines = [f"{'model':<17} " + " ".join(f"{c:>13}" for c in columns)]
+    for name in ("base", "sft", "grpo"):
+        m = json.loads((folder / "metrics" / f"{name}.json").read_text())
+        lines.append(f"{name:<17} " + " ".join(f"{_number(m.get(c)):>13}" for c in columns))
+    lines.append("ece: lower is better; auroc: 0.5 is chance; aurc (risk over coverage): lower is better")
+    return "\n".join(lines)
+
+
 def results_table(folder: Path) -> str:
     """Headline metrics with the accuracy interval, one row per model."""
     lines = [f"{'model':<17} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}"]
@@ -43,6 +58,8 @@ def results_table(folder: Path) -> str:
             f"{name:<17} {interval:<24} {m['valid_json_rate']:>10.3f} {m['schema_pass_rate']:>8.3f} "
             f"{m['accuracy_on_schema']:>14.3f}"
         )
+    lines.append("")
+    lines.append(confidence_table(folder))
     first = json.loads((folder / "metrics" / "base.json").read_text())
     lines.append(
         f"n = {first['n']} questions; always answering the majority letter scores {first['majority_baseline']:.3f}"

@@ -22,10 +22,14 @@ from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS
 from medjson.records import EVAL_KEYS, read_pool, write_json, write_jsonl
 from medjson.stats import (
+    accuracy_at_coverage,
+    aurc,
+    auroc,
     brier_score,
     expected_calibration_error,
     majority_accuracy,
     reliability_bins,
+    risk_coverage,
     wilson_interval,
 )
 
@@ -36,8 +40,13 @@ PARAMS_READ = ("model", "evaluate")  # the params.yaml sections this stage reads
 INVALID = "invalid"
 
 
-def prediction_record(question: dict, output: str, new_tokens: int) -> dict:
+def prediction_record(
+    question: dict, output: str, new_tokens: int, letter_probs: tuple[float, ...] | None = None
+) -> dict:
     parsed = parse_answer(output)
+    letter_probability = None
+    if parsed.schema_valid and letter_probs is not None:
+        letter_probability = letter_probs[LETTERS.index(parsed.predicted)]
     return {
         "id": question["id"],
         "subject": question["subject"],
@@ -52,7 +61,43 @@ def prediction_record(question: dict, output: str, new_tokens: int) -> dict:
         "lenient_only": parsed.lenient_schema_valid and not parsed.schema_valid,
         "lenient_correct": parsed.lenient_predicted == question["answer"],
         "new_tokens": new_tokens,
+        # The model's own probability of the letter it wrote (renormalised over A-D), from the
+        # generation pass: beside the stated confidence, a second confidence to calibrate.
+        "letter_probability": letter_probability,
     }
+
+
+CONFIDENCE_SOURCES = ("stated", "letter")
+
+
+def _confidence(prediction: dict, source: str) -> float | None:
+    return prediction["confidence"] if source == "stated" else prediction["letter_probability"]
+
+
+def confidence_metrics(predictions: list[dict]) -> dict:
+    """Calibration and selective prediction, for the stated confidence and for the letter probability.
+
+    Calibration (ECE, Brier) and AUROC (right vs wrong) cover the answers that carry the
+    confidence. Selective prediction covers every question: an answer without a confidence
+    (not schema-valid) is the first to be dropped, and counts as wrong.
+    """
+    out: dict = {}
+    for source in CONFIDENCE_SOURCES:
+        rated = [p for p in predictions if _confidence(p, source) is not None]
+        values, outcomes = [_confidence(p, source) for p in rated], [p["correct"] for p in rated]
+        if source == "letter":  # the stated ones are reported as ece/brier/calibration_n already
+            out.update(
+                letter_calibration_n=len(rated),
+                letter_ece=expected_calibration_error(values, outcomes),
+                letter_brier=brier_score(values, outcomes),
+            )
+        everyone = [_confidence(p, source) or 0.0 for p in predictions]
+        correct = [p["correct"] for p in predictions]
+        out[f"auroc_{source}"] = auroc(values, outcomes)
+        out[f"aurc_{source}"] = aurc(everyone, correct)
+        for share in (50, 80):
+            out[f"accuracy_at_{share}_coverage_{source}"] = accuracy_at_coverage(everyone, correct, share / 100)
+    return out
 
 
 def score(predictions: list[dict]) -> dict:
@@ -84,6 +129,7 @@ def score(predictions: list[dict]) -> dict:
         "calibration_n": len(on_schema),
         "ece": expected_calibration_error(confidences, outcomes),
         "brier": brier_score(confidences, outcomes),
+        **confidence_metrics(predictions),
     }
 
 
@@ -111,7 +157,24 @@ def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
                 "ci_high": high,
             }
         )
-    return {"confusion": confusion, "reliability": reliability, "subjects": subjects}
+    letter_rated = [p for p in predictions if p["letter_probability"] is not None]
+    letter_reliability = [
+        r
+        for r in reliability_bins([p["letter_probability"] for p in letter_rated], [p["correct"] for p in letter_rated])
+        if r["count"]
+    ]
+    correct = [p["correct"] for p in predictions]
+    curves = {
+        f"risk_coverage_{source}": risk_coverage([_confidence(p, source) or 0.0 for p in predictions], correct)
+        for source in CONFIDENCE_SOURCES
+    }
+    return {
+        "confusion": confusion,
+        "reliability": reliability,
+        "reliability_letter": letter_reliability,
+        "subjects": subjects,
+        **curves,
+    }
 
 
 def evaluate_model(
@@ -147,7 +210,7 @@ def evaluate_model(
         progress="evaluate",
         grammar=grammar,
     )
-    predictions = [prediction_record(q, o.text, o.new_tokens) for q, o in zip(questions, run.outputs)]
+    predictions = [prediction_record(q, o.text, o.new_tokens, o.letter_probs) for q, o in zip(questions, run.outputs)]
     metrics = score(predictions)
     metrics["questions_per_s"] = len(questions) / run.seconds if run.seconds else 0.0
     metrics["new_tokens_per_s"] = run.new_tokens / run.seconds if run.seconds else 0.0

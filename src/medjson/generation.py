@@ -7,6 +7,7 @@ sampling uses ``generate``. Only new tokens are decoded.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -14,13 +15,16 @@ import torch
 from tqdm import tqdm
 
 from medjson.modeling import end_of_turn_ids
-from medjson.prompts import render_prompt
+from medjson.prompts import LETTERS, render_prompt
 
 
 @dataclass(frozen=True)
 class Generated:
     text: str
     new_tokens: int  # up to and including the end-of-turn token
+    # The model's probabilities of A, B, C, D, renormalised over the four, at the step that wrote
+    # the `predicted_category` value; None where no such step was found (or when sampling).
+    letter_probs: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,14 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
 
 @torch.inference_mode()
 def greedy_pruned(
-    model, prompts: list[list[int]], pad_id: int, max_new_tokens: int, stop_ids: set[int], grammar=None
-) -> list[list[int]]:
+    model,
+    prompts: list[list[int]],
+    pad_id: int,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    grammar=None,
+    letter_ids: list[int] | None = None,
+) -> tuple[list[list[int]], list[list[list[float]]]]:
     """Greedy decoding of a batch that shares its common prefix and drops rows as they end.
 
     Two savings over ``generate``, same tokens:
@@ -63,7 +73,9 @@ def greedy_pruned(
     Each row's own tokens are left-padded after the shared prefix; padding is masked and
     positions skip it, so every row sees exactly its unpadded prompt. With a ``grammar``
     (``medjson.grammar.AnswerGrammar``), each row's logits are masked to what its matcher
-    allows before the argmax.
+    allows before the argmax. With ``letter_ids``, each row's raw logits of those tokens are
+    kept at every step (before any mask): the model's own view of the letters, for free.
+    Returns the new tokens of each row, and those per-step letter logits.
     """
     from transformers import DynamicCache
 
@@ -98,7 +110,12 @@ def greedy_pruned(
     alive = list(range(len(prompts)))  # original row of each live row
     tokens: list[list[int]] = [[] for _ in alive]
     matchers = grammar.matchers(len(prompts)) if grammar else None
+    letter_logits: list[list[list[float]]] = [[] for _ in alive]
+    letter_index = torch.tensor(letter_ids, device=device) if letter_ids else None
     for step in range(max_new_tokens):
+        if letter_index is not None:
+            for row, values in zip(alive, logits[:, letter_index].float().tolist()):
+                letter_logits[row].append(values)
         if grammar:
             grammar.mask(logits, [matchers[row] for row in alive], steps_left=max_new_tokens - step)
         next_tokens = logits.argmax(-1)
@@ -125,7 +142,26 @@ def greedy_pruned(
             past_key_values=cache,
             use_cache=True,
         ).logits[:, -1]
-    return tokens
+    return tokens, letter_logits
+
+
+LETTER_PREFIX = re.compile(r'"predicted_category"\s*:\s*"$')
+
+
+def letter_token_ids(tokenizer) -> list[int] | None:
+    """The single-token ids of A, B, C, D, or None where a letter is not one token."""
+    ids = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LETTERS]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+
+def letter_probabilities(tokenizer, tokens: list[int], per_step: list[list[float]], letter_ids: list[int]):
+    """Softmax over A-D at the step that wrote the value of `predicted_category`, or None."""
+    wanted = set(letter_ids)
+    for step, token in enumerate(tokens[: len(per_step)]):
+        if token in wanted and LETTER_PREFIX.search(tokenizer.decode(tokens[:step])):
+            probs = torch.softmax(torch.tensor(per_step[step], dtype=torch.float64), dim=0)
+            return tuple(float(p) for p in probs)
+    return None
 
 
 @torch.inference_mode()
@@ -150,6 +186,7 @@ def generate(
     sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     outputs: dict[int, Generated] = {}
+    letter_ids = None if temperature else letter_token_ids(tokenizer)
     started = time.perf_counter()
     bar = tqdm(total=len(prompts), desc=progress or "generate", unit="q", disable=progress is None)
     try:
@@ -169,17 +206,25 @@ def generate(
                     **sampling,
                 )
                 rows = generated[:, encoded["input_ids"].shape[1] :].tolist()
+                per_step = [[] for _ in rows]
             else:
                 unpadded = [
                     ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
                 ]
-                rows = greedy_pruned(
-                    model, unpadded, tokenizer.pad_token_id, max_new_tokens, set(stop_ids), grammar=grammar
+                rows, per_step = greedy_pruned(
+                    model,
+                    unpadded,
+                    tokenizer.pad_token_id,
+                    max_new_tokens,
+                    set(stop_ids),
+                    grammar=grammar,
+                    letter_ids=letter_ids,
                 )
-            for index, row in zip(batch, rows):
+            for index, row, steps in zip(batch, rows, per_step):
                 count = _count_new_tokens(row, set(stop_ids))
                 text = tokenizer.decode(row[:count], skip_special_tokens=True)
-                outputs[index] = Generated(text=text, new_tokens=count)
+                probs = letter_probabilities(tokenizer, row[:count], steps, letter_ids) if letter_ids else None
+                outputs[index] = Generated(text=text, new_tokens=count, letter_probs=probs)
             bar.update(len(batch))
             bar.set_postfix(q_per_s=f"{bar.n / (time.perf_counter() - started):.2f}")
     finally:

@@ -103,3 +103,67 @@ def brier_score(confidences: list[float], correct: list[bool]) -> float:
     if not confidences:
         return 0.0
     return sum((c - int(r)) ** 2 for c, r in zip(confidences, correct, strict=True)) / len(confidences)
+
+
+def auroc(scores: list[float], correct: list[bool]) -> float | None:
+    """Probability that a right answer scores above a wrong one (ties count half); None with one class.
+
+    How well a confidence tells right from wrong answers: 0.5 is no better than chance.
+    """
+    positives = [s for s, right in zip(scores, correct, strict=True) if right]
+    negatives = [s for s, right in zip(scores, correct) if not right]
+    if not positives or not negatives:
+        return None
+    # Rank-sum form (average ranks for ties): O(n log n).
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    positive_ranks = sum(r for r, right in zip(ranks, correct) if right)
+    n_pos, n_neg = len(positives), len(negatives)
+    return (positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def risk_coverage(confidences: list[float], correct: list[bool]) -> list[dict]:
+    """Answering only at or above each confidence threshold: the share kept and their accuracy.
+
+    One point per distinct confidence, highest first; answers with equal confidence are kept
+    or dropped together, since no threshold can separate them.
+    """
+    n = len(confidences)
+    pairs = sorted(zip(confidences, correct, strict=True), key=lambda p: -p[0])
+    points, kept, right = [], 0, 0
+    for index, (confidence, is_right) in enumerate(pairs):
+        kept, right = kept + 1, right + int(is_right)
+        if index + 1 == n or pairs[index + 1][0] != confidence:
+            points.append({"threshold": confidence, "coverage": kept / n, "accuracy": right / kept})
+    return points
+
+
+def aurc(confidences: list[float], correct: list[bool]) -> float | None:
+    """Area under the risk-coverage curve (risk = 1 - accuracy of the answers kept); lower is better.
+
+    The curve is a step over coverage: each group of equal confidence holds its risk over the
+    coverage it adds. With all confidences distinct this is the mean over k of the risk of the
+    k most confident answers. None with no answers.
+    """
+    points = risk_coverage(confidences, correct)
+    area, covered = 0.0, 0.0
+    for point in points:
+        area += (point["coverage"] - covered) * (1 - point["accuracy"])
+        covered = point["coverage"]
+    return area if points else None
+
+
+def accuracy_at_coverage(confidences: list[float], correct: list[bool], coverage: float) -> float | None:
+    """Accuracy of the most confident answers that cover at least ``coverage`` of all (ties kept together)."""
+    for point in risk_coverage(confidences, correct):
+        if point["coverage"] >= coverage - 1e-12:
+            return point["accuracy"]
+    return None
