@@ -23,6 +23,8 @@ import httpx
 import yaml
 from common import ROOT, conversations, report
 
+from medjson.serve import wait_until_ready
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -41,17 +43,11 @@ def start_service(model: str, batch_size: int, wait_ms: float, decoding: str, fo
     log = (folder / f"serve-{batch_size}.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "medjson.serve", "--params", str(path)], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited; see {log.name}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the service did not start within 300 s")
+    try:
+        wait_until_ready(url, process, timeout_s=300)
+    except RuntimeError as err:
+        raise SystemExit(f"{err}; see {log.name}") from None
+    return process, url
 
 
 async def load(url: str, questions: list[dict], clients: int, requests: int, timeout_s: float) -> dict:

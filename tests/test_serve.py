@@ -6,12 +6,13 @@ import asyncio
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 import yaml
 from conftest import PROJECT_ROOT
+
+from medjson.serve import wait_until_ready
 
 QUESTION = {
     "id": "q1",
@@ -39,16 +40,11 @@ def _start(folder, model, **serve) -> tuple[subprocess.Popen, str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the service did not start within 120 s")
+    try:
+        wait_until_ready(url, process, timeout_s=120)
+    except RuntimeError as err:
+        raise AssertionError(f"{err}:\n{process.stdout.read()}") from None
+    return process, url
 
 
 @pytest.fixture(scope="module")

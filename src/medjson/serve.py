@@ -197,6 +197,24 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
     return app
 
 
+def wait_until_ready(url: str, process, timeout_s: float) -> None:
+    """Block until a service started as ``process`` answers ``GET /health`` with ok; raise if it exits
+    or does not within ``timeout_s`` (the model loads before the port opens)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json().get("status") == "ok":
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the service at {url} was not ready within {timeout_s:.0f} s")
+
+
 def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
