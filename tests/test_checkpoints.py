@@ -66,3 +66,15 @@ def test_a_finished_run_drops_its_checkpoints(tmp_path):
     mark_finished(tmp_path / "s", "run-a")
     assert not list((tmp_path / "s").glob("checkpoint-*"))
     assert json.loads((tmp_path / "s" / MARKER).read_text())["finished"] is True
+
+
+def test_a_checkpoint_cut_off_while_saving_is_removed_and_the_one_before_resumed(tmp_path):
+    scratch = tmp_path / "s"
+    _marker(scratch, "run-a")
+    _checkpoint(scratch, 5)
+    (scratch / "checkpoint-10").mkdir()  # killed before trainer_state.json was written
+    (scratch / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"half")
+    _checkpoint(scratch, 15)
+    (scratch / "checkpoint-15" / "trainer_state.json").write_text('{"global_step": 1')  # killed mid-write
+    assert resume_point(scratch, "run-a").endswith("checkpoint-5")
+    assert not (scratch / "checkpoint-15").exists() and not (scratch / "checkpoint-10").exists()

@@ -64,8 +64,6 @@ def resume_point(scratch: Path, identity: str) -> str | None:
 
     Checkpoints of any other run, or of a finished one, are cleared first.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     scratch = Path(scratch)
     if scratch.exists() and not scratch.is_dir():
         raise StageError(f"--scratch {scratch} is a file, not a folder: pass a folder for training checkpoints")
@@ -82,7 +80,7 @@ def resume_point(scratch: Path, identity: str) -> str | None:
             _clear(scratch, "their run finished; a finished run is never resumed")
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / MARKER).write_text(json.dumps({"identity": identity, "finished": False}) + "\n")
-    last = get_last_checkpoint(str(scratch))
+    last = _last_complete_checkpoint(scratch)
     if last and _reached_its_end(Path(last)):
         # Trainer would run one step past the end from such a checkpoint; the run is redone instead.
         _clear(scratch, f"{Path(last).name} is the run's last step but the run did not finish saving")
@@ -92,11 +90,35 @@ def resume_point(scratch: Path, identity: str) -> str | None:
     return last
 
 
-def _reached_its_end(checkpoint: Path) -> bool:
+def _step(checkpoint: Path) -> int:
+    suffix = checkpoint.name.removeprefix("checkpoint-")
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def _trainer_state(checkpoint: Path) -> dict | None:
     try:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _last_complete_checkpoint(scratch: Path) -> str | None:
+    """The newest checkpoint that was written whole. Trainer writes ``trainer_state.json`` last, so a
+    run killed while saving leaves a folder without it (or with half of it): that one is removed."""
+    for checkpoint in sorted(_checkpoints(scratch), key=_step, reverse=True):
+        if _trainer_state(checkpoint) is not None:
+            return str(checkpoint)
+        log.info("removing %s: the run was stopped while saving it", checkpoint)
+        shutil.rmtree(checkpoint)
+    return None
+
+
+def _reached_its_end(checkpoint: Path) -> bool:
+    state = _trainer_state(checkpoint) or {}
+    try:
         return state["global_step"] >= state["max_steps"] > 0
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return False
 
 
