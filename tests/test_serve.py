@@ -63,6 +63,7 @@ def test_one_answer_is_schema_valid_and_echoes_the_id(service):
     assert answer["predicted_category"] in "ABCD" and 0 <= answer["confidence"] <= 1
     assert isinstance(answer["reason"], str)
     assert answer["meta"]["decoding"] == "constrained" and answer["meta"]["latency_ms"] > 0
+    assert 0 < answer["meta"]["letter_probability"] <= 1
 
 
 def test_a_batch_answers_every_question_in_order(service):

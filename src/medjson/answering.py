@@ -115,6 +115,9 @@ class Answerer:
         records = []
         for question, output in zip(questions, run.outputs):
             parsed = parse_answer(output.text)
+            letter_probability = None
+            if parsed.schema_valid and output.letter_probs is not None:
+                letter_probability = round(output.letter_probs[LETTERS.index(parsed.predicted)], 4)
             records.append(
                 {
                     "id": question.id,
@@ -128,6 +131,8 @@ class Answerer:
                         "decoding": self.decoding,
                         "latency_ms": round(latency_ms, 1),
                         "new_tokens": output.new_tokens,
+                        # The model's own probability of the letter it wrote, renormalised over A-D.
+                        "letter_probability": letter_probability,
                         "abstained": None,  # no abstention threshold is fitted yet
                         **({} if parsed.schema_valid else {"raw_output": output.text}),
                     },

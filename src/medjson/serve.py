@@ -117,6 +117,7 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
         decoding: str
         latency_ms: float
         new_tokens: int
+        letter_probability: float | None = None
         abstained: bool | None
         raw_output: str | None = None
 
