@@ -43,6 +43,9 @@ def confidence_table(folder: Path) -> str:
     lines = [f"{'model':<17} " + " ".join(f"{c:>13}" for c in columns)]
     for name in ("base", "sft", "grpo"):
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
+        # ECE over no schema-valid answer is no measurement: shown as "-", not as a perfect 0.
+        m["ece"] = m["ece"] if m["calibration_n"] else None
+        m["letter_ece"] = m["letter_ece"] if m["letter_calibration_n"] else None
         lines.append(f"{name:<17} " + " ".join(f"{_number(m.get(c)):>13}" for c in columns))
     lines.append("ece: lower is better; auroc: 0.5 is chance; aurc (risk over coverage): lower is better")
     return "\n".join(lines)
