@@ -25,11 +25,12 @@ import asyncio
 import dataclasses
 import logging
 import time
+import typing
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from medjson.answering import DECODINGS, Answerer, Question
+from medjson.answering import Answerer, Question
 from medjson.cli import run_stage
 from medjson.params import ServeParams, load_params
 from medjson.parsing import ANSWER_SCHEMA
@@ -217,15 +218,18 @@ def wait_until_ready(url: str, process, timeout_s: float) -> None:
 
 
 def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
+    """The serve section of the params file, with every key overridable by a flag of the same name."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model")
-    parser.add_argument("--decoding", choices=DECODINGS)
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--max-batch-size", type=int)
-    parser.add_argument("--max-wait-ms", type=float)
-    parser.add_argument("--request-timeout-s", type=float)
+    hints = typing.get_type_hints(ServeParams)
+    for f in dataclasses.fields(ServeParams):
+        kind = hints[f.name]
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind if kind in (int, float) else str,
+            choices=f.metadata.get("choices"),
+            help=f"overrides serve.{f.name}",
+        )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     overrides = {key: value for key, value in vars(args).items() if key != "params" and value is not None}
