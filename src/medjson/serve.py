@@ -168,7 +168,7 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return [{**r, "meta": {**r["meta"], "latency_ms": latency_ms}} for r in records]
 
-    @app.post("/v1/answer", response_model=AnswerOut, response_model_exclude_none=False)
+    @app.post("/v1/answer", response_model=AnswerOut)
     async def answer(question: QuestionIn) -> dict:
         """Answer one question; the answer always has the schema's three fields when `valid` is true."""
         (record,) = await answer_all([question])
