@@ -55,7 +55,8 @@ class ModelParams:
 @dataclass(frozen=True)
 class DataParams:
     source: str = free()  # hub dataset id, or a local .json/.jsonl/.parquet file
-    layout: str = one_of("auto", "hub", "original")  # how `cop` is numbered in the source
+    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub (medjson.layouts)
+    layout: str = one_of("auto", "hub", "original", "medqa", "medqa_hub", "mmlu", "mmlu_hub")
     revision: str | None = free()  # hub dataset revision; ignored for local files
 
 

@@ -1,10 +1,11 @@
-"""Reading MedMCQA-shaped rows from the hub, JSON Lines or parquet, and validating each one.
+"""Reading four-option questions from the hub, JSON Lines, parquet or CSV, and validating each one.
 
-Two layouts exist and differ only in how the answer `cop` is numbered:
+MedMCQA comes in two layouts that differ only in how the answer `cop` is numbered:
 - ``original``: the authors' release (``dev.json``), `cop` 1..4;
 - ``hub``: ``openlifescienceai/medmcqa`` and its parquet exports, `cop` 0..3.
-A source is read in one layout, declared in params.yaml or detected from the whole
-source; a row's layout is never guessed from the row itself.
+MedQA and MMLU layouts (``medjson.layouts``) are read into MedMCQA's original layout row by
+row, then validated the same way. A source is read in one layout, declared in params.yaml
+or detected from the whole source; a row's layout is never guessed from the row itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medjson.errors import DataError
+from medjson.layouts import CONVERTERS, SIGNATURES, mmlu_subject
 from medjson.prompts import LETTERS
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def is_local(source: str) -> bool:
     return Path(source).exists() or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/"))
 
 
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 
 
 def read_local(path: Path) -> list[RawRow]:
@@ -78,6 +80,8 @@ def read_local(path: Path) -> list[RawRow]:
         )
     if path.suffix == ".parquet":
         return _read_parquet(path)
+    if path.suffix == ".csv":
+        return _read_mmlu_csv(path)
     rows = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -96,6 +100,22 @@ def read_local(path: Path) -> list[RawRow]:
                 raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(data).__name__}")
             rows.append(RawRow(f"{path}:{number}", data))
     return rows
+
+
+def _read_mmlu_csv(path: Path) -> list[RawRow]:
+    """MMLU's CSV files: no header, one question per row; the subject is the file's."""
+    import csv
+
+    subject = mmlu_subject(path)
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return [
+                RawRow(f"{path}:{number}", {"cells": cells, "subject": subject})
+                for number, cells in enumerate(csv.reader(f), start=1)
+                if cells
+            ]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
 
 
 def _read_parquet(path: Path) -> list[RawRow]:
@@ -126,24 +146,36 @@ def read_hub(dataset_id: str, split: str, revision: str | None) -> list[RawRow]:
 REQUIRED_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
 
 
-def check_columns(rows: list[RawRow], source: str) -> None:
-    """A source with no rows, or whose rows lack MedMCQA's columns, is not a MedMCQA source."""
+def _columns(rows: list[RawRow]) -> set[str]:
+    return set().union(*(row.data for row in rows[:1000]))
+
+
+def check_columns(rows: list[RawRow], source: str, layout: str = "original") -> None:
+    """A source with no rows, or whose rows lack its layout's columns, cannot be read in that layout."""
     if not rows:
         raise DataError(f"{source}: holds no rows; point data.source at a file with questions in it")
-    columns = set().union(*(row.data for row in rows[:1000]))
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    required = SIGNATURES.get(layout, REQUIRED_COLUMNS)
+    columns = _columns(rows)
+    missing = [c for c in required if c not in columns]
     if missing:
+        name = layout if layout in SIGNATURES else "MedMCQA"
         raise DataError(
             f"{source}: rows have no {missing} column(s) (columns seen: {sorted(columns)[:12]}); "
-            f"a MedMCQA source needs {list(REQUIRED_COLUMNS)}"
+            f"a {name} source needs {list(required)}"
         )
 
 
 def detect_layout(rows: list[RawRow], declared: str, source: str) -> str:
-    """The layout of a whole source: the declared one, or the one its `cop` range proves."""
-    check_columns(rows, source)
+    """The layout of a whole source: the declared one, the one its columns name, or for MedMCQA
+    the one its `cop` range proves."""
     if declared != "auto":
+        check_columns(rows, source, declared)
         return declared
+    if rows and not set(REQUIRED_COLUMNS) <= _columns(rows):
+        found = [layout for layout, columns in SIGNATURES.items() if set(columns) <= _columns(rows)]
+        if len(found) == 1:
+            return found[0]
+    check_columns(rows, source)
     cops = {row.data.get("cop") for row in rows}
     has_zero, has_four = 0 in cops, 4 in cops
     if has_zero and not has_four:
@@ -190,20 +222,24 @@ def validate_rows(
     rows: list[RawRow], layout: str, bad_rows: str, keep_multi: bool, report: LoadReport
 ) -> list[Question]:
     """Turn raw rows into questions. A bad row raises (bad_rows=error) or is dropped and counted."""
-    offset = COP_OFFSET[layout]
+    offset = COP_OFFSET.get(layout, 1)  # other layouts are converted into MedMCQA's original one
+    convert = CONVERTERS.get(layout)
     seen_ids: set[str] = set()
     questions = []
     for row in rows:
         report.rows_read += 1
         data = row.data
-        fault = row_fault(data, offset)
+        converted = convert(data, row.where.rsplit("/", 1)[-1]) if convert else data
+        fault = converted if isinstance(converted, str) else row_fault(converted, offset)
+        data = data if isinstance(converted, str) else converted
         if fault is None and _text(data["id"]) in seen_ids:
             fault = "duplicate_id"
         if fault is not None:
             if bad_rows == "error":
+                answer = f"cop={data.get('cop')!r}, " if "cop" in data else ""
                 raise DataError(
                     f"{row.where}: row id {data.get('id')!r} is unusable ({fault}: "
-                    f"cop={data.get('cop')!r}, layout={layout}); fix the row, or set prepare.bad_rows: drop "
+                    f"{answer}layout={layout}); fix the row, or set prepare.bad_rows: drop "
                     "to drop and count such rows"
                 )
             report.dropped[fault] += 1
