@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 
 from medjson.errors import DataError
+from medjson.grammar import DECODINGS, AnswerGrammar
 from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS, build_messages
-
-DECODINGS = ("free", "constrained")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class Answerer:
         attn_implementation: str = "sdpa",
         revision: str | None = None,
     ):
-        from medjson.modeling import end_of_turn_ids, load_model, load_tokenizer, resolve_source
+        from medjson.modeling import load_model, load_tokenizer, resolve_source
 
         if decoding not in DECODINGS:
             raise DataError(f"decoding {decoding!r}: choose one of {list(DECODINGS)}")
@@ -88,11 +87,7 @@ class Answerer:
         self.model = load_model(source, precision, attn_implementation=attn_implementation).eval()
         self.grammar = None
         if decoding == "constrained":
-            from medjson.grammar import AnswerGrammar
-
-            self.grammar = AnswerGrammar(
-                self.tokenizer, self.model.config.vocab_size, end_of_turn_ids(self.tokenizer), max_new_tokens
-            )
+            self.grammar = AnswerGrammar.for_model(self.model, self.tokenizer, max_new_tokens)
 
     def answer(self, questions: list[Question], batch_size: int | None = None) -> list[dict]:
         """One record per question, in order: the id, the schema's three fields (None where the model's

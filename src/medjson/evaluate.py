@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from medjson.cli import run_stage
+from medjson.grammar import DECODINGS, AnswerGrammar
 from medjson.params import EvaluateParams, ModelParams, load_params, log_params
 from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS
@@ -194,12 +195,7 @@ def evaluate_model(
     source = resolve_source(model_spec, revision)
     tokenizer = load_tokenizer(source, padding_side="left")
     model = load_model(source, model_params.precision, attn_implementation=model_params.attn_implementation).eval()
-    grammar = None
-    if decoding == "constrained":
-        from medjson.grammar import AnswerGrammar
-        from medjson.modeling import end_of_turn_ids
-
-        grammar = AnswerGrammar(tokenizer, model.config.vocab_size, end_of_turn_ids(tokenizer), settings.max_new_tokens)
+    grammar = AnswerGrammar.for_model(model, tokenizer, settings.max_new_tokens) if decoding == "constrained" else None
     run = generate(
         model,
         tokenizer,
@@ -228,7 +224,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="the model's name in logs and files: base, sft, grpo")
     parser.add_argument(
         "--decoding",
-        choices=("free", "constrained"),
+        choices=DECODINGS,
         default="free",
         help="free: what the model writes alone; constrained: masked by the answer grammar",
     )

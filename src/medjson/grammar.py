@@ -1,9 +1,9 @@
 """Schema-constrained decoding: every answer is the schema's JSON, and every answer ends.
 
 At each step of greedy decoding, tokens that cannot continue a valid answer are masked
-out of the logits (xgrammar: a grammar matcher per row and a token bitmask; chosen over
-llguidance for its lower per-token cost on CPU, measured in ``bench/grammar_overhead.py``,
-and because it is the engine vLLM and SGLang default to).
+out of the logits (xgrammar: a grammar matcher per row and a token bitmask). Its cost per
+token is of the same order as llguidance's (``bench/grammar_overhead.py``); it was chosen
+for how it plugs into transformers and custom decoders, and as vLLM's and SGLang's default.
 
 The grammar is the answer's JSON schema (``parsing.ANSWER_SCHEMA``) written out in the
 exact form SFT teaches (``prompts.target_json``: key order, ``", "`` and ``": "``), with
@@ -26,6 +26,7 @@ from medjson.prompts import LETTERS, target_json
 REASON_CHARS = r"[ !#-\[\]-~]"
 CONFIDENCE_EBNF = '"0" | "0." [0-9] | "0." [0-9] [0-9] | "1" | "1.0" | "1.00"'
 CLOSING = ('"', "}")  # what ends the reason string, then the object
+DECODINGS = ("free", "constrained")  # free: the model alone; constrained: masked by this grammar
 
 
 def answer_ebnf() -> str:
@@ -71,6 +72,13 @@ class AnswerGrammar:
             2: torch.tensor(sorted(single_tokens("}", '"}') | stops)),
             1: torch.tensor(sorted(stops)),
         }
+
+    @classmethod
+    def for_model(cls, model, tokenizer, max_new_tokens: int) -> AnswerGrammar:
+        """The grammar for a loaded model: its full logits width, its end-of-turn tokens."""
+        from medjson.modeling import end_of_turn_ids
+
+        return cls(tokenizer, model.config.vocab_size, end_of_turn_ids(tokenizer), max_new_tokens)
 
     def matchers(self, count: int) -> list:
         import xgrammar as xgr
