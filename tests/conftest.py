@@ -50,7 +50,7 @@ def tiny_overrides(model: Path, questions: Path) -> dict:
     return {
         "model": {"base": str(model), "revision": None},
         "data": {"source": str(questions)},
-        "prepare": {"sft_size": 120, "grpo_size": 40, "reason_max_chars": 0},
+        "prepare": {"sft_size": 100, "grpo_size": 40, "calibration_size": 20, "reason_max_chars": 0},
         "sft": {
             "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
             "trainer": {
@@ -78,4 +78,5 @@ def tiny_overrides(model: Path, questions: Path) -> dict:
             },
         },
         "evaluate": {"batch_size": 40, "max_new_tokens": 64},
+        "calibrate": {"target_accuracy": 0.3, "min_kept": 5},
     }

@@ -58,7 +58,7 @@ class Case:
 def _params(tiny_model: Path) -> dict:
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params = deep_update(raw, tiny_overrides(tiny_model, QUESTIONS))
-    params["prepare"].update(sft_size=4, grpo_size=2, eval_size=None)
+    params["prepare"].update(sft_size=4, grpo_size=2, calibration_size=2, eval_size=None)
     return params
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
 from conftest import tiny_overrides
 from helpers import curve_steps, dvc_output, run_dvc
 
-from medjson.workspace import create_workspace
+from medjson.workspace import create_workspace, dvc_env
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,7 @@ def test_every_metrics_and_plots_file_is_written(pipeline):
             "subjects.json",
         ):
             assert (pipeline / "evaluation" / model / name).exists()
+        assert (pipeline / "calibration" / model / "abstention.json").exists()
     shown = run_dvc(pipeline, "metrics", "show", "--json")
     assert "valid_json_rate" in shown
     run_dvc(pipeline, "plots", "show", "-o", str(pipeline / "plots_html"))
@@ -99,6 +101,75 @@ def test_constrained_evaluation_is_always_schema_valid_and_compared_with_free(pi
         assert metrics["schema_pass_rate"] == 1.0 and metrics["constrained"] == 1 and metrics["n"] == 40
     comparison = _metrics(pipeline, "comparison")
     assert {"sft_constrained_vs_sft", "grpo_constrained_vs_grpo"} <= set(comparison)
+
+
+def _pool_ids(folder, pool: str) -> list[str]:
+    return [json.loads(line)["id"] for line in (folder / f"data/pools/{pool}.jsonl").open()]
+
+
+def test_the_abstention_threshold_is_fitted_on_the_calibration_pool_only(pipeline):
+    calibration, evaluation = _pool_ids(pipeline, "calibration"), _pool_ids(pipeline, "eval")
+    assert len(calibration) == 20 and not set(calibration) & set(evaluation)
+    for name in ("base", "sft", "grpo", "sft_constrained", "grpo_constrained"):
+        fitted = json.loads((pipeline / "calibration" / name / "abstention.json").read_text())
+        assert fitted["fitted_on"] == calibration and fitted["calibration_n"] == 20
+        metrics = _metrics(pipeline, name)
+        # The figure on the evaluation pool is the file's threshold applied to questions it never saw.
+        answered = [p for p in _predictions(pipeline, name) if not p["abstained"]]
+        assert metrics["abstain_threshold"] == fitted["threshold"]
+        assert metrics["abstain_coverage"] == len(answered) / metrics["n"]
+        if answered:
+            assert metrics["abstain_accuracy"] == sum(p["correct"] for p in answered) / len(answered)
+
+
+def test_evaluate_refuses_an_abstention_file_fitted_on_its_questions(pipeline, tmp_path):
+    fitted = json.loads((pipeline / "calibration/sft/abstention.json").read_text())
+    fitted["fitted_on"].append(_pool_ids(pipeline, "eval")[3])
+    doctored = tmp_path / "abstention.json"
+    doctored.write_text(json.dumps(fitted))
+    result = subprocess.run(
+        [sys.executable, "-m", "medjson.evaluate", "--model", "models/sft_merged", "--name", "sft"]
+        + ["--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"), "--abstention", str(doctored)],
+        cwd=pipeline,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "was fitted on 1 of these questions" in result.stderr
+    assert not (tmp_path / "m.json").exists() and "Traceback" not in result.stderr
+
+
+def test_predict_with_the_fitted_file_answers_as_evaluate_scored(pipeline, tmp_path):
+    """The same model, decoding and file give the same confidence and abstention as in evaluate."""
+    evaluated = {p["id"]: p for p in _predictions(pipeline, "sft_constrained")}
+    questions = tmp_path / "questions.jsonl"
+    rows = [json.loads(line) for line in (pipeline / "data/pools/eval.jsonl").open()][:6]
+    with questions.open("w") as out:
+        for row in rows:
+            stem, *options = row["messages"][-1]["content"].split("\n")  # medjson.prompts.format_question
+            question = {
+                "id": row["id"],
+                "question": stem.removeprefix("Question: "),
+                "options": [o[3:] for o in options],
+            }
+            out.write(json.dumps(question) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "medjson.predict", "--model", "models/sft_merged", "--decoding", "constrained"]
+        + ["--input", str(questions), "--abstention", "calibration/sft_constrained/abstention.json"],
+        cwd=pipeline,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for record in map(json.loads, result.stdout.splitlines()):
+        expected = evaluated[record["id"]]
+        assert record["meta"]["abstained"] == expected["abstained"]
+        assert record["confidence"] == pytest.approx(expected["abstention_confidence"], abs=1e-3)
+
+
+def _predictions(folder, name):
+    return [json.loads(line) for line in (folder / "evaluation" / name / "predictions.jsonl").open()]
 
 
 def test_grpo_saw_reward_variance_and_changed_the_model(pipeline):

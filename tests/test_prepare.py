@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 
@@ -18,7 +19,7 @@ from medjson.pools import (
     normalize_question,
     pool_record,
 )
-from medjson.prepare import make_pools
+from medjson.prepare import POOLS, make_pools
 from medjson.sources import Question
 from medjson.workspace import create_workspace
 
@@ -27,6 +28,7 @@ def _prep(**changes) -> PrepareParams:
     base = dict(
         sft_size=10,
         grpo_size=5,
+        calibration_size=3,
         eval_size=None,
         allow_short_pools=False,
         keep_multi=True,
@@ -50,7 +52,7 @@ def test_same_question_text_never_crosses_pools(tmp_path):
         rows[i]["question"] = ["Skeletal  muscles", "skeletal muscles?", "SKELETAL muscles"][i % 3]
     path = write_rows(tmp_path / "src.json", rows)
     for seed in range(20):
-        pools, _, drops, _ = make_pools(DataParams(str(path), "auto", None), _prep(sft_size=8, grpo_size=6), seed)
+        pools, _, drops, _ = make_pools(DataParams(str(path), "auto", None, None), _prep(sft_size=8, grpo_size=6), seed)
         homes = {
             name for name, pool in pools.items() for q in pool if normalize_question(q.question) == "skeletal muscles"
         }
@@ -105,16 +107,17 @@ def _prepare_in(tmp_path, name, source, **prepare):
 
 
 def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_path):
-    first = _prepare_in(tmp_path, "one", questions_path, sft_size=100, grpo_size=50)
-    second = _prepare_in(tmp_path, "two", questions_path, sft_size=100, grpo_size=50)
-    for pool in ("sft", "grpo", "eval"):
+    sizes = {"sft_size": 90, "grpo_size": 40, "calibration_size": 20}
+    first = _prepare_in(tmp_path, "one", questions_path, **sizes)
+    second = _prepare_in(tmp_path, "two", questions_path, **sizes)
+    for pool in ("sft", "grpo", "calibration", "eval"):
         assert (first / f"data/pools/{pool}.jsonl").read_bytes() == (second / f"data/pools/{pool}.jsonl").read_bytes()
     report = json.loads((first / "metrics/data.json").read_text())
-    assert report["rows"] == {"sft": 100, "grpo": 50, "eval": 50}
+    assert report["rows"] == {"sft": 90, "grpo": 40, "calibration": 20, "eval": 50}
     assert len(report["subjects"]["eval"]) >= 10
     other_seed = create_workspace(
         tmp_path / "three",
-        {"data": {"source": str(questions_path)}, "seed": 7, "prepare": {"sft_size": 100, "grpo_size": 50}},
+        {"data": {"source": str(questions_path)}, "seed": 7, "prepare": sizes},
     )
     run_dvc(other_seed, "repro", "prepare")
     assert (other_seed / "data/pools/eval.jsonl").read_bytes() != (first / "data/pools/eval.jsonl").read_bytes()
@@ -122,13 +125,13 @@ def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_p
 
 def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
     folder = _prepare_in(tmp_path, "real", medmcqa_dev)
-    pools = {p: [json.loads(l) for l in (folder / f"data/pools/{p}.jsonl").open()] for p in ("sft", "grpo", "eval")}
-    assert [len(pools["sft"]), len(pools["grpo"])] == [1000, 500]
+    pools = {p: [json.loads(l) for l in (folder / f"data/pools/{p}.jsonl").open()] for p in POOLS}
+    assert [len(pools["sft"]), len(pools["grpo"]), len(pools["calibration"])] == [1000, 500, 500]
     texts = {
         p: {normalize_question(r["messages"][1]["content"].split("\n")[0]) for r in rows} for p, rows in pools.items()
     }
     ids = {p: {r["id"] for r in rows} for p, rows in pools.items()}
-    for a, b in (("sft", "grpo"), ("sft", "eval"), ("grpo", "eval")):
+    for a, b in itertools.combinations(POOLS, 2):
         assert not ids[a] & ids[b] and not texts[a] & texts[b]
     total = sum(len(r) for r in pools.values())
     report = json.loads((folder / "metrics/data.json").read_text())
@@ -141,7 +144,8 @@ def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(10)] + [medmcqa_row(50, cop=9)]
     source = write_rows(tmp_path / "bad.json", rows)
     folder = create_workspace(
-        tmp_path / "ws", {"data": {"source": str(source)}, "prepare": {"sft_size": 4, "grpo_size": 2}}
+        tmp_path / "ws",
+        {"data": {"source": str(source)}, "prepare": {"sft_size": 4, "grpo_size": 2, "calibration_size": 2}},
     )
     from medjson.workspace import dvc
 
@@ -162,38 +166,39 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
     monkeypatch.setattr(
         sources,
         "read_hub",
-        lambda dataset_id, split, revision: [
+        lambda dataset_id, split, revision, subset=None: [
             sources.RawRow(f"hub[{split}]#{i}", r) for i, r in enumerate(splits[split])
         ],
     )
-    pools, _, drops, _ = make_pools(DataParams("org/medmcqa", "auto", None), _prep(sft_size=10, grpo_size=5), seed=1)
+    pools, _, drops, _ = make_pools(DataParams("org/medmcqa", "auto", None, None), _prep(sft_size=10, grpo_size=5), seed=1)
     assert {q.id for q in pools["eval"]} == {r["id"] for r in validation}
     assert [q.answer for q in pools["eval"]][:4] == list("ABCD")  # hub layout: cop 0 is A
-    training_ids = {q.id for q in pools["sft"] + pools["grpo"]}
-    assert len(pools["sft"]) == 10 and len(pools["grpo"]) == 5
+    training_ids = {q.id for q in pools["sft"] + pools["grpo"] + pools["calibration"]}
+    assert len(pools["sft"]) == 10 and len(pools["grpo"]) == 5 and len(pools["calibration"]) == 3
     assert training_ids <= {r["id"] for r in train} and "row-100" not in training_ids
     assert drops["train_question_also_in_eval"] == 1
 
 
 def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp_path):
-    from medjson.prepare import POOLS, data_report
+    from medjson.prepare import data_report, pool_sizes
 
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(40)] + [medmcqa_row(99, cop=7)]
     path = write_rows(tmp_path / "src.json", rows)
     prep = _prep(sft_size=10, grpo_size=5, eval_size=8, bad_rows="drop", max_dropped_share=0.1)
-    pools, report, drops, not_used = make_pools(DataParams(str(path), "auto", None), prep, seed=3)
-    summary = data_report(pools, report, drops, not_used, {"sft": 10, "grpo": 5, "eval": 8})
-    assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 23
+    pools, report, drops, not_used = make_pools(DataParams(str(path), "auto", None, None), prep, seed=3)
+    summary = data_report(pools, report, drops, not_used, pool_sizes(prep))
+    assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 26
     assert summary["rows_read"] == sum(summary["rows"][p] for p in POOLS) + summary["rows_dropped"] + not_used
     assert summary["dropped"] == {"cop_out_of_range": 1} and summary["short_pools"] == {}
 
 
 def test_a_short_pool_is_allowed_only_when_asked_and_then_reported(tmp_path):
     path = write_rows(tmp_path / "src.json", [medmcqa_row(i, cop=(i % 4) + 1) for i in range(12)])
-    data = DataParams(str(path), "auto", None)
+    data = DataParams(str(path), "auto", None, None)
     with pytest.raises(DataError, match="pool `grpo` has 2 rows, fewer than the 5"):
         make_pools(data, _prep(sft_size=10, grpo_size=5), seed=0)
     with pytest.raises(DataError, match="pool `eval` is empty"):
-        make_pools(data, _prep(sft_size=10, grpo_size=2), seed=0)
-    pools, *_ = make_pools(data, _prep(sft_size=10, grpo_size=1, eval_size=5, allow_short_pools=True), seed=0)
-    assert [len(pools[p]) for p in ("sft", "grpo", "eval")] == [10, 1, 1]
+        make_pools(data, _prep(sft_size=9, grpo_size=2, calibration_size=1), seed=0)
+    short = _prep(sft_size=9, grpo_size=1, calibration_size=1, eval_size=5, allow_short_pools=True)
+    pools, *_ = make_pools(data, short, seed=0)
+    assert [len(pools[p]) for p in POOLS] == [9, 1, 1, 1]

@@ -4,18 +4,25 @@ A question arrives as a mapping: ``question`` (text), four options (``options`` 
 four, or as an object with keys A-D, or columns ``A``..``D`` as in a CSV file) and an
 optional ``id``. ``read_question`` turns it into a ``Question`` or says exactly which field
 is wrong. ``Answerer`` loads a model once and answers batches of questions greedily, free
-or under the answer grammar, with the project's one prompt format and one parser.
+or under the answer grammar, with the project's one prompt format and one parser. Given the
+``calibrate`` stage's abstention file for that model and decoding, its ``confidence`` is the
+one that file stands on, and an answer below the file's threshold is marked abstained.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from medjson.abstention import Abstention
 from medjson.errors import DataError
 from medjson.grammar import DECODINGS, AnswerGrammar
 from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS, build_messages
+
+log = logging.getLogger("medjson.answering")
 
 
 @dataclass(frozen=True)
@@ -75,11 +82,13 @@ class Answerer:
         enable_thinking: bool = False,
         attn_implementation: str = "sdpa",
         revision: str | None = None,
+        abstention: str | Path | None = None,
     ):
         from medjson.modeling import load_model, load_tokenizer, resolve_source
 
         if decoding not in DECODINGS:
             raise DataError(f"decoding {decoding!r}: choose one of {list(DECODINGS)}")
+        self.abstention = load_abstention(abstention, model_spec, decoding)
         self.model_spec, self.decoding, self.max_new_tokens = model_spec, decoding, max_new_tokens
         self.enable_thinking = enable_thinking
         source = resolve_source(model_spec, revision)
@@ -110,14 +119,17 @@ class Answerer:
         records = []
         for question, output in zip(questions, run.outputs):
             parsed = parse_answer(output.text)
-            letter_probability = None
-            if parsed.schema_valid and output.letter_probs is not None:
-                letter_probability = round(output.letter_probs[LETTERS.index(parsed.predicted)], 4)
+            letter_probs = output.letter_probs if parsed.schema_valid else None
+            letter_probability = None if letter_probs is None else letter_probs[LETTERS.index(parsed.predicted)]
+            confidence, source = parsed.confidence, "stated"
+            if self.abstention:
+                confidence = self.abstention.confidence_of(parsed.confidence, letter_probs, parsed.predicted)
+                source = self.abstention.confidence
             records.append(
                 {
                     "id": question.id,
                     "predicted_category": parsed.predicted,
-                    "confidence": parsed.confidence,
+                    "confidence": _rounded(confidence),
                     "reason": parsed.reason,
                     "valid": parsed.schema_valid,
                     "error": None if parsed.schema_valid else "the model's output is not a schema-valid answer",
@@ -126,11 +138,46 @@ class Answerer:
                         "decoding": self.decoding,
                         "latency_ms": round(latency_ms, 1),
                         "new_tokens": output.new_tokens,
+                        "confidence_source": source,  # stated, or letter: the letter probability, scaled
+                        "stated_confidence": parsed.confidence,  # what the model wrote
                         # The model's own probability of the letter it wrote, renormalised over A-D.
-                        "letter_probability": letter_probability,
-                        "abstained": None,  # no abstention threshold is fitted yet
+                        "letter_probability": _rounded(letter_probability),
+                        # Below the fitted threshold: answered, but not to be trusted. None: no file.
+                        "abstained": self.abstention.abstains(confidence) if self.abstention else None,
+                        "abstention_threshold": self.abstention.threshold if self.abstention else None,
                         **({} if parsed.schema_valid else {"raw_output": output.text}),
                     },
                 }
             )
         return records
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def load_abstention(path: str | Path | None, model_spec: str, decoding: str) -> Abstention | None:
+    """The abstention file for this model and decoding, checked to fit them; None where there is none."""
+    from medjson.lineage import weights_digest
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        log.warning(
+            "NO ABSTENTION FILE at %s (run `dvc repro calibrate`): answers carry the stated confidence and "
+            "none is marked abstained",
+            path,
+        )
+        return None
+    abstention = Abstention.read(path)
+    abstention.check_fits(model_spec, weights_digest(model_spec), decoding, path)
+    threshold = (
+        "none reached the target: every answer abstains" if abstention.threshold is None else abstention.threshold
+    )
+    log.info("abstention from %s: %s confidence, threshold %s", path, abstention.confidence, threshold)
+    return abstention
+
+
+def none_or(value: str | None) -> str | None:
+    """A command-line path where `none` (any case) means no file."""
+    return None if value is None or value.lower() == "none" else value

@@ -51,6 +51,31 @@ def confidence_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def abstention_table(folder: Path) -> str:
+    """The threshold fitted on the calibration pool, and what it does on the evaluation pool."""
+    lines = [
+        f"{'model':<17} {'confidence':>10} {'temp':>6} {'threshold':>9} {'calib cover/acc':>16} "
+        f"{'eval cover':>10} {'eval acc [95% CI]':>24}"
+    ]
+    for name in ("base", "sft", "grpo"):
+        m = json.loads((folder / "metrics" / f"{name}.json").read_text())
+        source = "letter" if m["abstain_letter_confidence"] else "stated"
+        calibration = f"{m['abstain_calibration_coverage']:.2f}/{_number(m['abstain_calibration_accuracy'])}"
+        accuracy = _number(m["abstain_accuracy"])
+        if m["abstain_accuracy"] is not None:
+            accuracy += f" [{m['abstain_accuracy_ci_low']:.3f}, {m['abstain_accuracy_ci_high']:.3f}]"
+        lines.append(
+            f"{name:<17} {source:>10} {m['abstain_temperature']:>6.2f} {_number(m['abstain_threshold']):>9} "
+            f"{calibration:>16} {m['abstain_coverage']:>10.2f} {accuracy:>24}"
+        )
+    target = json.loads((folder / "metrics" / "base.json").read_text())["abstain_target_accuracy"]
+    lines.append(
+        f"threshold: the lowest whose answers reach accuracy {target:.2f} on the calibration pool ('-': none does, "
+        "all abstain); eval: the same threshold on the evaluation pool, out of sample"
+    )
+    return "\n".join(lines)
+
+
 def results_table(folder: Path) -> str:
     """Headline metrics with the accuracy interval, one row per model."""
     lines = [f"{'model':<17} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}"]
@@ -63,6 +88,8 @@ def results_table(folder: Path) -> str:
         )
     lines.append("")
     lines.append(confidence_table(folder))
+    lines.append("")
+    lines.append(abstention_table(folder))
     first = json.loads((folder / "metrics" / "base.json").read_text())
     lines.append(
         f"n = {first['n']} questions; always answering the majority letter scores {first['majority_baseline']:.3f}"

@@ -2,10 +2,13 @@
 
 Run once per model (``evaluate@base``, ``@sft``, ``@grpo``) on the same questions.
 Writes per-question predictions, a flat metrics file, and plot data (confusion
-matrix, reliability diagram, per-subject accuracy).
+matrix, reliability diagram, per-subject accuracy). With ``--abstention`` (the file
+``calibrate`` fitted for this model on the calibration pool), it also reports the
+coverage and accuracy that threshold reaches here, on questions it never saw.
 
     python -m medjson.evaluate --model models/sft_merged --name sft \
-        --eval data/pools/eval.jsonl --out-dir evaluation/sft --metrics metrics/sft.json
+        --eval data/pools/eval.jsonl --out-dir evaluation/sft --metrics metrics/sft.json \
+        --abstention calibration/sft/abstention.json
     python -m medjson.evaluate --base --name base ...   # the base model from params.yaml
 """
 
@@ -16,8 +19,10 @@ import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from medjson.abstention import Abstention
 from medjson.cli import run_stage
 from medjson.grammar import DECODINGS, AnswerGrammar
+from medjson.lineage import weights_digest
 from medjson.params import EvaluateParams, ModelParams, load_params, log_params
 from medjson.parsing import parse_answer
 from medjson.prompts import LETTERS
@@ -46,7 +51,9 @@ def prediction_record(
 ) -> dict:
     parsed = parse_answer(output)
     letter_probability = None
-    if parsed.schema_valid and letter_probs is not None:
+    if not parsed.schema_valid:
+        letter_probs = None
+    if letter_probs is not None:
         letter_probability = letter_probs[LETTERS.index(parsed.predicted)]
     return {
         "id": question["id"],
@@ -65,6 +72,7 @@ def prediction_record(
         # The model's own probability of the letter it wrote (renormalised over A-D), from the
         # generation pass: beside the stated confidence, a second confidence to calibrate.
         "letter_probability": letter_probability,
+        "letter_probs": None if letter_probs is None else list(letter_probs),  # A-D, for temperature scaling
     }
 
 
@@ -131,6 +139,36 @@ def score(predictions: list[dict]) -> dict:
         "ece": expected_calibration_error(confidences, outcomes),
         "brier": brier_score(confidences, outcomes),
         **confidence_metrics(predictions),
+    }
+
+
+def abstention_metrics(predictions: list[dict], abstention: Abstention) -> dict:
+    """Marks each prediction abstained or answered under the fitted threshold; returns how that
+    threshold fares here (coverage, accuracy of the answered, with its interval) beside what it
+    reached on the calibration pool, and the calibration of the confidence it stands on."""
+    for p in predictions:
+        p["abstention_confidence"] = abstention.confidence_of(p["confidence"], p["letter_probs"], p["predicted"])
+        p["abstained"] = abstention.abstains(p["abstention_confidence"])
+    answered = [p for p in predictions if not p["abstained"]]
+    right = sum(p["correct"] for p in answered)
+    low, high = wilson_interval(right, len(answered))
+    rated = [p for p in predictions if p["abstention_confidence"] is not None]
+    return {
+        "abstain_letter_confidence": int(abstention.confidence == "letter"),  # 0: the stated confidence
+        "abstain_temperature": abstention.temperature,
+        "abstain_threshold": abstention.threshold,
+        "abstain_target_accuracy": abstention.target_accuracy,
+        "abstain_calibration_coverage": abstention.calibration_coverage,
+        "abstain_calibration_accuracy": abstention.calibration_accuracy,
+        "abstain_coverage": len(answered) / len(predictions) if predictions else 0.0,
+        "abstain_accuracy": right / len(answered) if answered else None,
+        "abstain_accuracy_ci_low": low if answered else None,
+        "abstain_accuracy_ci_high": high if answered else None,
+        "abstain_confidence_ece": expected_calibration_error(
+            [p["abstention_confidence"] for p in rated], [p["correct"] for p in rated]
+        )
+        if rated
+        else None,
     }
 
 
@@ -231,6 +269,7 @@ def main() -> None:
     parser.add_argument("--eval", type=Path, default=Path("data/pools/eval.jsonl"))
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--abstention", type=Path, help="calibrate's abstention.json for this model and decoding")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -239,9 +278,16 @@ def main() -> None:
     questions = read_pool(args.eval, EVAL_KEYS, LETTERS)  # checked whole before any model loads
     if params.evaluate.limit is not None:
         questions = questions[: params.evaluate.limit]
+    abstention = None
+    if args.abstention:
+        abstention = Abstention.read(args.abstention)
+        abstention.check_unseen([q["id"] for q in questions], args.abstention)
+        abstention.check_fits(spec, weights_digest(spec), args.decoding, args.abstention)
     predictions, metrics = evaluate_model(
         spec, params.model.revision if args.base else None, params.model, questions, params.evaluate, args.decoding
     )
+    if abstention:
+        metrics.update(abstention_metrics(predictions, abstention))
     write_jsonl(args.out_dir / "predictions.jsonl", predictions)
     for name, records in plot_data(predictions).items():
         write_json(args.out_dir / f"{name}.json", records)
@@ -257,6 +303,21 @@ def main() -> None:
         metrics["questions_per_s"],
         metrics["device"],
     )
+    if abstention:
+        log.info(
+            "%s: abstaining below %s answers %.1f%% here at accuracy %s (calibration pool: %.1f%% at %s; target %.2f)",
+            args.name,
+            _number(metrics["abstain_threshold"]),
+            100 * metrics["abstain_coverage"],
+            _number(metrics["abstain_accuracy"]),
+            100 * metrics["abstain_calibration_coverage"],
+            _number(metrics["abstain_calibration_accuracy"]),
+            metrics["abstain_target_accuracy"],
+        )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -9,16 +9,23 @@ Each converter takes one raw row and returns either a MedMCQA-original row (``op
   ``sent1``, ``ending0``..``ending3``, 0-based ``label``;
 - ``mmlu``: MMLU's original CSV files, no header: question, four options, answer letter; the
   subject comes from the file name (``anatomy_test.csv``);
-- ``mmlu_hub``: ``cais/mmlu``: ``question``, ``choices`` (a list), 0-based ``answer``, ``subject``.
+- ``mmlu_hub``: ``cais/mmlu``: ``question``, ``choices`` (a list), 0-based ``answer``, ``subject``;
+- ``columns``: any other four-option set, read through a ``ColumnMapping`` from params.yaml
+  (``data.columns`` or a benchmark's ``columns``): which field holds the question, the
+  options (four fields, or one holding a list of four or an object with keys A-D) and the
+  answer, and how the answer is written (a letter, a 0- or 1-based index, or the option's text).
 A question with other than four options (MedQA's five-option release, say) is the fault
 ``options_not_four``. Rows without an id get their place in the source (``file:line``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from medjson.errors import ParamsError
 from medjson.prompts import LETTERS
 
 Converted = dict | str  # a MedMCQA-original row, or a fault name
@@ -90,6 +97,113 @@ def from_mmlu_hub(data: dict, where: str) -> Converted:
         answer + 1,
         subject.replace("_", " ").title() if isinstance(subject, str) and subject else "MMLU",
     )
+
+
+ANSWER_ENCODINGS = ("letter", "index0", "index1", "text")
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Where a four-option question's parts sit in a row of some other set."""
+
+    question: str
+    options: str | list[str]  # four fields (A-D in order), or one field holding a list of four or an object A-D
+    answer: str
+    answer_encoding: str  # letter | index0 | index1 | text (the correct option's own text)
+    id: str | None = None  # None: the row's place in the source
+    subject: str | None = None  # None: "Unknown"
+    explanation: str | None = None
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        options = [self.options] if isinstance(self.options, str) else self.options
+        return (self.question, *options, self.answer)
+
+    @classmethod
+    def from_params(cls, raw: Any, where: str, source: Path | str) -> ColumnMapping:
+        """Checked the way params.yaml is: every key named, typed and allowed, or a ParamsError."""
+        if not isinstance(raw, dict):
+            raise ParamsError(f"{source}: `{where}` must be a mapping of question, options, answer, answer_encoding")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ParamsError(f"{source}: unknown key `{where}.{unknown[0]}`; known keys: {known}")
+        for key in ("question", "options", "answer", "answer_encoding"):
+            if key not in raw:
+                raise ParamsError(f"{source}: missing key `{where}.{key}`")
+        for key in ("question", "answer", "answer_encoding", "id", "subject", "explanation"):
+            value = raw.get(key)
+            if value is not None and not (isinstance(value, str) and value):
+                raise ParamsError(f"{source}: `{where}.{key}` = {value!r} must be a column name")
+        options = raw["options"]
+        if not (isinstance(options, str) and options) and not (
+            isinstance(options, list) and len(options) == len(LETTERS) and all(isinstance(o, str) for o in options)
+        ):
+            raise ParamsError(
+                f"{source}: `{where}.options` = {options!r} must be one column name (holding a list of four) "
+                "or a list of four column names"
+            )
+        if raw["answer_encoding"] not in ANSWER_ENCODINGS:
+            raise ParamsError(
+                f"{source}: `{where}.answer_encoding` = {raw['answer_encoding']!r}; choose one of {list(ANSWER_ENCODINGS)}"
+            )
+        return cls(**raw)
+
+
+def _mapped_options(data: dict, mapping: ColumnMapping) -> list | str:
+    if isinstance(mapping.options, list):
+        return [data.get(column) for column in mapping.options]
+    options = data.get(mapping.options)
+    if isinstance(options, dict):
+        return [options[k] for k in LETTERS] if sorted(options) == list(LETTERS) else "options_not_four"
+    if not isinstance(options, list):
+        return "options_missing"
+    return options if len(options) == len(LETTERS) else "options_not_four"
+
+
+def _answer_index(answer: Any, options: list, encoding: str) -> int | str:
+    """0..3, or the fault of an answer that names no option."""
+    if encoding == "letter":
+        letter = answer.strip().upper() if isinstance(answer, str) else None
+        return LETTERS.index(letter) if letter in LETTERS else "answer_not_a_letter"
+    if encoding == "text":
+        if not isinstance(answer, str):
+            return "answer_not_text"
+        matches = [i for i, o in enumerate(options) if isinstance(o, str) and o.strip() == answer.strip()]
+        if len(matches) != 1:
+            return "answer_text_matches_no_option" if not matches else "answer_text_matches_several_options"
+        return matches[0]
+    if isinstance(answer, str) and answer.strip().isdigit():  # CSV cells are text
+        answer = int(answer.strip())
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        return "answer_not_an_integer"
+    index = answer - (1 if encoding == "index1" else 0)
+    return index if 0 <= index < len(LETTERS) else "answer_out_of_range"
+
+
+def column_converter(mapping: ColumnMapping) -> Callable[[dict, str], Converted]:
+    """A converter for the ``columns`` layout that reads rows through ``mapping``."""
+
+    def convert(data: dict, where: str) -> Converted:
+        options = _mapped_options(data, mapping)
+        if isinstance(options, str):
+            return options
+        index = _answer_index(data.get(mapping.answer), options, mapping.answer_encoding)
+        if isinstance(index, str):
+            return index
+        qid = data.get(mapping.id) if mapping.id else where
+        subject = data.get(mapping.subject) if mapping.subject else None
+        explanation = data.get(mapping.explanation) if mapping.explanation else ""
+        return _row(
+            str(qid) if isinstance(qid, int) and not isinstance(qid, bool) else qid,
+            data.get(mapping.question),
+            options,
+            index + 1,
+            subject if isinstance(subject, str) and subject.strip() else "Unknown",
+            explanation if isinstance(explanation, str) else "",
+        )
+
+    return convert
 
 
 CONVERTERS: dict[str, Callable[[dict, str], Converted]] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,18 +53,37 @@ class ModelParams:
     attn_implementation: str = one_of("sdpa", "eager", "flash_attention_2")
 
 
+LAYOUTS = ("auto", "hub", "original", "medqa", "medqa_hub", "mmlu", "mmlu_hub", "columns")
+
+
 @dataclass(frozen=True)
 class DataParams:
     source: str = free()  # hub dataset id, or a local .json/.jsonl/.parquet file
-    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub (medjson.layouts)
-    layout: str = one_of("auto", "hub", "original", "medqa", "medqa_hub", "mmlu", "mmlu_hub")
+    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub, columns (medjson.layouts)
+    layout: str = one_of(*LAYOUTS)
     revision: str | None = free()  # hub dataset revision; ignored for local files
+    columns: dict | None = free()  # with layout: columns, where the question's parts sit (layouts.ColumnMapping)
+
+
+@dataclass(frozen=True)
+class BenchmarkParams:
+    """One entry of the ``benchmarks`` section: a question set every model is also scored on."""
+
+    source: str = free()  # hub dataset id, or a local .json/.jsonl/.csv/.parquet file
+    layout: str = one_of(*LAYOUTS)
+    split: str | None = free()  # hub split (test, validation, ...); ignored for local files
+    subsets: list[str] | None = free()  # hub subsets (configurations) read one after another; None: the default
+    revision: str | None = free()  # hub dataset revision; None: the default branch
+    limit: int | None = at_least(1)  # the first this many questions of the source; None: all
+    bad_rows: str = one_of("error", "drop")
+    columns: dict | None = free()  # with layout: columns, where the question's parts sit
 
 
 @dataclass(frozen=True)
 class PrepareParams:
     sft_size: int = at_least(1)
     grpo_size: int = at_least(1)
+    calibration_size: int = at_least(1)  # questions the abstention threshold is fitted on, in no other pool
     eval_size: int | None = at_least(1)  # None: every evaluation row
     allow_short_pools: bool = free()  # a pool smaller than asked: an error, or (true) a loud line in the report
     keep_multi: bool = free()  # keep `multi` choice-type questions
@@ -96,9 +116,18 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class CalibrateParams:
+    target_accuracy: float = between(0.0, 1.0)  # the accuracy the answered questions should reach
+    confidence: str = one_of("auto", "stated", "letter")  # auto: the better calibrated on the calibration pool
+    fit_temperature: bool = free()  # scale the letter probability by a temperature fitted on the calibration pool
+    min_kept: int = at_least(1)  # a threshold must keep at least this many calibration answers
+
+
+@dataclass(frozen=True)
 class ServeParams:
     model: str = free()  # what predict and the service answer with: a merged model folder, hub id or .gguf
     decoding: str = one_of("free", "constrained")
+    abstention: str | None = free()  # the calibrate stage's file for this model and decoding; None: no abstention
     max_new_tokens: int = at_least(16)
     max_batch_size: int = at_least(1)  # dynamic batching: at most this many questions per generation
     max_wait_ms: float = between(0, 10_000)  # ... or those that arrived this long after the first
@@ -133,6 +162,8 @@ class Params:
     sft: SftParams = free()
     grpo: GrpoParams = free()
     evaluate: EvaluateParams = free()
+    calibrate: CalibrateParams = free()
+    benchmarks: dict[str, Any] = free()  # name -> BenchmarkParams, built entry by entry on load
     serve: ServeParams = free()
     # Where these values were read from, for messages; not a key of the file.
     path: Path = field(default=DEFAULT_PARAMS, compare=False, metadata={"not_a_key": True})
@@ -147,6 +178,8 @@ class Params:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
@@ -236,7 +269,20 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ParamsError(f"{path} is not readable YAML: {err}") from None
     params = build_section(Params, raw, "params", path)
-    return dataclasses.replace(params, path=path)
+    return dataclasses.replace(params, path=path, benchmarks=_benchmarks(params.benchmarks, path))
+
+
+BENCHMARK_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+def _benchmarks(raw: dict, path: Path) -> dict[str, BenchmarkParams]:
+    """Each benchmark entry checked like a section; names become stage and folder names."""
+    benchmarks = {}
+    for name, entry in raw.items():
+        if not BENCHMARK_NAME.match(str(name)):
+            raise ParamsError(f"{path}: benchmark name `{name}` must be lower-case letters, digits and _")
+        benchmarks[name] = build_section(BenchmarkParams, entry, f"benchmarks.{name}", path)
+    return benchmarks
 
 
 # Ranges for the trainer keys this pipeline relies on; TRL checks the rest of its own fields.

@@ -7,7 +7,8 @@ Input: JSON Lines (an object per line) or CSV (a header row), chosen by the file
 or for ``-`` by its first character. A row holds ``question``, its four options (``options``
 as a list or an object with keys A-D, or fields ``A``..``D``) and an optional ``id``; rows
 without an id are numbered. Output, in input order: per question its id, the three schema
-fields and ``meta`` (model, decoding, latency, new tokens, abstained). A bad row becomes
+fields and ``meta`` (model, decoding, latency, new tokens, the stated confidence, the letter
+probability, and whether the answer falls below the abstention threshold). A bad row becomes
 ``{"id", "row", "error"}``, is counted in the summary line, and never stops the run.
 Model, decoding and batch size default to the ``serve`` section of ``params.yaml``.
 """
@@ -26,7 +27,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from medjson.answering import DECODINGS, Answerer, Question, read_question
+from medjson.answering import DECODINGS, Answerer, Question, none_or, read_question
 from medjson.cli import run_stage
 from medjson.errors import DataError
 from medjson.params import load_params
@@ -115,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default="-", help="JSON Lines file, or - for standard output")
     parser.add_argument("--decoding", choices=DECODINGS, help="default: serve.decoding")
     parser.add_argument("--batch-size", type=int, help="default: serve.max_batch_size")
+    parser.add_argument(
+        "--abstention",
+        help="calibrate's abstention.json for this model and decoding, or none (default: serve.abstention)",
+    )
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         precision=params.model.precision,
         enable_thinking=params.model.enable_thinking,
         attn_implementation=params.model.attn_implementation,
+        abstention=none_or(args.abstention) if args.abstention else settings.abstention,
     )
     limits = {"max_question_chars": settings.max_question_chars, "max_option_chars": settings.max_option_chars}
     started = time.perf_counter()

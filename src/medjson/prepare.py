@@ -1,7 +1,9 @@
-"""Stage `prepare`: deterministic, disjoint SFT, GRPO and evaluation pools, and a data report.
+"""Stage `prepare`: deterministic, disjoint SFT, GRPO, calibration and evaluation pools, and a data report.
 
-Hub source: the train split feeds the SFT and GRPO pools, the validation split the
-evaluation pool. Local file: one file is carved into all three.
+Hub source: the train split feeds the SFT, GRPO and calibration pools, the validation split
+the evaluation pool. Local file: one file is carved into all four. The calibration pool is
+where the abstention threshold is fitted (stage ``calibrate``), so that the evaluation pool
+measures it out of sample.
 
     python -m medjson.prepare --out-dir data/pools --report metrics/data.json
 """
@@ -17,7 +19,8 @@ from tqdm import tqdm
 
 from medjson.cli import run_stage
 from medjson.errors import DataError
-from medjson.params import DataParams, PrepareParams, load_params, log_params
+from medjson.layouts import ColumnMapping
+from medjson.params import DEFAULT_PARAMS, DataParams, PrepareParams, load_params, log_params
 from medjson.pools import (
     check_disjoint,
     fill_pools,
@@ -32,14 +35,19 @@ from medjson.stats import majority_accuracy
 
 log = logging.getLogger("medjson.prepare")
 
-POOLS = ("sft", "grpo", "eval")
+POOLS = ("sft", "grpo", "calibration", "eval")
 PARAMS_READ = ("seed", "data", "prepare")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
 def _validated(
-    source: str, data: DataParams, prep: PrepareParams, split: str | None, report: LoadReport
+    source: str,
+    data: DataParams,
+    prep: PrepareParams,
+    split: str | None,
+    report: LoadReport,
+    mapping: ColumnMapping | None,
 ) -> list[Question]:
-    rows, layout = load_source(source, data.layout, data.revision, split)
+    rows, layout = load_source(source, data.layout, data.revision, split, mapping)
     log.info("read %d rows from %s%s (layout: %s)", len(rows), source, f"[{split}]" if split else "", layout)
     return validate_rows(
         tqdm(rows, desc=f"validate {split or 'rows'}", unit="row", mininterval=1.0),
@@ -47,30 +55,34 @@ def _validated(
         prep.bad_rows,
         prep.keep_multi,
         report,
+        mapping,
     )
 
 
 def make_pools(
-    data: DataParams, prep: PrepareParams, seed: int
+    data: DataParams, prep: PrepareParams, seed: int, params_path: Path | str = DEFAULT_PARAMS
 ) -> tuple[dict[str, list[Question]], LoadReport, Counter, int]:
-    """The three pools, what validation dropped, what pooling dropped (both counted by reason),
+    """The four pools, what validation dropped, what pooling dropped (both counted by reason),
     and how many valid rows were left over once every pool was full."""
+    mapping = ColumnMapping.from_params(data.columns, "data.columns", params_path) if data.columns else None
     report = LoadReport()
     pooling_drops: Counter = Counter()
-    training_sizes = {"sft": prep.sft_size, "grpo": prep.grpo_size}
+    sizes = pool_sizes(prep)
+    # The pools the hub's train split fills, in order (a local file fills eval after them).
+    training_sizes = {name: size for name, size in sizes.items() if name != "eval"}
     if is_local(data.source):
-        questions = _validated(data.source, data, prep, None, report)
+        questions = _validated(data.source, data, prep, None, report, mapping)
         groups = shuffled(group_by_question(questions), seed)
-        pools, discarded = fill_pools(groups, {**training_sizes, "eval": prep.eval_size})
+        pools, discarded = fill_pools(groups, sizes)
         valid = len(questions)
     else:
-        eval_questions = _validated(data.source, data, prep, "validation", report)
+        eval_questions = _validated(data.source, data, prep, "validation", report, mapping)
         valid = len(eval_questions)
         if prep.eval_size is not None and prep.eval_size < len(eval_questions):
             eval_questions = shuffled(eval_questions, seed)[: prep.eval_size]
         eval_texts = {normalize_question(q.question) for q in eval_questions}
         eval_ids = {q.id for q in eval_questions}
-        train = _validated(data.source, data, prep, "train", report)
+        train = _validated(data.source, data, prep, "train", report, mapping)
         valid += len(train)
         kept = [q for q in train if q.id not in eval_ids and normalize_question(q.question) not in eval_texts]
         pooling_drops["train_question_also_in_eval"] = len(train) - len(kept)
@@ -79,10 +91,20 @@ def make_pools(
     pooling_drops["same_question_cut_at_pool_edge"] = discarded
     pooling_drops = +pooling_drops  # zero counts are not drops
     check_dropped_share(report, prep, data.source)
-    check_pool_sizes(pools, {**training_sizes, "eval": prep.eval_size}, prep.allow_short_pools, data.source)
+    check_pool_sizes(pools, sizes, prep.allow_short_pools, data.source)
     check_disjoint(pools)
     not_used = valid - sum(pooling_drops.values()) - sum(len(pool) for pool in pools.values())
     return pools, report, pooling_drops, not_used
+
+
+def pool_sizes(prep: PrepareParams) -> dict[str, int | None]:
+    """Each pool's size as asked in params.yaml, in POOLS order (None: the whole rest)."""
+    return {
+        "sft": prep.sft_size,
+        "grpo": prep.grpo_size,
+        "calibration": prep.calibration_size,
+        "eval": prep.eval_size,
+    }
 
 
 # Drops that a parameter asks for are choices, not bad rows.
@@ -111,7 +133,7 @@ def check_pool_sizes(
         if got == 0:
             raise DataError(
                 f"{source}: pool `{name}` is empty: the source has too few usable questions for "
-                f"sft {sizes['sft']} + grpo {sizes['grpo']} + eval {sizes['eval'] or 'the rest'}"
+                + " + ".join(f"{pool} {size or 'the rest'}" for pool, size in sizes.items())
             )
         if asked is not None and got < asked:
             message = f"pool `{name}` has {got} rows, fewer than the {asked} asked for: the source is too small"
@@ -159,7 +181,7 @@ def main() -> None:
     params = load_params(args.params)
     log_params("prepare", params.view(*PARAMS_READ))
     prep = params.prepare
-    pools, report, pooling_drops, not_used = make_pools(params.data, prep, params.seed)
+    pools, report, pooling_drops, not_used = make_pools(params.data, prep, params.seed, params.path)
     for name in POOLS:
         records = (
             pool_record(q, prep.reason_max_chars, prep.confidence_explained, prep.confidence_unexplained)
@@ -167,8 +189,7 @@ def main() -> None:
         )
         count = write_jsonl(args.out_dir / f"{name}.jsonl", records)
         log.info("wrote %d rows to %s", count, args.out_dir / f"{name}.jsonl")
-    sizes = {"sft": prep.sft_size, "grpo": prep.grpo_size, "eval": prep.eval_size}
-    summary = data_report(pools, report, pooling_drops, not_used, sizes)
+    summary = data_report(pools, report, pooling_drops, not_used, pool_sizes(prep))
     write_json(args.report, summary)
     log.info(
         "rows read %d = pooled %d + dropped %d + not used %d",

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from medjson.answering import Answerer, Question
+from medjson.answering import Answerer, Question, none_or
 from medjson.cli import run_stage
 from medjson.params import ServeParams, load_params
 from medjson.parsing import ANSWER_SCHEMA
@@ -118,8 +118,11 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
         decoding: str
         latency_ms: float
         new_tokens: int
+        confidence_source: str
+        stated_confidence: float | None = None
         letter_probability: float | None = None
         abstained: bool | None
+        abstention_threshold: float | None = None
         raw_output: str | None = None
 
     class AnswerOut(BaseModel):
@@ -187,6 +190,10 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
             "model": settings.model,
             "decoding": settings.decoding,
             "max_batch_size": settings.max_batch_size,
+            "abstention": settings.abstention if batcher and batcher.answerer.abstention else None,
+            "abstention_threshold": batcher.answerer.abstention.threshold
+            if batcher and batcher.answerer.abstention
+            else None,
             "queued": batcher.queue.qsize() if batcher else 0,
             "batches_run": batcher.batches if batcher else 0,
         }
@@ -233,6 +240,8 @@ def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     overrides = {key: value for key, value in vars(args).items() if key != "params" and value is not None}
+    if "abstention" in overrides:
+        overrides["abstention"] = none_or(overrides["abstention"])
     settings = dataclasses.replace(params.serve, **overrides)
     return check_settings(settings, args.params), params
 
@@ -257,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             precision=params.model.precision,
             enable_thinking=params.model.enable_thinking,
             attn_implementation=params.model.attn_implementation,
+            abstention=settings.abstention,
         )
 
     answerer = load()  # a model that cannot load is a clear error before the port opens

@@ -3,8 +3,9 @@
 MedMCQA comes in two layouts that differ only in how the answer `cop` is numbered:
 - ``original``: the authors' release (``dev.json``), `cop` 1..4;
 - ``hub``: ``openlifescienceai/medmcqa`` and its parquet exports, `cop` 0..3.
-MedQA and MMLU layouts (``medjson.layouts``) are read into MedMCQA's original layout row by
-row, then validated the same way. A source is read in one layout, declared in params.yaml
+MedQA and MMLU layouts, and any other four-option set through a column mapping
+(``medjson.layouts``), are read into MedMCQA's original layout row by row, then validated
+the same way. A source is read in one layout, declared in params.yaml
 or detected from the whole source; a row's layout is never guessed from the row itself.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medjson.errors import DataError
-from medjson.layouts import CONVERTERS, SIGNATURES, mmlu_subject
+from medjson.layouts import CONVERTERS, SIGNATURES, ColumnMapping, column_converter, mmlu_subject
 from medjson.prompts import LETTERS
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ def is_local(source: str) -> bool:
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 
 
-def read_local(path: Path) -> list[RawRow]:
-    """Rows of a local JSON Lines (``.json``/``.jsonl``) or parquet file, with their line numbers."""
+def read_local(path: Path, csv_header: bool = False) -> list[RawRow]:
+    """Rows of a local JSON Lines (``.json``/``.jsonl``), parquet or CSV file, with their line numbers.
+
+    A CSV file is MMLU's (no header, the subject from the file name) unless ``csv_header``."""
     if not path.exists():
         raise DataError(f"{path}: data source not found; set data.source in params.yaml to a file or hub id")
     if path.is_dir():
@@ -81,7 +84,7 @@ def read_local(path: Path) -> list[RawRow]:
     if path.suffix == ".parquet":
         return _read_parquet(path)
     if path.suffix == ".csv":
-        return _read_mmlu_csv(path)
+        return _read_csv_with_header(path) if csv_header else _read_mmlu_csv(path)
     rows = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -118,6 +121,16 @@ def _read_mmlu_csv(path: Path) -> list[RawRow]:
         raise DataError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
 
 
+def _read_csv_with_header(path: Path) -> list[RawRow]:
+    import csv
+
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return [RawRow(f"{path}:{number}", row) for number, row in enumerate(csv.DictReader(f), start=2)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
+
+
 def _read_parquet(path: Path) -> list[RawRow]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -129,18 +142,20 @@ def _read_parquet(path: Path) -> list[RawRow]:
     return [RawRow(f"{path}#row{i}", row) for i, row in enumerate(table.to_pylist())]
 
 
-def read_hub(dataset_id: str, split: str, revision: str | None) -> list[RawRow]:
-    """Rows of one split of a hub dataset (needs the network, or a populated HF cache)."""
+def read_hub(dataset_id: str, split: str, revision: str | None, subset: str | None = None) -> list[RawRow]:
+    """Rows of one split of a hub dataset, or of one subset (configuration) of it: needs the
+    network, or a populated HF cache."""
     from datasets import load_dataset
 
+    name = f"{dataset_id}/{subset}" if subset else dataset_id
     try:
-        dataset = load_dataset(dataset_id, split=split, revision=revision)
+        dataset = load_dataset(dataset_id, subset, split=split, revision=revision)
     except Exception as err:  # network, auth, unknown id or split: all end the same way for the user
         raise DataError(
-            f"could not load split {split!r} of hub dataset {dataset_id!r} ({type(err).__name__}: {err}); "
-            "without internet, set data.source in params.yaml to a local JSON Lines or parquet file"
+            f"could not load split {split!r} of hub dataset {name!r} ({type(err).__name__}: {err}); "
+            "without internet, point the source at a local JSON Lines, CSV or parquet file"
         ) from None
-    return [RawRow(f"{dataset_id}[{split}]#{i}", row) for i, row in enumerate(dataset)]
+    return [RawRow(f"{name}[{split}]#{i}", row) for i, row in enumerate(dataset)]
 
 
 REQUIRED_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
@@ -150,26 +165,28 @@ def _columns(rows: list[RawRow]) -> set[str]:
     return set().union(*(row.data for row in rows[:1000]))
 
 
-def check_columns(rows: list[RawRow], source: str, layout: str = "original") -> None:
+def check_columns(
+    rows: list[RawRow], source: str, layout: str = "original", mapping: ColumnMapping | None = None
+) -> None:
     """A source with no rows, or whose rows lack its layout's columns, cannot be read in that layout."""
     if not rows:
         raise DataError(f"{source}: holds no rows; point data.source at a file with questions in it")
-    required = SIGNATURES.get(layout, REQUIRED_COLUMNS)
+    required = mapping.required if mapping else SIGNATURES.get(layout, REQUIRED_COLUMNS)
     columns = _columns(rows)
     missing = [c for c in required if c not in columns]
     if missing:
-        name = layout if layout in SIGNATURES else "MedMCQA"
+        name = "the column mapping's" if mapping else layout if layout in SIGNATURES else "MedMCQA"
         raise DataError(
             f"{source}: rows have no {missing} column(s) (columns seen: {sorted(columns)[:12]}); "
             f"a {name} source needs {list(required)}"
         )
 
 
-def detect_layout(rows: list[RawRow], declared: str, source: str) -> str:
+def detect_layout(rows: list[RawRow], declared: str, source: str, mapping: ColumnMapping | None = None) -> str:
     """The layout of a whole source: the declared one, the one its columns name, or for MedMCQA
     the one its `cop` range proves."""
     if declared != "auto":
-        check_columns(rows, source, declared)
+        check_columns(rows, source, declared, mapping)
         return declared
     if rows and not set(REQUIRED_COLUMNS) <= _columns(rows):
         found = [layout for layout, columns in SIGNATURES.items() if set(columns) <= _columns(rows)]
@@ -219,11 +236,17 @@ def row_fault(data: dict, offset: int) -> str | None:
 
 
 def validate_rows(
-    rows: list[RawRow], layout: str, bad_rows: str, keep_multi: bool, report: LoadReport
+    rows: list[RawRow],
+    layout: str,
+    bad_rows: str,
+    keep_multi: bool,
+    report: LoadReport,
+    mapping: ColumnMapping | None = None,
+    bad_rows_key: str = "prepare.bad_rows",
 ) -> list[Question]:
     """Turn raw rows into questions. A bad row raises (bad_rows=error) or is dropped and counted."""
     offset = COP_OFFSET.get(layout, 1)  # other layouts are converted into MedMCQA's original one
-    convert = CONVERTERS.get(layout)
+    convert = column_converter(mapping) if layout == "columns" else CONVERTERS.get(layout)
     seen_ids: set[str] = set()
     questions = []
     for row in rows:
@@ -239,7 +262,7 @@ def validate_rows(
                 answer = f"cop={data.get('cop')!r}, " if "cop" in data else ""
                 raise DataError(
                     f"{row.where}: row id {data.get('id')!r} is unusable ({fault}: "
-                    f"{answer}layout={layout}); fix the row, or set prepare.bad_rows: drop "
+                    f"{answer}layout={layout}); fix the row, or set {bad_rows_key}: drop "
                     "to drop and count such rows"
                 )
             report.dropped[fault] += 1
@@ -271,11 +294,21 @@ def validate_rows(
     return questions
 
 
-def load_source(source: str, layout: str, revision: str | None, split: str | None = None) -> tuple[list[RawRow], str]:
-    """Raw rows of a local file (whole) or one hub split, and the layout they are in."""
+def load_source(
+    source: str,
+    layout: str,
+    revision: str | None,
+    split: str | None = None,
+    mapping: ColumnMapping | None = None,
+    subsets: list[str] | None = None,
+) -> tuple[list[RawRow], str]:
+    """Raw rows of a local file (whole) or one hub split (of each subset, in order), and their layout."""
+    if layout == "columns" and mapping is None:
+        raise DataError(f"{source}: layout `columns` needs a column mapping (data.columns, or the benchmark's columns)")
     if is_local(source):
-        rows = read_local(Path(source))
-        return rows, detect_layout(rows, layout, source)
-    rows = read_hub(source, split or "train", revision)
-    check_columns(rows, f"{source}[{split or 'train'}]")
+        rows = read_local(Path(source), csv_header=layout == "columns")
+        return rows, detect_layout(rows, layout, source, mapping)
+    split = split or "train"
+    rows = [row for subset in subsets or [None] for row in read_hub(source, split, revision, subset)]
+    check_columns(rows, f"{source}[{split}]", "original" if layout == "auto" else layout, mapping)
     return rows, "hub" if layout == "auto" else layout

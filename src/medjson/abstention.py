@@ -1,0 +1,156 @@
+"""Abstention: answer only where the confidence clears a threshold fitted out of sample.
+
+The ``calibrate`` stage fits, on the calibration pool only:
+
+1. a temperature for the letter probability, minimising the negative log-likelihood of the
+   gold letter under the A-D distribution (temperature scaling: it keeps the model's order of
+   the letters, so it changes no answer);
+2. which confidence to use, the stated one or the scaled letter probability: the one with the
+   lower calibration error on that pool, unless ``calibrate.confidence`` names one;
+3. the lowest threshold whose kept answers reach ``calibrate.target_accuracy`` there.
+
+``evaluate`` applies the result to the evaluation pool (the honest, out-of-sample coverage
+and accuracy), and ``predict`` and the service apply it to new questions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from medjson.errors import DataError
+from medjson.prompts import LETTERS
+
+SOURCES = ("stated", "letter")
+
+# Temperatures tried: 400 steps evenly spaced in log between 0.05 and 20, and 1.0 itself, so the
+# fitted one never does worse than the raw probabilities on the pool it is fitted on.
+TEMPERATURE_GRID = sorted({math.exp(math.log(0.05) + i * math.log(400) / 400) for i in range(401)} | {1.0})
+
+
+def scale_letter_probs(probs: list[float], temperature: float) -> list[float]:
+    """softmax(log p / T) over the four letters: the A-D distribution at another temperature."""
+    logs = [math.log(max(p, 1e-12)) / temperature for p in probs]
+    top = max(logs)
+    weights = [math.exp(value - top) for value in logs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def letter_nll(distributions: list[list[float]], gold: list[int], temperature: float) -> float:
+    """Mean negative log-likelihood of the gold letter after scaling; 0 with no data."""
+    if not distributions:
+        return 0.0
+    return -sum(
+        math.log(max(scale_letter_probs(probs, temperature)[g], 1e-12)) for probs, g in zip(distributions, gold)
+    ) / len(distributions)
+
+
+def fit_temperature(distributions: list[list[float]], gold: list[int]) -> float:
+    """The grid temperature of least NLL (nearest 1.0 among equals); 1.0 with no data."""
+    if not distributions:
+        return 1.0
+    return min(TEMPERATURE_GRID, key=lambda t: (round(letter_nll(distributions, gold, t), 12), abs(math.log(t))))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float | None  # None: no threshold reaches the target, so every answer abstains
+    kept: int
+    coverage: float  # share of all questions answered
+    accuracy: float | None  # accuracy of the answered ones
+
+
+def fit_threshold(confidences: list[float | None], correct: list[bool], target: float, min_kept: int) -> Threshold:
+    """The lowest threshold whose kept answers (confidence at or above it) reach ``target`` accuracy,
+    with at least ``min_kept`` of them. An answer without a confidence is never kept; answers of
+    equal confidence are kept or dropped together."""
+    n = len(confidences)
+    rated = sorted(((c, r) for c, r in zip(confidences, correct, strict=True) if c is not None), key=lambda p: -p[0])
+    best = Threshold(None, 0, 0.0, None)
+    kept = right = 0
+    for index, (confidence, is_right) in enumerate(rated):
+        kept, right = kept + 1, right + int(is_right)
+        if index + 1 < len(rated) and rated[index + 1][0] == confidence:
+            continue
+        if kept >= min_kept and right / kept >= target:
+            best = Threshold(confidence, kept, kept / n, right / kept)
+    return best
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """What the calibrate stage fitted for one model and decoding, as written to its JSON file."""
+
+    model: str
+    model_sha256: str | None  # weights of a local model; None for a hub model (its revision pins it)
+    revision: str | None
+    decoding: str
+    confidence: str  # stated | letter
+    temperature: float  # applied to the letter probability
+    threshold: float | None  # None: every answer abstains (no threshold reached the target)
+    target_accuracy: float
+    min_kept: int
+    calibration_n: int
+    calibration_coverage: float
+    calibration_accuracy: float | None
+    calibration_ece: dict  # source -> ECE on the calibration pool (letter after scaling)
+    fitted_on: list[str]  # ids of the calibration questions: never an evaluation question
+
+    def confidence_of(
+        self, stated: float | None, letter_probs: list[float] | None, predicted: str | None
+    ) -> float | None:
+        """The confidence this file stands on for one answer; None where the answer carries none."""
+        if self.confidence == "stated":
+            return stated
+        if letter_probs is None or predicted not in LETTERS:
+            return None
+        return scale_letter_probs(letter_probs, self.temperature)[LETTERS.index(predicted)]
+
+    def abstains(self, confidence: float | None) -> bool:
+        return self.threshold is None or confidence is None or confidence < self.threshold
+
+    def write(self, path: Path | str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path | str) -> Abstention:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"{path}: cannot be read as an abstention file ({err}); re-run `dvc repro calibrate`"
+            ) from None
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(raw, dict) or keys - set(raw):
+            missing = sorted(keys - set(raw)) if isinstance(raw, dict) else sorted(keys)
+            raise DataError(f"{path}: not an abstention file, it lacks {missing}; re-run `dvc repro calibrate`")
+        if raw["confidence"] not in SOURCES:
+            raise DataError(f"{path}: confidence {raw['confidence']!r} is not one of {list(SOURCES)}")
+        return cls(**{key: raw[key] for key in keys})
+
+    def check_fits(self, model: str, sha256: str | None, decoding: str, path: Path | str) -> None:
+        """A threshold means something only for the model and decoding it was fitted on."""
+        same_model = (sha256 is not None and sha256 == self.model_sha256) or (
+            sha256 is None and self.model_sha256 is None and model == self.model
+        )
+        if not same_model or decoding != self.decoding:
+            raise DataError(
+                f"{path} was fitted for {self.model} ({self.decoding} decoding), not for {model} ({decoding} "
+                "decoding): pass the abstention file of this model and decoding, or `none` to answer without one"
+            )
+
+    def check_unseen(self, question_ids: list[str], path: Path | str) -> None:
+        """Refuse to report an out-of-sample figure on questions the threshold was fitted on."""
+        seen = set(self.fitted_on).intersection(question_ids)
+        if seen:
+            raise DataError(
+                f"{path} was fitted on {len(seen)} of these questions (e.g. {sorted(seen)[0]!r}): the calibration "
+                "and evaluation pools must be disjoint; re-run prepare and calibrate"
+            )
