@@ -79,4 +79,12 @@ def tiny_overrides(model: Path, questions: Path) -> dict:
         },
         "evaluate": {"batch_size": 40, "max_new_tokens": 64},
         "calibrate": {"target_accuracy": 0.3, "min_kept": 5},
+        "benchmarks": {
+            name: {"source": str(PROJECT_ROOT / "data" / "benchmarks" / file), "layout": layout, "split": None}
+            | {"subsets": None, "limit": limit}
+            for name, file, layout, limit in (
+                ("medqa", "medqa_demo.jsonl", "medqa", None),  # its last three repeat project questions
+                ("mmlu_medical", "medjson_medical_test.csv", "mmlu", 12),
+            )
+        },
     }

@@ -95,3 +95,134 @@ def test_a_bad_row_is_an_error_naming_it_or_a_counted_drop(tmp_path, row, layout
 def test_a_declared_layout_the_file_does_not_have_names_the_missing_columns(tmp_path):
     with pytest.raises(DataError, match=r"rows have no \['sent1'.*a medqa_hub source needs"):
         _read(_jsonl(tmp_path / "s.jsonl", [MEDQA]), "medqa_hub")
+
+
+# --- any other four-option set, through a column mapping (layout `columns`) -------------------
+
+from medjson.errors import ParamsError  # noqa: E402
+from medjson.layouts import ColumnMapping  # noqa: E402
+from medjson.sources import load_source  # noqa: E402
+
+OTHER = {"stem": "Which vessel?", "a": "Aorta", "b": "Vena cava", "c": "Portal vein", "d": "Pulmonary artery"}
+
+
+def _mapping(**changes) -> ColumnMapping:
+    raw = {"question": "stem", "options": ["a", "b", "c", "d"], "answer": "key", "answer_encoding": "letter"}
+    return ColumnMapping.from_params({**raw, **changes}, "data.columns", "params.yaml")
+
+
+def _read_mapped(path, mapping, bad_rows="error"):
+    rows, layout = load_source(str(path), "columns", None, None, mapping)
+    report = LoadReport()
+    return validate_rows(rows, layout, bad_rows, True, report, mapping), report
+
+
+@pytest.mark.parametrize(
+    "encoding, key",
+    [("letter", "C"), ("letter", " c "), ("index0", 2), ("index1", 3), ("index0", "2"), ("text", "Portal vein")],
+)
+def test_a_column_mapping_reads_each_answer_encoding(tmp_path, encoding, key):
+    path = _jsonl(tmp_path / "other.jsonl", [{**OTHER, "key": key}])
+    (question,), _ = _read_mapped(path, _mapping(answer_encoding=encoding))
+    assert question.answer == "C" and question.options[2] == "Portal vein" and question.question == "Which vessel?"
+    assert question.id.endswith("other.jsonl:1") and question.subject == "Unknown"
+
+
+def test_a_column_mapping_reads_options_from_one_list_or_object_field_and_named_id_and_subject(tmp_path):
+    rows = [
+        {
+            "q": "Which vessel?",
+            "opts": ["Aorta", "Vena cava", "Portal vein", "Lung"],
+            "ans": 0,
+            "uid": 7,
+            "area": "Anat",
+        },
+        {
+            "q": "Which gland?",
+            "opts": {"A": "Thyroid", "B": "Adrenal", "C": "Pituitary", "D": "Pineal"},
+            "ans": 3,
+            "uid": 8,
+        },
+    ]
+    mapping = ColumnMapping.from_params(
+        {
+            "question": "q",
+            "options": "opts",
+            "answer": "ans",
+            "answer_encoding": "index0",
+            "id": "uid",
+            "subject": "area",
+        },
+        "x",
+        "p.yaml",
+    )
+    first, second = _read_mapped(_jsonl(tmp_path / "s.jsonl", rows), mapping)[0]
+    assert (first.id, first.answer, first.subject) == ("7", "A", "Anat")
+    assert (second.id, second.answer, second.options[3], second.subject) == ("8", "D", "Pineal", "Unknown")
+
+
+def test_a_column_mapping_reads_a_csv_file_with_a_header(tmp_path):
+    path = tmp_path / "other.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*OTHER, "key"])
+        writer.writeheader()
+        writer.writerow({**OTHER, "key": "4"})
+    (question,), _ = _read_mapped(path, _mapping(answer_encoding="index1"))
+    assert question.answer == "D" and question.id.endswith("other.csv:2")
+
+
+@pytest.mark.parametrize(
+    "changes, key, fault",
+    [
+        ({}, "E", "answer_not_a_letter"),
+        ({"answer_encoding": "index0"}, 4, "answer_out_of_range"),
+        ({"answer_encoding": "index1"}, 0, "answer_out_of_range"),
+        ({"answer_encoding": "index0"}, 1.5, "answer_not_an_integer"),
+        ({"answer_encoding": "text"}, "Liver", "answer_text_matches_no_option"),
+        ({"answer_encoding": "text", "options": ["a", "a", "c", "d"]}, "Aorta", "answer_text_matches_several_options"),
+        ({"options": "opts"}, "A", "options_missing"),
+    ],
+)
+def test_a_mapped_row_that_names_no_option_is_an_error_or_a_counted_drop(tmp_path, changes, key, fault):
+    path = _jsonl(tmp_path / "s.jsonl", [{**OTHER, "key": key, "opts": None}])
+    mapping = _mapping(**changes)
+    with pytest.raises(DataError, match=rf"s\.jsonl:1: .*{fault}"):
+        _read_mapped(path, mapping)
+    _, report = _read_mapped(path, mapping, bad_rows="drop")
+    assert report.dropped[fault] == 1
+
+
+def test_a_list_field_with_five_options_is_options_not_four(tmp_path):
+    path = _jsonl(tmp_path / "s.jsonl", [{"stem": "Q?", "opts": ["a", "b", "c", "d", "e"], "key": "A"}])
+    _, report = _read_mapped(path, _mapping(options="opts"), bad_rows="drop")
+    assert report.dropped == {"options_not_four": 1}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"question": "q", "options": ["a", "b"], "answer": "k", "answer_encoding": "letter"},
+            "list of four column names",
+        ),
+        (
+            {"question": "q", "options": ["a", "b", "c", "d"], "answer": "k"},
+            "missing key `data.columns.answer_encoding`",
+        ),
+        ({"question": "q", "options": "o", "answer": "k", "answer_encoding": "roman"}, "choose one of"),
+        ({"question": "q", "options": "o", "answer": "k", "answer_encoding": "letter", "tag": 1}, "unknown key"),
+        ({"question": "", "options": "o", "answer": "k", "answer_encoding": "letter"}, "must be a column name"),
+        ("stem", "must be a mapping"),
+    ],
+)
+def test_a_bad_column_mapping_is_a_params_error_naming_the_key(raw, message):
+    with pytest.raises(ParamsError, match=message):
+        ColumnMapping.from_params(raw, "data.columns", "params.yaml")
+
+
+def test_a_source_without_the_mapped_columns_or_without_a_mapping_is_refused(tmp_path):
+    path = _jsonl(tmp_path / "s.jsonl", [{"stem": "Q?", "key": "A"}])
+    with pytest.raises(DataError, match=r"no \['a', 'b', 'c', 'd'\] column"):
+        _read_mapped(path, _mapping())
+    with pytest.raises(DataError, match="layout `columns` needs a column mapping"):
+        load_source(str(path), "columns", None)

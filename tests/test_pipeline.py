@@ -218,8 +218,12 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
         "metrics/grpo_constrained.json",
         "metrics/comparison.json",
         "metrics/grpo_training.json",
+        "metrics/benchmarks/medqa/grpo.json",
+        "metrics/benchmarks/mmlu_medical/grpo.json",
+        "metrics/benchmark_comparison.json",
     }
     assert "metrics/sft.json" not in diff and "metrics/base.json" not in diff
+    assert "metrics/benchmarks/medqa/sft.json" not in diff
     run_dvc(pipeline, "plots", "diff", "HEAD", "-o", str(pipeline / "plots_diff"))
     assert (pipeline / "plots_diff" / "index.html").exists()
 
@@ -236,3 +240,18 @@ def test_reward_code_change_retrains_grpo_from_its_first_step(pipeline):
     assert _metrics(pipeline, "grpo_training")["steps"] == 3
     assert curve_steps(pipeline / "training/grpo", "reward") == [1, 2, 3]
     assert not list((pipeline / "checkpoints/grpo").glob("checkpoint-*"))  # a finished run keeps none
+
+
+def test_every_model_is_scored_on_every_benchmark_and_reported_in_one_table(pipeline):
+    for bench in ("medqa", "mmlu_medical"):
+        data = _metrics(pipeline, f"benchmarks/{bench}/data")
+        for model in ("base", "sft", "grpo"):
+            metrics = _metrics(pipeline, f"benchmarks/{bench}/{model}")
+            assert metrics["n"] == data["questions"] > 0
+        assert set(_metrics(pipeline, "benchmark_comparison")[bench]) == {"sft_vs_base", "grpo_vs_sft", "grpo_vs_base"}
+    assert _metrics(pipeline, "benchmarks/mmlu_medical/data")["questions"] == 12  # its limit
+    table = (pipeline / "reports/benchmarks.md").read_text()
+    sft = _metrics(pipeline, "benchmarks/medqa/sft")
+    row = f"| medqa | sft | {sft['accuracy']:.3f} [{sft['accuracy_ci_low']:.3f}, {sft['accuracy_ci_high']:.3f}] "
+    assert row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft |" in table
+    assert "metrics/benchmarks/medqa/grpo.json" in run_dvc(pipeline, "metrics", "show")

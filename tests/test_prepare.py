@@ -170,7 +170,9 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
             sources.RawRow(f"hub[{split}]#{i}", r) for i, r in enumerate(splits[split])
         ],
     )
-    pools, _, drops, _ = make_pools(DataParams("org/medmcqa", "auto", None, None), _prep(sft_size=10, grpo_size=5), seed=1)
+    pools, _, drops, _ = make_pools(
+        DataParams("org/medmcqa", "auto", None, None), _prep(sft_size=10, grpo_size=5), seed=1
+    )
     assert {q.id for q in pools["eval"]} == {r["id"] for r in validation}
     assert [q.answer for q in pools["eval"]][:4] == list("ABCD")  # hub layout: cop 0 is A
     training_ids = {q.id for q in pools["sft"] + pools["grpo"] + pools["calibration"]}

@@ -31,7 +31,11 @@ PAIRS = (
 )
 
 
-def compare(predictions: dict[str, list[dict]]) -> dict[str, dict]:
+# Each training phase against the one before: what the benchmark report compares too.
+TRAINING_PAIRS = PAIRS[:3]
+
+
+def compare(predictions: dict[str, list[dict]], pairs: tuple[tuple[str, str], ...] = PAIRS) -> dict[str, dict]:
     """Paired comparisons for every pair; the two models must have answered the same questions."""
     correct = {}
     for name, rows in predictions.items():
@@ -41,7 +45,7 @@ def compare(predictions: dict[str, list[dict]]) -> dict[str, dict]:
             )
         correct[name] = {r["id"]: r["correct"] for r in rows}
     out = {}
-    for new, old in PAIRS:
+    for new, old in pairs:
         if set(correct[new]) != set(correct[old]):
             raise StageError(f"{new} and {old} were evaluated on different questions: re-run evaluate for both")
         ids = sorted(correct[new])

@@ -1,0 +1,109 @@
+"""Stage `report`: every model on every benchmark in one markdown table, with paired comparisons.
+
+For each benchmark in params.yaml (and the held-out evaluation pool): accuracy with its 95%
+interval, valid-JSON rate, the majority-letter baseline, the number of questions, and how
+many were left out because they sit in the training pools. Below it, per benchmark, each
+training phase against the one before (accuracy difference with its interval, McNemar p),
+also written as flat metrics for `dvc metrics diff`.
+
+    python -m medjson.report --out reports/benchmarks.md --comparison metrics/benchmark_comparison.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from medjson.cli import run_stage
+from medjson.compare import TRAINING_PAIRS, compare
+from medjson.errors import StageError
+from medjson.params import load_params
+from medjson.records import read_json, read_jsonl, write_json
+
+log = logging.getLogger("medjson.report")
+
+PARAMS_READ = ("benchmarks",)  # which benchmarks to report (dvc.yaml lists the same)
+MODELS = ("base", "sft", "grpo")
+EVAL_POOL = "eval pool"  # the held-out questions of data.source, beside the benchmarks
+
+
+def _read(path: Path, stage: str):
+    if not path.is_file():
+        raise StageError(f"{path} is missing: run `dvc repro {stage}` first")
+    return read_json(path)
+
+
+def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list[dict]:
+    """One row per benchmark and model, from the metrics files the evaluations wrote."""
+    rows = []
+    for bench in [EVAL_POOL, *benchmarks]:
+        data = {} if bench == EVAL_POOL else _read(metrics / bench / "data.json", f"benchmark_data@{bench}")
+        for model in MODELS:
+            if bench == EVAL_POOL:
+                m = _read(held_out / f"{model}.json", f"evaluate@{model}")
+            else:
+                m = _read(metrics / bench / f"{model}.json", f"benchmark@{bench}-{model}")
+            rows.append(
+                {
+                    "benchmark": bench,
+                    "model": model,
+                    "accuracy": m["accuracy"],
+                    "ci_low": m["accuracy_ci_low"],
+                    "ci_high": m["accuracy_ci_high"],
+                    "valid_json": m["valid_json_rate"],
+                    "majority": m["majority_baseline"],
+                    "n": m["n"],
+                    "left_out": data.get("leaked_into_training"),
+                }
+            )
+    return rows
+
+
+def markdown(rows: list[dict], comparisons: dict[str, dict]) -> str:
+    lines = [
+        "| benchmark | model | accuracy [95% CI] | valid JSON | majority baseline | n | left out: in training |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        left_out = "-" if r["left_out"] is None else str(r["left_out"])
+        lines.append(
+            f"| {r['benchmark']} | {r['model']} | {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+            f"| {r['valid_json']:.3f} | {r['majority']:.3f} | {r['n']} | {left_out} |"
+        )
+    lines += ["", "| benchmark | comparison | accuracy difference [95% CI] | McNemar p |", "|---|---|---|---|"]
+    for bench, pairs in comparisons.items():
+        for pair, c in pairs.items():
+            lines.append(
+                f"| {bench} | {pair.replace('_vs_', ' vs ')} | {c['accuracy_diff']:+.3f} "
+                f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['mcnemar_p']:.3g} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--predictions", type=Path, default=Path("benchmarks"), help="benchmark/<model>/ folders")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/benchmarks"), help="benchmark/<model>.json files")
+    parser.add_argument("--held-out", type=Path, default=Path("metrics"), help="the evaluation pool's <model>.json")
+    parser.add_argument("--comparison", type=Path, default=Path("metrics/benchmark_comparison.json"))
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks.md"))
+    args = parser.parse_args()
+
+    benchmarks = sorted(load_params(args.params).benchmarks)
+    rows = benchmark_rows(benchmarks, args.metrics, args.held_out)
+    comparisons = {
+        bench: compare(
+            {m: read_jsonl(args.predictions / bench / m / "predictions.jsonl") for m in MODELS}, TRAINING_PAIRS
+        )
+        for bench in benchmarks
+    }
+    write_json(args.comparison, comparisons)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(rows, comparisons), encoding="utf-8")
+    log.info("wrote %s (%d benchmarks x %d models) and %s", args.out, len(benchmarks) + 1, len(MODELS), args.comparison)
+
+
+if __name__ == "__main__":
+    run_stage(main)

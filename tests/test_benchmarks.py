@@ -1,0 +1,102 @@
+"""Benchmarks: read in their own layouts, cleared of questions the models trained on, counted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_dvc
+
+from medjson.benchmark_data import split_leaked, training_texts
+from medjson.errors import ParamsError
+from medjson.params import load_params
+from medjson.pools import normalize_question, pool_record
+from medjson.prompts import build_messages, question_of
+from medjson.sources import Question
+from medjson.workspace import PROJECT_ROOT, create_workspace, dvc
+
+BENCHMARKS = PROJECT_ROOT / "data" / "benchmarks"
+
+
+def _question(qid: str, text: str) -> Question:
+    return Question(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
+
+
+@pytest.mark.parametrize("text", ["Which nerve?", "Line one\nA) looks like an option\nline three", "  spaced  "])
+def test_question_of_gives_back_the_question_a_prompt_was_built_from(text):
+    assert question_of(build_messages(text, ["w", "x", "y", "z"])) == text.strip()
+
+
+def test_leaked_questions_are_those_whose_normalised_text_was_trained_on(tmp_path):
+    pools = tmp_path / "pools"
+    pools.mkdir()
+    for pool, text in (("sft", "Which NERVE supplies the deltoid?"), ("grpo", "What is the pH of blood?")):
+        (pools / f"{pool}.jsonl").write_text(json.dumps(pool_record(_question(pool, text), 0, 0.5, 0.5)) + "\n")
+    seen = training_texts(pools)
+    asked = [_question("b1", "which nerve supplies the deltoid"), _question("b2", "Which nerve supplies the biceps?")]
+    asked.append(_question("b3", "What is the pH of blood?"))
+    kept, leaked = split_leaked(asked, seen)
+    assert [q.id for q in kept] == ["b2"] and [q.id for q in leaked] == ["b1", "b3"]
+
+
+def test_a_bad_benchmark_entry_is_a_params_error_naming_it(tmp_path):
+    params = (PROJECT_ROOT / "params.yaml").read_text()
+    (tmp_path / "p.yaml").write_text(params.replace("    layout: medqa_hub\n", "    layout: medqa_hf\n"))
+    with pytest.raises(ParamsError, match=r"`benchmarks\.medqa\.layout` = 'medqa_hf'"):
+        load_params(tmp_path / "p.yaml")
+    (tmp_path / "q.yaml").write_text(params.replace("  mmlu_medical:", "  MMLU medical:"))
+    with pytest.raises(ParamsError, match="benchmark name `MMLU medical`"):
+        load_params(tmp_path / "q.yaml")
+
+
+def _workspace(tmp_path, questions_path, benchmarks: dict):
+    overrides = {
+        "data": {"source": str(questions_path)},
+        "prepare": {"sft_size": 100, "grpo_size": 40, "calibration_size": 20},
+        "benchmarks": benchmarks,
+    }
+    return create_workspace(tmp_path / "ws", overrides)
+
+
+def test_benchmark_data_stages_read_each_layout_and_count_what_leaked(tmp_path, questions_path):
+    local = {"split": None, "subsets": None}
+    folder = _workspace(
+        tmp_path,
+        questions_path,
+        {
+            "medqa": {"source": str(BENCHMARKS / "medqa_demo.jsonl"), "layout": "medqa", **local},
+            "mmlu_medical": {"source": str(BENCHMARKS / "medjson_medical_test.csv"), "layout": "auto", **local},
+        },
+    )
+    run_dvc(folder, "repro", "benchmark_data")
+    trained = {
+        normalize_question(question_of(json.loads(line)["messages"]))
+        for pool in ("sft", "grpo")
+        for line in (folder / f"data/pools/{pool}.jsonl").open()
+    }
+    source = [json.loads(line) for line in (BENCHMARKS / "medqa_demo.jsonl").open()]
+    expected_leaked = sum(normalize_question(row["question"]) in trained for row in source)
+    report = json.loads((folder / "metrics/benchmarks/medqa/data.json").read_text())
+    assert report["rows_read"] == len(source) == 23
+    assert report["leaked_into_training"] == expected_leaked
+    assert report["questions"] == len(source) - expected_leaked
+    asked = [json.loads(line) for line in (folder / "data/benchmark_pools/medqa.jsonl").open()]
+    assert len(asked) == report["questions"]
+    assert not {normalize_question(question_of(r["messages"])) for r in asked} & trained
+    mmlu = json.loads((folder / "metrics/benchmarks/mmlu_medical/data.json").read_text())
+    assert mmlu["questions"] == 20 and mmlu["subjects"] == {"Medjson Medical": 20}
+    assert "metrics/benchmarks/medqa/data.json" in run_dvc(folder, "metrics", "show")
+
+
+def test_a_benchmark_with_a_bad_row_fails_naming_the_row_and_its_key(tmp_path, questions_path):
+    bad = tmp_path / "five.jsonl"
+    row = json.loads((BENCHMARKS / "medqa_demo.jsonl").open().readline())
+    row["options"]["E"] = "Another"
+    bad.write_text(json.dumps(row) + "\n")
+    folder = _workspace(
+        tmp_path, questions_path, {"medqa": {"source": str(bad), "layout": "medqa", "split": None, "subsets": None}}
+    )
+    result = dvc(folder, "repro", "benchmark_data@medqa", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "five.jsonl:1" in output and "options_not_four" in output
+    assert "benchmarks.medqa.bad_rows: drop" in output and "Traceback" not in output
