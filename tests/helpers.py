@@ -47,3 +47,27 @@ def curve_steps(curves_dir: Path, metric: str) -> list[int]:
     """The steps a DVCLive curve holds, in order."""
     rows = list(csv.DictReader((curves_dir / "plots" / "metrics" / f"{metric}.tsv").open(), delimiter="\t"))
     return [int(row["step"]) for row in rows]
+
+
+def write_abstention_file(path: Path, model: Path, decoding: str, threshold: float | None) -> Path:
+    """An abstention file for ``model`` on the letter probability at temperature 1, as calibrate writes one."""
+    from medjson.abstention import Abstention
+    from medjson.lineage import weights_digest
+
+    Abstention(
+        model=str(model),
+        model_sha256=weights_digest(str(model)),
+        revision=None,
+        decoding=decoding,
+        confidence="letter",
+        temperature=1.0,
+        threshold=threshold,
+        target_accuracy=0.5,
+        min_kept=1,
+        calibration_n=10,
+        calibration_coverage=0.5,
+        calibration_accuracy=0.5,
+        calibration_ece={"stated": 0.4, "letter": 0.1},
+        fitted_on=["c1"],
+    ).write(path)
+    return path

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import PROJECT_ROOT
+from helpers import write_abstention_file
 
 ROWS = [
     {"id": "q1", "question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]},
@@ -76,33 +77,10 @@ def test_predict_on_a_missing_file_is_one_clear_line(tmp_path, tiny_model):
     assert "Traceback" not in result.stderr
 
 
-def _abstention_file(path, tiny_model, decoding: str, threshold: float | None):
-    from medjson.abstention import Abstention
-    from medjson.lineage import weights_digest
-
-    Abstention(
-        model=str(tiny_model),
-        model_sha256=weights_digest(str(tiny_model)),
-        revision=None,
-        decoding=decoding,
-        confidence="letter",
-        temperature=1.0,
-        threshold=threshold,
-        target_accuracy=0.5,
-        min_kept=1,
-        calibration_n=10,
-        calibration_coverage=0.5,
-        calibration_accuracy=0.5,
-        calibration_ece={"stated": 0.4, "letter": 0.1},
-        fitted_on=["c1"],
-    ).write(path)
-    return path
-
-
 def test_predict_marks_answers_below_the_fitted_threshold_as_abstained(tmp_path, tiny_model):
     source = tmp_path / "questions.jsonl"
     source.write_text("".join(json.dumps({**ROWS[0], "id": f"q{i}"}) + "\n" for i in range(3)))
-    answer_all = _abstention_file(tmp_path / "all.json", tiny_model, "constrained", threshold=0.0)
+    answer_all = write_abstention_file(tmp_path / "all.json", tiny_model, "constrained", threshold=0.0)
     result = _predict(tmp_path, tiny_model, "--input", str(source), "--abstention", str(answer_all))
     assert result.returncode == 0, result.stderr[-2000:]
     out = [json.loads(line) for line in result.stdout.splitlines()]
@@ -113,7 +91,7 @@ def test_predict_marks_answers_below_the_fitted_threshold_as_abstained(tmp_path,
         assert record["confidence"] == meta["letter_probability"]  # temperature 1: the letter probability itself
         assert meta["stated_confidence"] is not None and meta["abstention_threshold"] == 0.0
 
-    abstain_all = _abstention_file(tmp_path / "none.json", tiny_model, "constrained", threshold=None)
+    abstain_all = write_abstention_file(tmp_path / "none.json", tiny_model, "constrained", threshold=None)
     result = _predict(tmp_path, tiny_model, "--input", str(source), "--abstention", str(abstain_all))
     assert [json.loads(line)["meta"]["abstained"] for line in result.stdout.splitlines()] == [True] * 3
 
@@ -125,7 +103,7 @@ def test_predict_marks_answers_below_the_fitted_threshold_as_abstained(tmp_path,
 def test_predict_refuses_an_abstention_file_fitted_for_another_decoding(tmp_path, tiny_model):
     source = tmp_path / "questions.jsonl"
     source.write_text(json.dumps(ROWS[0]) + "\n")
-    free = _abstention_file(tmp_path / "free.json", tiny_model, "free", threshold=0.5)
+    free = write_abstention_file(tmp_path / "free.json", tiny_model, "free", threshold=0.5)
     result = _predict(tmp_path, tiny_model, "--input", str(source), "--abstention", str(free))
     assert result.returncode == 1 and "free.json was fitted for" in result.stderr and "(free decoding)" in result.stderr
     assert "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import yaml
 from conftest import PROJECT_ROOT
+from helpers import write_abstention_file
 
 from medjson.serve import wait_until_ready
 
@@ -137,6 +138,23 @@ def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
         response = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=30)
         assert response.status_code == 504 and "request_timeout_s" in response.json()["detail"]
         assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the service carries on
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_service_marks_answers_below_the_fitted_threshold(tmp_path, tiny_model):
+    fitted = write_abstention_file(tmp_path / "abstention.json", tiny_model, "constrained", threshold=None)
+    process, url = _start(tmp_path, tiny_model, abstention=str(fitted))
+    try:
+        health = httpx.get(f"{url}/health").json()
+        assert health["abstention"] == str(fitted) and health["abstention_threshold"] is None
+        answer = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=60).json()
+        assert answer["valid"] and answer["meta"]["abstained"] is True  # no threshold reached: all abstain
+        assert (
+            answer["meta"]["confidence_source"] == "letter"
+            and answer["confidence"] == answer["meta"]["letter_probability"]
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)

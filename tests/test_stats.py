@@ -24,6 +24,14 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+def test_wilson_interval_holds_its_estimate_exactly_at_no_or_all_successes():
+    # 0/50 once came out as (6.9e-18, 0.07): a lower bound above the estimate, a negative error bar.
+    for n in range(1, 400):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0, n
+        low, high = wilson_interval(n // 2, n)
+        assert low <= (n // 2) / n <= high, n
+
+
 def test_half_width_at_200_questions_matches_the_field_notes():
     low, high = wilson_interval(100, 200)
     assert (high - low) / 2 == pytest.approx(0.068, abs=0.005)

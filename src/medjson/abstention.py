@@ -40,6 +40,13 @@ def scale_letter_probs(probs: list[float], temperature: float) -> list[float]:
     return [w / total for w in weights]
 
 
+def letter_confidence(letter_probs: list[float] | None, predicted: str | None, temperature: float) -> float | None:
+    """The scaled probability of the letter the model wrote; None where the answer carries none."""
+    if letter_probs is None or predicted not in LETTERS:
+        return None
+    return scale_letter_probs(letter_probs, temperature)[LETTERS.index(predicted)]
+
+
 def letter_nll(distributions: list[list[float]], gold: list[int], temperature: float) -> float:
     """Mean negative log-likelihood of the gold letter after scaling; 0 with no data."""
     if not distributions:
@@ -106,9 +113,7 @@ class Abstention:
         """The confidence this file stands on for one answer; None where the answer carries none."""
         if self.confidence == "stated":
             return stated
-        if letter_probs is None or predicted not in LETTERS:
-            return None
-        return scale_letter_probs(letter_probs, self.temperature)[LETTERS.index(predicted)]
+        return letter_confidence(letter_probs, predicted, self.temperature)
 
     def abstains(self, confidence: float | None) -> bool:
         return self.threshold is None or confidence is None or confidence < self.threshold

@@ -18,7 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from medjson.abstention import SOURCES, Abstention, fit_temperature, fit_threshold, scale_letter_probs
+from medjson.abstention import SOURCES, Abstention, fit_temperature, fit_threshold, letter_confidence
 from medjson.cli import run_stage
 from medjson.evaluate import evaluate_model
 from medjson.grammar import DECODINGS
@@ -43,12 +43,9 @@ def fit_abstention(
         temperature = fit_temperature(
             [p["letter_probs"] for p in with_letters], [LETTERS.index(p["gold"]) for p in with_letters]
         )
-    scaled = {
-        p["id"]: scale_letter_probs(p["letter_probs"], temperature)[LETTERS.index(p["predicted"])] for p in with_letters
-    }
     confidences = {
         "stated": [p["confidence"] if p["schema_valid"] else None for p in predictions],
-        "letter": [scaled.get(p["id"]) for p in predictions],
+        "letter": [letter_confidence(p["letter_probs"], p["predicted"], temperature) for p in predictions],
     }
     correct = [p["correct"] for p in predictions]
     ece = {}

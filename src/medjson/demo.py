@@ -30,6 +30,8 @@ def demo_overrides(source: str | None) -> dict:
     overrides = yaml.safe_load((PROJECT_ROOT / "configs" / "demo.yaml").read_text())
     data_source = Path(source) if source else PROJECT_ROOT / overrides["data"]["source"]
     overrides["data"]["source"] = str(data_source.resolve())
+    for benchmark in overrides["benchmarks"].values():  # the demo's own files, wherever the demo runs
+        benchmark["source"] = str((PROJECT_ROOT / benchmark["source"]).resolve())
     return overrides
 
 

@@ -73,7 +73,7 @@ def read_local(path: Path, csv_header: bool = False) -> list[RawRow]:
 
     A CSV file is MMLU's (no header, the subject from the file name) unless ``csv_header``."""
     if not path.exists():
-        raise DataError(f"{path}: data source not found; set data.source in params.yaml to a file or hub id")
+        raise DataError(f"{path}: data source not found; point the source in params.yaml at a file or hub id")
     if path.is_dir():
         raise DataError(f"{path} is a folder: set data.source to one JSON Lines or parquet file in it")
     if path.suffix not in LOCAL_SUFFIXES:
