@@ -18,7 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from medjson.abstention import SOURCES, Abstention, fit_temperature, fit_threshold, letter_confidence
+from medjson.abstention import SOURCES, TEMPERATURE_GRID, Abstention, fit_temperature, fit_threshold, letter_confidence
 from medjson.cli import run_stage
 from medjson.evaluate import evaluate_model
 from medjson.grammar import DECODINGS
@@ -107,6 +107,13 @@ def main() -> None:
         abstention.temperature,
         abstention.confidence,
     )
+    if abstention.temperature == TEMPERATURE_GRID[-1]:
+        log.warning(
+            "%s: the fitted temperature is the largest tried (%.0f): on this pool the letter probability tells "
+            "right from wrong no better than chance, so scaling flattens it towards 1/4",
+            args.name,
+            abstention.temperature,
+        )
     if abstention.threshold is None:
         log.warning(
             "%s: NO THRESHOLD reaches accuracy %.2f with at least %d answers kept on the %d calibration questions: "
