@@ -144,7 +144,7 @@ class Answerer:
                         "letter_probability": _rounded(letter_probability),
                         # Below the fitted threshold: answered, but not to be trusted. None: no file.
                         "abstained": self.abstention.abstains(confidence) if self.abstention else None,
-                        "abstention_threshold": self.abstention.threshold if self.abstention else None,
+                        "abstention_threshold": _rounded(self.abstention.threshold) if self.abstention else None,
                         **({} if parsed.schema_valid else {"raw_output": output.text}),
                     },
                 }
@@ -172,7 +172,9 @@ def load_abstention(path: str | Path | None, model_spec: str, decoding: str) -> 
     abstention = Abstention.read(path)
     abstention.check_fits(model_spec, weights_digest(model_spec), decoding, path)
     threshold = (
-        "none reached the target: every answer abstains" if abstention.threshold is None else abstention.threshold
+        "none reached the target: every answer abstains"
+        if abstention.threshold is None
+        else f"{abstention.threshold:.4f}"
     )
     log.info("abstention from %s: %s confidence, threshold %s", path, abstention.confidence, threshold)
     return abstention

@@ -191,9 +191,7 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
             "decoding": settings.decoding,
             "max_batch_size": settings.max_batch_size,
             "abstention": settings.abstention if batcher and batcher.answerer.abstention else None,
-            "abstention_threshold": batcher.answerer.abstention.threshold
-            if batcher and batcher.answerer.abstention
-            else None,
+            "abstention_threshold": _threshold(batcher.answerer) if batcher else None,
             "queued": batcher.queue.qsize() if batcher else 0,
             "batches_run": batcher.batches if batcher else 0,
         }
@@ -204,6 +202,13 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
         return ANSWER_SCHEMA
 
     return app
+
+
+def _threshold(answerer: Answerer) -> float | None:
+    """The abstention threshold the service marks answers by; None without a file (or when none was reached)."""
+    if answerer.abstention is None or answerer.abstention.threshold is None:
+        return None
+    return round(answerer.abstention.threshold, 4)
 
 
 def wait_until_ready(url: str, process, timeout_s: float) -> None:
