@@ -20,8 +20,7 @@ from pathlib import Path
 
 from medjson.abstention import SOURCES, TEMPERATURE_GRID, Abstention, fit_temperature, fit_threshold, letter_confidence
 from medjson.cli import run_stage
-from medjson.evaluate import evaluate_model
-from medjson.grammar import DECODINGS
+from medjson.evaluate import add_model_arguments, evaluate_model, model_to_run
 from medjson.lineage import weights_digest
 from medjson.params import CalibrateParams, load_params, log_params
 from medjson.prompts import LETTERS
@@ -78,18 +77,13 @@ def fit_abstention(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="a local full model folder (or hub id)")
-    which.add_argument("--base", action="store_true", help="model.base from params.yaml")
-    parser.add_argument("--name", required=True, help="the model's name in logs: base, sft, grpo, ...")
-    parser.add_argument("--decoding", choices=DECODINGS, default="free", help="as in this model's evaluate")
+    add_model_arguments(parser)
     parser.add_argument("--pool", type=Path, default=Path("data/pools/calibration.jsonl"))
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
 
     params = load_params(args.params)
-    spec = params.model.base if args.base else args.model
-    revision = params.model.revision if args.base else None
+    spec, revision = model_to_run(args, params.model)
     log_params(f"calibrate {args.name} ({spec}, {args.decoding} decoding)", params.view(*PARAMS_READ))
     questions = read_pool(args.pool, EVAL_KEYS, LETTERS)  # checked whole before any model loads
     predictions, _ = evaluate_model(spec, revision, params.model, questions, params.evaluate, args.decoding)

@@ -253,19 +253,29 @@ def evaluate_model(
     return predictions, metrics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which model answers, under which name and decoding: the same flags for evaluate and calibrate."""
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="a local full model folder (or hub id) to evaluate")
-    which.add_argument("--base", action="store_true", help="evaluate model.base from params.yaml")
-    parser.add_argument("--name", required=True, help="the model's name in logs and files: base, sft, grpo")
+    which.add_argument("--model", help="a local full model folder (or hub id)")
+    which.add_argument("--base", action="store_true", help="model.base from params.yaml")
+    parser.add_argument("--name", required=True, help="the model's name in logs and files: base, sft, grpo, ...")
     parser.add_argument(
         "--decoding",
         choices=DECODINGS,
         default="free",
         help="free: what the model writes alone; constrained: masked by the answer grammar",
     )
+
+
+def model_to_run(args: argparse.Namespace, model: ModelParams) -> tuple[str, str | None]:
+    """The model spec and its hub revision (the pinned one for the base, none for a local folder)."""
+    return (model.base, model.revision) if args.base else (args.model, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    add_model_arguments(parser)
     parser.add_argument("--eval", type=Path, default=Path("data/pools/eval.jsonl"))
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
@@ -273,7 +283,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    spec = params.model.base if args.base else args.model
+    spec, revision = model_to_run(args, params.model)
     log_params(f"evaluate {args.name} ({spec}, {args.decoding} decoding)", params.view(*PARAMS_READ))
     questions = read_pool(args.eval, EVAL_KEYS, LETTERS)  # checked whole before any model loads
     if params.evaluate.limit is not None:
@@ -283,9 +293,7 @@ def main() -> None:
         abstention = Abstention.read(args.abstention)
         abstention.check_unseen([q["id"] for q in questions], args.abstention)
         abstention.check_fits(spec, weights_digest(spec), args.decoding, args.abstention)
-    predictions, metrics = evaluate_model(
-        spec, params.model.revision if args.base else None, params.model, questions, params.evaluate, args.decoding
-    )
+    predictions, metrics = evaluate_model(spec, revision, params.model, questions, params.evaluate, args.decoding)
     if abstention:
         metrics.update(abstention_metrics(predictions, abstention))
     write_jsonl(args.out_dir / "predictions.jsonl", predictions)
