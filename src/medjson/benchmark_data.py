@@ -13,6 +13,7 @@ that, so the same N are asked whatever the pools hold.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
@@ -92,9 +93,7 @@ def main() -> None:
             f"{params.path}: no benchmark `{args.name}` in the benchmarks section ({sorted(params.benchmarks)})"
         )
     bench = params.benchmarks[args.name]
-    log_params(
-        f"benchmark_data {args.name}", {f"benchmarks.{args.name}": params.view("benchmarks")["benchmarks"][args.name]}
-    )
+    log_params(f"benchmark_data {args.name}", {f"benchmarks.{args.name}": dataclasses.asdict(bench)})
     seen = training_texts(args.pools)  # checked before the benchmark is read
     questions, report = read_benchmark(args.name, bench, params.path)
     kept, leaked = split_leaked(questions, seen)

@@ -175,7 +175,7 @@ def check_columns(
     columns = _columns(rows)
     missing = [c for c in required if c not in columns]
     if missing:
-        name = "the column mapping's" if mapping else layout if layout in SIGNATURES else "MedMCQA"
+        name = "column-mapped" if mapping else layout if layout in SIGNATURES else "MedMCQA"
         raise DataError(
             f"{source}: rows have no {missing} column(s) (columns seen: {sorted(columns)[:12]}); "
             f"a {name} source needs {list(required)}"
