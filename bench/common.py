@@ -11,6 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a bare checkout (the GPU machine has no install)
+sys.path.insert(0, str(ROOT / "tests"))  # the tiny model and the service helpers the tests use
 
 QUESTIONS = ROOT / "data" / "questions" / "medjson_questions.jsonl"
 
@@ -23,8 +24,8 @@ def machine() -> str:
 
 def conversations(n: int) -> list[list[dict]]:
     """n chat prompts from the project's own questions (repeated if n > 200)."""
-    from medjson.prompts import build_messages
-    from medjson.sources import LoadReport, read_local, validate_rows
+    from medjson.core.prompts import build_messages
+    from medjson.data.sources import LoadReport, read_local, validate_rows
 
     questions = validate_rows(read_local(QUESTIONS), "original", "error", True, LoadReport())
     return [build_messages(q.question, q.options) for q in (questions * (n // len(questions) + 1))[:n]]
@@ -35,9 +36,8 @@ TINY_DIR = ROOT / "bench" / "results" / "tiny"
 
 def tiny_qwen3():
     """The tiny random Qwen3 of the tests (built once under bench/results), and its tokenizer."""
+    from tiny_model import build_tiny_qwen3
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from medjson.tiny_model import build_tiny_qwen3
 
     if not (TINY_DIR / "config.json").exists():
         build_tiny_qwen3(TINY_DIR)
@@ -60,7 +60,7 @@ QWEN3_06B_SHAPE = dict(
 
 def random_qwen3_06b(dtype: torch.dtype):
     """Qwen3-0.6B's shape with random weights (no hub here), with the tiny model's tokenizer."""
-    from medjson.tiny_model import random_qwen3
+    from tiny_model import random_qwen3
 
     _, tokenizer = tiny_qwen3()
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
@@ -69,7 +69,7 @@ def random_qwen3_06b(dtype: torch.dtype):
 
 
 def load(model_spec: str, precision: str):
-    from medjson.modeling import load_model, load_tokenizer, resolve_source
+    from medjson.model.modeling import load_model, load_tokenizer, resolve_source
 
     source = resolve_source(model_spec)
     return load_model(source, precision).eval(), load_tokenizer(source, padding_side="left")

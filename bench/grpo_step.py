@@ -32,9 +32,9 @@ def main() -> None:
     from trl import GRPOTrainer
 
     from medjson.grpo import grpo_config
-    from medjson.modeling import lora_config
+    from medjson.model.modeling import lora_config
     from medjson.params import load_params
-    from medjson.rewards import REWARDS
+    from medjson.training.rewards import REWARDS
 
     params = load_params(ROOT / "params.yaml")
     model, tokenizer = random_qwen3_06b(torch.float32) if args.random_qwen3 else tiny_qwen3()

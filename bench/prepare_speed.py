@@ -26,10 +26,10 @@ def main() -> None:
 
     from synthetic import write_synthetic_source
 
+    from medjson.core.records import write_jsonl
+    from medjson.data.pools import pool_record
     from medjson.params import load_params
-    from medjson.pools import pool_record
     from medjson.prepare import POOLS, make_pools
-    from medjson.records import write_jsonl
 
     source = ROOT / "bench" / "results" / f"synthetic_{args.rows}.jsonl"
     if not source.exists():

@@ -22,8 +22,7 @@ from pathlib import Path
 import httpx
 import yaml
 from common import ROOT, conversations, report
-
-from medjson.serve import wait_until_ready
+from helpers import wait_until_ready
 
 
 def _free_port() -> int:

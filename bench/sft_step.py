@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sft_step.json")
     args = parser.parse_args()
 
-    from medjson.modeling import resolve_precision
+    from medjson.model.modeling import resolve_precision
 
     precision = resolve_precision("auto")
     # Weights stay fp32 under autocast, as the trainers keep them for mixed precision.

@@ -1,9 +1,11 @@
-"""Small helpers the tests share: writing MedMCQA-shaped rows and running DVC with its output shown."""
+"""Small helpers the tests (and the service benchmark) share: writing MedMCQA-shaped rows, running DVC
+with its output shown, waiting for a service to come up."""
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 from medjson.workspace import dvc
@@ -51,12 +53,13 @@ def curve_steps(curves_dir: Path, metric: str) -> list[int]:
 
 def write_abstention_file(path: Path, model: Path, decoding: str, threshold: float | None) -> Path:
     """An abstention file for ``model`` on the letter probability at temperature 1, as calibrate writes one."""
-    from medjson.abstention import Abstention
-    from medjson.lineage import weights_digest
+    from medjson.core.abstention import Abstention
+    from medjson.model.lineage import weights_digest
+    from medjson.model.modeling import resolve_source
 
     Abstention(
         model=str(model),
-        model_sha256=weights_digest(str(model)),
+        model_sha256=weights_digest(resolve_source(str(model))),
         revision=None,
         decoding=decoding,
         confidence="letter",
@@ -71,3 +74,21 @@ def write_abstention_file(path: Path, model: Path, decoding: str, threshold: flo
         fitted_on=["c1"],
     ).write(path)
     return path
+
+
+def wait_until_ready(url: str, process, timeout_s: float) -> None:
+    """Block until a service started as ``process`` answers ``GET /health`` with ok; raise if it exits
+    or does not within ``timeout_s`` (the model loads before the port opens)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json().get("status") == "ok":
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the service at {url} was not ready within {timeout_s:.0f} s")

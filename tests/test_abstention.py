@@ -7,10 +7,16 @@ import math
 
 import pytest
 
-from medjson.abstention import Abstention, fit_temperature, fit_threshold, letter_nll, scale_letter_probs
-from medjson.calibrate import fit_abstention
+from medjson.core.abstention import (
+    Abstention,
+    fit_abstention,
+    fit_temperature,
+    fit_threshold,
+    letter_nll,
+    scale_letter_probs,
+)
+from medjson.core.scoring import abstention_metrics
 from medjson.errors import DataError
-from medjson.evaluate import abstention_metrics
 from medjson.params import CalibrateParams
 
 
@@ -94,23 +100,25 @@ def _calibration_answers() -> list[dict]:
 
 def test_auto_picks_the_better_calibrated_confidence_and_fits_only_the_given_questions():
     answers = _calibration_answers()
-    fitted = fit_abstention(answers, _settings(), "org/model", "abc123", "constrained")
+    fitted = fit_abstention(answers, _settings(), "org/model", None, "abc123", "constrained")
     assert fitted.confidence == "letter"
     assert fitted.calibration_ece["letter"] < fitted.calibration_ece["stated"]
     assert fitted.threshold is not None and fitted.calibration_accuracy == 1.0
     assert fitted.calibration_coverage == pytest.approx(6 / 13)
     assert fitted.fitted_on == [a["id"] for a in answers]
-    stated = fit_abstention(answers, _settings(confidence="stated"), "org/model", "abc123", "constrained")
+    stated = fit_abstention(answers, _settings(confidence="stated"), "org/model", None, "abc123", "constrained")
     assert stated.confidence == "stated" and stated.threshold is None  # all 12 answers tie, accuracy 0.5
-    stated = fit_abstention(answers, _settings(confidence="stated", target_accuracy=0.5), "org/model", None, "free")
+    stated = fit_abstention(
+        answers, _settings(confidence="stated", target_accuracy=0.5), "org/model", None, None, "free"
+    )
     assert stated.threshold == 0.85 and stated.calibration_coverage == pytest.approx(12 / 13)
     assert stated.temperature == fitted.temperature  # the temperature is fitted either way
-    no_temperature = fit_abstention(answers, _settings(fit_temperature=False), "org/model", None, "free")
+    no_temperature = fit_abstention(answers, _settings(fit_temperature=False), "org/model", None, None, "free")
     assert no_temperature.temperature == 1.0
 
 
 def test_abstention_metrics_report_the_out_of_sample_coverage_and_accuracy():
-    fitted = fit_abstention(_calibration_answers(), _settings(), "org/model", None, "free")
+    fitted = fit_abstention(_calibration_answers(), _settings(), "org/model", None, None, "free")
     evaluation = [_prediction(100 + i, 0.85, [0.9, 0.05, 0.03, 0.02], gold="AB"[i % 2]) for i in range(4)]
     evaluation += [_prediction(200, 0.85, [0.3, 0.4, 0.2, 0.1])] + [_prediction(201, 0.0, None)]
     metrics = abstention_metrics(evaluation, fitted)
@@ -121,19 +129,19 @@ def test_abstention_metrics_report_the_out_of_sample_coverage_and_accuracy():
 
 
 def test_an_abstention_file_round_trips_and_refuses_questions_it_was_fitted_on(tmp_path):
-    fitted = fit_abstention(_calibration_answers(), _settings(), "org/model", None, "constrained")
+    fitted = fit_abstention(_calibration_answers(), _settings(), "org/model", None, None, "constrained")
     path = tmp_path / "abstention.json"
     fitted.write(path)
     again = Abstention.read(path)
     assert again == fitted
     with pytest.raises(DataError, match="fitted on 1 of these questions.*'q3'"):
-        again.check_unseen(["new-1", "q3"], path)
-    again.check_unseen(["new-1", "new-2"], path)
+        again.check_unseen(["new-1", "q3"])
+    again.check_unseen(["new-1", "new-2"])
     with pytest.raises(DataError, match="fitted for org/model \\(constrained decoding\\), not for org/model \\(free"):
-        again.check_fits("org/model", None, "free", path)
+        again.check_fits("org/model", None, "free")
     with pytest.raises(DataError, match="not for models/other"):
-        again.check_fits("models/other", "0" * 64, "constrained", path)
-    again.check_fits("org/model", None, "constrained", path)
+        again.check_fits("models/other", "0" * 64, "constrained")
+    again.check_fits("org/model", None, "constrained")
 
 
 @pytest.mark.parametrize(
@@ -148,7 +156,7 @@ def test_a_broken_abstention_file_is_a_clear_error(tmp_path, text, message):
 
 
 def test_letter_confidence_is_the_scaled_probability_of_the_written_letter():
-    fitted = fit_abstention(_calibration_answers(), _settings(), "org/model", None, "free")
+    fitted = fit_abstention(_calibration_answers(), _settings(), "org/model", None, None, "free")
     probs = [0.1, 0.6, 0.2, 0.1]
     assert fitted.confidence_of(0.85, probs, "B") == pytest.approx(scale_letter_probs(probs, fitted.temperature)[1])
     assert fitted.confidence_of(0.85, None, None) is None

@@ -35,13 +35,17 @@ OUTPUTS = {
     "compare": ("metrics/comparison.json",),
 }
 READS_PARAMS = {"prepare", "sft", "grpo", "evaluate"}
+# The paths dvc.yaml passes each stage (a stage has no path defaults of its own).
 ARGS = {
-    "prepare": [],
-    "sft": [],
-    "grpo": ["--model", "models/sft_merged"],
+    "prepare": ["--out-dir", "data/pools", "--report", "metrics/data.json"],
+    "sft": ["--train", "data/pools/sft.jsonl", "--adapter", "models/sft_adapter"]
+    + ["--curves", "training/sft", "--scratch", "checkpoints/sft"],
+    "grpo": ["--model", "models/sft_merged", "--train", "data/pools/grpo.jsonl", "--adapter", "models/grpo_adapter"]
+    + ["--curves", "training/grpo", "--summary", "metrics/grpo_training.json", "--scratch", "checkpoints/grpo"],
     "merge": ["--adapter", "models/sft_adapter", "--out", "models/out_merged"],
-    "evaluate": ["--model", "models/m", "--name", "m", "--out-dir", "evaluation/m", "--metrics", "metrics/m.json"],
-    "compare": [],
+    "evaluate": ["--model", "models/m", "--name", "m", "--eval", "data/pools/eval.jsonl"]
+    + ["--out-dir", "evaluation/m", "--metrics", "metrics/m.json"],
+    "compare": ["--evaluations", "evaluation", "--out", "metrics/comparison.json"],
 }
 
 
@@ -89,12 +93,12 @@ def _pool(folder: Path, name: str, rows: list[dict]) -> None:
 
 
 def _pool_rows(n: int = 4) -> list[dict]:
-    from medjson.pools import pool_record
-    from medjson.sources import Question
+    from medjson.core.questions import ExamQuestion
+    from medjson.data.pools import pool_record
 
     return [
         pool_record(
-            Question(f"q{i}", f"Which nerve {i}?", ["a", "b", "c", "d"], "B", "Anatomy", "single", ""), 0, 0.85, 0.6
+            ExamQuestion(f"q{i}", f"Which nerve {i}?", ["a", "b", "c", "d"], "B", "Anatomy", "single", ""), 0, 0.85, 0.6
         )
         for i in range(n)
     ]
@@ -164,7 +168,7 @@ def _foreign_scratch(folder: Path, params: dict) -> None:
 
 
 def _predictions(folder: Path, params: dict) -> None:
-    from medjson.compare import PAIRS
+    from medjson.core.scoring import PAIRS
 
     for name in {name for pair in PAIRS for name in pair}:
         (folder / "evaluation" / name).mkdir(parents=True)

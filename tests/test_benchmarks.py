@@ -8,23 +8,27 @@ import pytest
 from helpers import run_dvc
 
 from medjson.benchmark_data import split_leaked, training_texts
+from medjson.core.prompts import build_messages
+from medjson.core.questions import ExamQuestion
+from medjson.data.pools import normalize_question, pool_record
 from medjson.errors import ParamsError
 from medjson.params import load_params
-from medjson.pools import normalize_question, pool_record
-from medjson.prompts import build_messages, question_of
-from medjson.sources import Question
 from medjson.workspace import PROJECT_ROOT, create_workspace, dvc
 
 BENCHMARKS = PROJECT_ROOT / "data" / "benchmarks"
 
 
-def _question(qid: str, text: str) -> Question:
-    return Question(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
+def _question(qid: str, text: str) -> ExamQuestion:
+    return ExamQuestion(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
 
 
-@pytest.mark.parametrize("text", ["Which nerve?", "Line one\nA) looks like an option\nline three", "  spaced  "])
-def test_question_of_gives_back_the_question_a_prompt_was_built_from(text):
-    assert question_of(build_messages(text, ["w", "x", "y", "z"])) == text.strip()
+def test_a_pool_record_keeps_the_question_as_asked_beside_its_prompt():
+    question = ExamQuestion(
+        "q1", "Line one\nA) looks like an option", ["w", "x", "y", "z"], "B", "Anatomy", "single", ""
+    )
+    record = pool_record(question, 0, 0.0, 0.0)
+    assert (record["question"], record["options"]) == (question.question, question.options)
+    assert record["messages"] == build_messages(question.question, question.options)
 
 
 def test_leaked_questions_are_those_whose_normalised_text_was_trained_on(tmp_path):
@@ -70,7 +74,7 @@ def test_benchmark_data_stages_read_each_layout_and_count_what_leaked(tmp_path, 
     )
     run_dvc(folder, "repro", "benchmark_data")
     trained = {
-        normalize_question(question_of(json.loads(line)["messages"]))
+        normalize_question(json.loads(line)["question"])
         for pool in ("sft", "grpo")
         for line in (folder / f"data/pools/{pool}.jsonl").open()
     }
@@ -82,7 +86,7 @@ def test_benchmark_data_stages_read_each_layout_and_count_what_leaked(tmp_path, 
     assert report["questions"] == len(source) - expected_leaked
     asked = [json.loads(line) for line in (folder / "data/benchmark_pools/medqa.jsonl").open()]
     assert len(asked) == report["questions"]
-    assert not {normalize_question(question_of(r["messages"])) for r in asked} & trained
+    assert not {normalize_question(r["question"]) for r in asked} & trained
     mmlu = json.loads((folder / "metrics/benchmarks/mmlu_medical/data.json").read_text())
     assert mmlu["questions"] == 20 and mmlu["subjects"] == {"Medjson Medical": 20}
     assert "metrics/benchmarks/medqa/data.json" in run_dvc(folder, "metrics", "show")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from medjson.checkpoints import MARKER, mark_finished, resume_point
 from medjson.errors import StageError
+from medjson.training.checkpoints import MARKER, mark_finished, resume_point
 
 
 def _checkpoint(scratch, step, max_steps=10):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
-from medjson.closure import closure_files, direct_imports
+from medjson.core.choices import EVALUATED
+from medjson.training.closure import closure_deps, closure_files, direct_imports, package_files
 from medjson.workspace import PROJECT_ROOT
 
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+STAGE_MODULES = sorted({m for s in STAGES.values() for m in re.findall(r"python -m (medjson\.\w+)", str(s))})
 
 
 def _definition(stage: dict) -> dict:
@@ -22,15 +26,34 @@ def _module(stage: dict) -> str:
     return re.search(r"python -m (medjson\.\w+)", _definition(stage)["cmd"]).group(1)
 
 
+def _code_deps(stage: dict) -> set[str]:
+    return {dep for dep in _definition(stage)["deps"] if dep.startswith("src/")}
+
+
+def covered(deps: set[str]) -> set[str]:
+    """The module files a list of deps stands for: each file, and every module under each folder."""
+    return {file for dep in deps for file in (package_files(dep) if (PROJECT_ROOT / dep).is_dir() else [dep])}
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_the_stage_import_closure(name):
     stage = STAGES[name]
-    listed = {dep for dep in _definition(stage)["deps"] if dep.startswith("src/")}
-    expected = set(closure_files(_module(stage)))
-    assert listed == expected, (
-        f"dvc.yaml stage `{name}`: add {sorted(expected - listed)}, remove {sorted(listed - expected)} "
-        f"(python -m medjson.closure {_module(stage)} prints the list)"
+    listed, expected = _code_deps(stage), set(closure_files(_module(stage)))
+    assert covered(listed) == expected, (
+        f"dvc.yaml stage `{name}`: add {sorted(expected - covered(listed))}, "
+        f"remove {sorted(covered(listed) - expected)} "
+        f"(python -m medjson.training.closure {_module(stage)} prints the list)"
     )
+    assert listed == set(closure_deps(_module(stage))), f"stage `{name}`: list {closure_deps(_module(stage))}"
+
+
+def test_a_folder_stands_for_its_modules_and_a_missing_one_is_caught():
+    deps = set(closure_deps("medjson.evaluate"))
+    assert {"src/medjson/core", "src/medjson/model"} <= deps
+    assert "src/medjson/model/answering.py" in covered(deps)
+    assert covered(deps - {"src/medjson/model"}) != set(closure_files("medjson.evaluate"))
+    # A folder the stage runs only part of is never listed whole: SFT runs no reward.
+    assert "src/medjson/training" not in closure_deps("medjson.sft")
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -43,8 +66,28 @@ def test_params_listed_are_the_sections_the_stage_reads(name):
 
 def test_closure_follows_imports_inside_functions():
     # grpo imports the guards inside train_grpo, and generation inside preflight: both run, both count.
-    assert {"medjson.guards", "medjson.generation"} <= direct_imports("medjson.grpo")
-    assert "src/medjson/rewards.py" in closure_files("medjson.grpo")
-    # A reward change must never re-run SFT or the evaluation.
-    assert "src/medjson/rewards.py" not in closure_files("medjson.sft")
-    assert "src/medjson/rewards.py" not in closure_files("medjson.evaluate")
+    assert {"medjson.training.guards", "medjson.model.generation"} <= direct_imports("medjson.grpo")
+    assert "src/medjson/training/rewards.py" in closure_files("medjson.grpo")
+
+
+@pytest.mark.parametrize("name", ["sft", "evaluate", "calibrate", "benchmark", "benchmark_base", "merge"])
+def test_a_reward_edit_reaches_no_stage_before_grpo(name):
+    assert "src/medjson/training/rewards.py" not in covered(_code_deps(STAGES[name]))
+
+
+def test_no_stage_module_imports_another():
+    for module in STAGE_MODULES:
+        others = set(STAGE_MODULES) - {module}
+        assert not direct_imports(module) & others, f"{module} imports {sorted(direct_imports(module) & others)}"
+
+
+def test_the_evaluated_models_are_the_ones_the_code_knows():
+    assert list(DVC_YAML["vars"][0]["evaluated"]) == list(EVALUATED)
+
+
+def test_stages_take_their_paths_from_dvc_yaml_only():
+    """No path argument has a default that could drift from the path dvc.yaml passes."""
+    for module in STAGE_MODULES:
+        source = Path(importlib.import_module(module).__file__).read_text()
+        defaults = re.findall(r'add_argument\([^)]*default=Path\(', source)
+        assert not defaults, f"{module} has path defaults: {defaults}"

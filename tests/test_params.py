@@ -26,13 +26,13 @@ def test_project_params_build_every_config(tmp_path):
     from trl import GRPOConfig, SFTConfig
 
     from medjson.grpo import grpo_config
-    from medjson.modeling import lora_config
+    from medjson.model.modeling import lora_config
     from medjson.sft import sft_config
 
     params = load_params(PARAMS)
-    sft = sft_config(params, tmp_path / "sft")
+    sft = sft_config(params, tmp_path / "sft", "fp32")
     assert isinstance(sft, SFTConfig) and sft.learning_rate == pytest.approx(2.0e-4)
-    grpo = grpo_config(params, tmp_path / "grpo")
+    grpo = grpo_config(params, tmp_path / "grpo", "fp32")
     assert isinstance(grpo, GRPOConfig)
     # 8 distinct prompts per optimizer step, 4 completions each.
     prompts = grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps // grpo.num_generations
@@ -95,7 +95,7 @@ def test_missing_file_says_where(tmp_path):
     ],
 )
 def test_bad_reward_weights_fail_naming_the_key(weights, message):
-    from medjson.rewards import check_reward_weights
+    from medjson.training.rewards import check_reward_weights
 
     with pytest.raises(ParamsError, match=message):
         check_reward_weights(weights, "params.yaml")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medjson.evaluate import prediction_record
-from medjson.parsing import parse_answer, schema_errors
-from medjson.rewards import (
+from medjson.core.parsing import Answer, parse_answer, schema_errors
+from medjson.core.scoring import prediction_record
+from medjson.training.rewards import (
     REWARDS,
     calibration,
     completion_text,
@@ -103,7 +103,7 @@ def test_rewards_agree_with_the_parser(text, gold, expected):
         calibration(completions, answer=[gold]),
     )
     assert [g[0] for g in got] == pytest.approx(list(expected))
-    record = prediction_record({"id": "q", "subject": "s", "answer": gold}, text, 10)
+    record = prediction_record({"id": "q", "subject": "s", "answer": gold}, Answer.read(text, 10, None))
     assert record["correct"] == bool(expected[2]) and record["schema_valid"] == bool(expected[1])
 
 

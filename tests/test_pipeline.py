@@ -146,7 +146,7 @@ def test_predict_with_the_fitted_file_answers_as_evaluate_scored(pipeline, tmp_p
     rows = [json.loads(line) for line in (pipeline / "data/pools/eval.jsonl").open()][:6]
     with questions.open("w") as out:
         for row in rows:
-            stem, *options = row["messages"][-1]["content"].split("\n")  # medjson.prompts.format_question
+            stem, *options = row["messages"][-1]["content"].split("\n")  # medjson.core.prompts.format_question
             question = {
                 "id": row["id"],
                 "question": stem.removeprefix("Question: "),

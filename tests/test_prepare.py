@@ -9,9 +9,8 @@ from collections import Counter
 import pytest
 from helpers import medmcqa_row, run_dvc, write_rows
 
-from medjson.errors import DataError
-from medjson.params import DataParams, PrepareParams
-from medjson.pools import (
+from medjson.core.questions import ExamQuestion
+from medjson.data.pools import (
     check_disjoint,
     clean_reason,
     fill_pools,
@@ -19,8 +18,9 @@ from medjson.pools import (
     normalize_question,
     pool_record,
 )
+from medjson.errors import DataError
+from medjson.params import DataParams, PrepareParams
 from medjson.prepare import POOLS, make_pools
-from medjson.sources import Question
 from medjson.workspace import create_workspace
 
 
@@ -41,8 +41,8 @@ def _prep(**changes) -> PrepareParams:
     return PrepareParams(**{**base, **changes})
 
 
-def _question(qid: str, text: str) -> Question:
-    return Question(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
+def _question(qid: str, text: str) -> ExamQuestion:
+    return ExamQuestion(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
 
 
 def test_same_question_text_never_crosses_pools(tmp_path):
@@ -80,8 +80,8 @@ def test_group_by_question_keeps_first_seen_order():
 
 
 def test_sft_target_is_schema_json_with_informative_confidence():
-    explained = Question("1", "Q?", ["w", "x", "y", "z"], "C", "Anatomy", "single", "Ans. c. Because y is right.")
-    unexplained = Question("2", "Q2?", ["w", "x", "y", "z"], "D", "Anatomy", "single", "")
+    explained = ExamQuestion("1", "Q?", ["w", "x", "y", "z"], "C", "Anatomy", "single", "Ans. c. Because y is right.")
+    unexplained = ExamQuestion("2", "Q2?", ["w", "x", "y", "z"], "D", "Anatomy", "single", "")
     first, second = (json.loads(pool_record(q, 300, 0.85, 0.6)["target"]) for q in (explained, unexplained))
     assert first == {"predicted_category": "C", "confidence": 0.85, "reason": "Because y is right."}
     assert second == {"predicted_category": "D", "confidence": 0.6, "reason": "Option D is the best-supported answer."}
@@ -157,7 +157,7 @@ def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
 
 def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch):
     """The hub branch, with the hub replaced by in-memory splits (cop 0-based, as on the hub)."""
-    import medjson.sources as sources
+    import medjson.data.sources as sources
 
     validation = [medmcqa_row(i, cop=i % 4) for i in range(12)]
     train = [medmcqa_row(100 + i, cop=i % 4) for i in range(40)]
@@ -182,13 +182,13 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
 
 
 def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp_path):
-    from medjson.prepare import data_report, pool_sizes
+    from medjson.prepare import pool_sizes, pools_report
 
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(40)] + [medmcqa_row(99, cop=7)]
     path = write_rows(tmp_path / "src.json", rows)
     prep = _prep(sft_size=10, grpo_size=5, eval_size=8, bad_rows="drop", max_dropped_share=0.1)
     pools, report, drops, not_used = make_pools(DataParams(str(path), "auto", None, None), prep, seed=3)
-    summary = data_report(pools, report, drops, not_used, pool_sizes(prep))
+    summary = pools_report(pools, report, drops, not_used, pool_sizes(prep))
     assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 26
     assert summary["rows_read"] == sum(summary["rows"][p] for p in POOLS) + summary["rows_dropped"] + not_used
     assert summary["dropped"] == {"cop_out_of_range": 1} and summary["short_pools"] == {}

@@ -11,9 +11,7 @@ import httpx
 import pytest
 import yaml
 from conftest import PROJECT_ROOT
-from helpers import write_abstention_file
-
-from medjson.serve import wait_until_ready
+from helpers import wait_until_ready, write_abstention_file
 
 QUESTION = {
     "id": "q1",

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import medmcqa_row, write_rows
 
-from medjson.sources import (
+from medjson.data.sources import (
     DataError,
     LoadReport,
     detect_layout,

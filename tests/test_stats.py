@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medjson.compare import compare
-from medjson.evaluate import plot_data, score
-from medjson.stats import (
+from medjson.core.scoring import compare, plot_data, score
+from medjson.core.stats import (
     brier_score,
     expected_calibration_error,
     mcnemar_exact,
@@ -160,7 +159,7 @@ def test_compare_refuses_different_questions():
 
 
 def test_majority_accuracy():
-    from medjson.stats import majority_accuracy
+    from medjson.core.stats import majority_accuracy
 
     assert majority_accuracy(list("AABCA")) == pytest.approx(0.6)
     assert majority_accuracy(list("ABAB")) == 0.5  # a tie still scores the tied share
@@ -170,12 +169,13 @@ def test_majority_accuracy():
 def test_model_output_with_a_lone_surrogate_is_written_and_scored(tmp_path):
     import json
 
-    from medjson.evaluate import prediction_record, score
-    from medjson.records import read_jsonl, write_jsonl
+    from medjson.core.parsing import Answer
+    from medjson.core.records import read_jsonl, write_jsonl
+    from medjson.core.scoring import prediction_record
 
     output = '{"predicted_category": "B", "confidence": 0.7, "reason": "\\ud83d cut"}'
     question = {"id": "q1", "subject": "Anatomy", "answer": "B"}
-    record = prediction_record(question, json.loads(json.dumps(output)), 12)
+    record = prediction_record(question, Answer.read(json.loads(json.dumps(output)), 12, None))
     record["raw_output"] += "\ud83d"  # as decoded text can also carry it
     assert write_jsonl(tmp_path / "p.jsonl", [record]) == 1
     (back,) = read_jsonl(tmp_path / "p.jsonl")
@@ -195,13 +195,13 @@ def test_model_output_with_a_lone_surrogate_is_written_and_scored(tmp_path):
     ],
 )
 def test_auroc_by_hand(scores, correct, expected):
-    from medjson.stats import auroc
+    from medjson.core.stats import auroc
 
     assert auroc(scores, correct) == (None if expected is None else pytest.approx(expected))
 
 
 def test_risk_coverage_aurc_and_accuracy_at_coverage_by_hand():
-    from medjson.stats import accuracy_at_coverage, aurc, risk_coverage
+    from medjson.core.stats import accuracy_at_coverage, aurc, risk_coverage
 
     confidences, correct = [0.9, 0.8, 0.8, 0.2], [True, False, True, False]
     assert risk_coverage(confidences, correct) == [

@@ -9,12 +9,13 @@ import yaml
 from conftest import tiny_overrides
 from transformers import TrainerCallback, TrainerControl
 
+from medjson.core.prompts import build_messages, render_prompt, target_json
+from medjson.core.records import write_jsonl
 from medjson.errors import StageError
 from medjson.grpo import GrpoMonitor
-from medjson.lineage import check_starts_from_sft
+from medjson.model.lineage import check_starts_from_sft
+from medjson.model.modeling import resolve_source
 from medjson.params import load_params
-from medjson.prompts import build_messages, render_prompt, target_json
-from medjson.records import write_jsonl
 from medjson.workspace import PROJECT_ROOT, deep_update
 
 
@@ -46,11 +47,12 @@ def train_file(tmp_path):
 
 
 def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, tmp_path):
-    from medjson.records import SFT_KEYS, read_pool
+    from medjson.core.records import SFT_KEYS, read_pool
     from medjson.sft import build_trainer, sft_config
 
-    config = sft_config(tiny_params, tmp_path / "scratch")
-    trainer = build_trainer(tiny_params, config, read_pool(train_file, SFT_KEYS), train_file, [])
+    config = sft_config(tiny_params, tmp_path / "scratch", "fp32")
+    source = resolve_source(tiny_params.model.base)
+    trainer = build_trainer(tiny_params, config, source, read_pool(train_file, SFT_KEYS), train_file, [])
     batch = next(iter(trainer.get_train_dataloader()))
     tokenizer = trainer.processing_class
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -67,11 +69,12 @@ def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_fil
 
 
 def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, tmp_path):
-    from medjson.records import SFT_KEYS, read_pool
+    from medjson.core.records import SFT_KEYS, read_pool
     from medjson.sft import build_trainer, sft_config
 
-    config = sft_config(tiny_params, tmp_path / "scratch")
-    trainer = build_trainer(tiny_params, config, read_pool(train_file, SFT_KEYS), train_file, [])
+    config = sft_config(tiny_params, tmp_path / "scratch", "fp32")
+    source = resolve_source(tiny_params.model.base)
+    trainer = build_trainer(tiny_params, config, source, read_pool(train_file, SFT_KEYS), train_file, [])
     tokenizer = trainer.processing_class
     row = trainer.train_dataset[0]
     sft_prompt = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
@@ -80,7 +83,7 @@ def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, trai
     # What GRPOTrainer does with GRPOConfig.chat_template_kwargs (trl 1.16, _tokenize_prompts).
     from medjson.grpo import grpo_config
 
-    kwargs = grpo_config(tiny_params, tmp_path / "g").chat_template_kwargs
+    kwargs = grpo_config(tiny_params, tmp_path / "g", "fp32").chat_template_kwargs
     rollout = tokenizer.apply_chat_template(
         conversation=[messages], add_generation_prompt=True, tokenize=True, return_dict=True, **kwargs
     )["input_ids"][0]
@@ -206,7 +209,7 @@ def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny
     ],
 )
 def test_finite_guard_stops_on_a_non_finite_loss_or_gradient(precision, logs, fails_at):
-    from medjson.guards import FiniteGuard
+    from medjson.training.guards import FiniteGuard
 
     guard = FiniteGuard(precision, "sft")
 

@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from collections import Counter
 from pathlib import Path
 
 from medjson.cli import run_stage
+from medjson.core.questions import ExamQuestion
+from medjson.core.records import QUESTION_KEYS, read_pool, write_json, write_jsonl
+from medjson.data.layouts import ColumnMapping
+from medjson.data.pools import normalize_question, pool_record, question_summary
+from medjson.data.sources import LoadReport, load_source, validate_rows
 from medjson.errors import DataError, ParamsError
-from medjson.layouts import ColumnMapping
 from medjson.params import BenchmarkParams, load_params, log_params
-from medjson.pools import normalize_question, pool_record
-from medjson.prompts import question_of
-from medjson.records import GRPO_KEYS, read_pool, write_json, write_jsonl
-from medjson.sources import LoadReport, Question, load_source, validate_rows
-from medjson.stats import majority_accuracy
 
 log = logging.getLogger("medjson.benchmark_data")
 
@@ -37,13 +35,13 @@ TRAINING_POOLS = ("sft", "grpo")  # what the models learned from: a benchmark qu
 def training_texts(pools_dir: Path) -> set[str]:
     """Normalised question texts of every training pool."""
     return {
-        normalize_question(question_of(record["messages"]))
+        normalize_question(record["question"])
         for pool in TRAINING_POOLS
-        for record in read_pool(pools_dir / f"{pool}.jsonl", GRPO_KEYS)
+        for record in read_pool(pools_dir / f"{pool}.jsonl", QUESTION_KEYS)
     }
 
 
-def read_benchmark(name: str, bench: BenchmarkParams, params_path: Path | str) -> tuple[list[Question], LoadReport]:
+def read_benchmark(name: str, bench: BenchmarkParams, params_path: Path | str) -> tuple[list[ExamQuestion], LoadReport]:
     """The benchmark's first ``limit`` rows, validated; bad rows raise or are counted as ``bad_rows`` says."""
     mapping = (
         ColumnMapping.from_params(bench.columns, f"benchmarks.{name}.columns", params_path) if bench.columns else None
@@ -57,14 +55,17 @@ def read_benchmark(name: str, bench: BenchmarkParams, params_path: Path | str) -
     return questions, report
 
 
-def split_leaked(questions: list[Question], seen: set[str]) -> tuple[list[Question], list[Question]]:
+def split_leaked(questions: list[ExamQuestion], seen: set[str]) -> tuple[list[ExamQuestion], list[ExamQuestion]]:
     """(questions the models never trained on, questions whose text they did)."""
     kept = [q for q in questions if normalize_question(q.question) not in seen]
     leaked = [q for q in questions if normalize_question(q.question) in seen]
     return kept, leaked
 
 
-def data_report(bench: BenchmarkParams, kept: list[Question], leaked: list[Question], report: LoadReport) -> dict:
+def benchmark_report(
+    bench: BenchmarkParams, kept: list[ExamQuestion], leaked: list[ExamQuestion], report: LoadReport
+) -> dict:
+    """What was read, asked and left out, and how the asked questions' letters and subjects spread."""
     return {
         "rows_read": report.rows_read,
         "questions": len(kept),
@@ -72,9 +73,7 @@ def data_report(bench: BenchmarkParams, kept: list[Question], leaked: list[Quest
         "rows_dropped": sum(report.dropped.values()),
         "dropped": dict(sorted(report.dropped.items())),
         "limit": bench.limit,
-        "majority_accuracy": round(majority_accuracy([q.answer for q in kept]), 4),
-        "answer_letters": dict(sorted(Counter(q.answer for q in kept).items())),
-        "subjects": dict(sorted(Counter(q.subject for q in kept).items())),
+        **question_summary(kept),
     }
 
 
@@ -82,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--name", required=True, help="the benchmark's key in the benchmarks section")
-    parser.add_argument("--pools", type=Path, default=Path("data/pools"))
+    parser.add_argument("--pools", type=Path, required=True, help="the folder of the training pools")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
@@ -103,7 +102,7 @@ def main() -> None:
             "training pools); check its source and limit"
         )
     write_jsonl(args.out, (pool_record(q, 0, 0.0, 0.0) for q in kept))
-    summary = data_report(bench, kept, leaked, report)
+    summary = benchmark_report(bench, kept, leaked, report)
     write_json(args.report, summary)
     log.info(
         "benchmark %s: %d questions; %d left out as already in the training pools; %d rows dropped %s",

@@ -18,67 +18,24 @@ import argparse
 import logging
 from pathlib import Path
 
-from medjson.abstention import SOURCES, TEMPERATURE_GRID, Abstention, fit_temperature, fit_threshold, letter_confidence
-from medjson.cli import run_stage
-from medjson.evaluate import add_model_arguments, evaluate_model, model_to_run
-from medjson.lineage import weights_digest
-from medjson.params import CalibrateParams, load_params, log_params
-from medjson.prompts import LETTERS
-from medjson.records import EVAL_KEYS, read_pool, write_jsonl
-from medjson.stats import expected_calibration_error
+from medjson.cli import add_model_arguments, model_to_run, run_stage
+from medjson.core.abstention import TEMPERATURE_GRID, fit_abstention
+from medjson.core.prompts import LETTERS
+from medjson.core.records import EVAL_KEYS, read_pool, write_jsonl
+from medjson.model.answering import Answerer
+from medjson.model.lineage import weights_digest
+from medjson.params import load_params, log_params
 
 log = logging.getLogger("medjson.calibrate")
 
 PARAMS_READ = ("model", "evaluate", "calibrate")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
-def fit_abstention(
-    predictions: list[dict], settings: CalibrateParams, model: str, revision: str | None, decoding: str
-) -> Abstention:
-    """Temperature, confidence source and threshold from one model's calibration-pool answers."""
-    with_letters = [p for p in predictions if p["letter_probs"] is not None]
-    temperature = 1.0
-    if settings.fit_temperature:
-        temperature = fit_temperature(
-            [p["letter_probs"] for p in with_letters], [LETTERS.index(p["gold"]) for p in with_letters]
-        )
-    confidences = {
-        "stated": [p["confidence"] if p["schema_valid"] else None for p in predictions],
-        "letter": [letter_confidence(p["letter_probs"], p["predicted"], temperature) for p in predictions],
-    }
-    correct = [p["correct"] for p in predictions]
-    ece = {}
-    for source in SOURCES:
-        rated = [(c, r) for c, r in zip(confidences[source], correct) if c is not None]
-        ece[source] = expected_calibration_error([c for c, _ in rated], [r for _, r in rated]) if rated else None
-    source = settings.confidence
-    if source == "auto":  # the better calibrated; the letter probability where neither can be measured
-        measured = {name: value for name, value in ece.items() if value is not None}
-        source = min(measured, key=lambda name: (measured[name], name != "letter")) if measured else "letter"
-    threshold = fit_threshold(confidences[source], correct, settings.target_accuracy, settings.min_kept)
-    return Abstention(
-        model=model,
-        model_sha256=weights_digest(model),
-        revision=revision,
-        decoding=decoding,
-        confidence=source,
-        temperature=temperature,
-        threshold=threshold.value,
-        target_accuracy=settings.target_accuracy,
-        min_kept=settings.min_kept,
-        calibration_n=len(predictions),
-        calibration_coverage=threshold.coverage,
-        calibration_accuracy=threshold.accuracy,
-        calibration_ece=ece,
-        fitted_on=[p["id"] for p in predictions],
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     add_model_arguments(parser)
-    parser.add_argument("--pool", type=Path, default=Path("data/pools/calibration.jsonl"))
+    parser.add_argument("--pool", type=Path, required=True, help="the calibration pool")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
 
@@ -86,8 +43,10 @@ def main() -> None:
     spec, revision = model_to_run(args, params.model)
     log_params(f"calibrate {args.name} ({spec}, {args.decoding} decoding)", params.view(*PARAMS_READ))
     questions = read_pool(args.pool, EVAL_KEYS, LETTERS)  # checked whole before any model loads
-    predictions, _ = evaluate_model(spec, revision, params.model, questions, params.evaluate, args.decoding)
-    abstention = fit_abstention(predictions, params.calibrate, spec, revision, args.decoding)
+    answerer = Answerer(spec, params.model, args.decoding, params.evaluate.max_new_tokens, revision)
+    predictions, _ = answerer.score_pool(questions, params.evaluate.batch_size, progress="calibrate")
+    sha256 = weights_digest(answerer.source)
+    abstention = fit_abstention(predictions, params.calibrate, spec, sha256, revision, args.decoding)
     write_jsonl(args.out_dir / "predictions.jsonl", predictions)
     abstention.write(args.out_dir / "abstention.json")
     ece = ", ".join(

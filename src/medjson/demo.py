@@ -21,9 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from medjson.core.choices import EVALUATED, PHASES
 from medjson.workspace import PROJECT_ROOT, commit_all, create_workspace, dvc_env
-
-MODELS = ("base", "sft", "grpo", "sft_constrained", "grpo_constrained")  # *_constrained: under the answer grammar
 
 
 def demo_overrides(source: str | None) -> dict:
@@ -43,7 +42,7 @@ def confidence_table(folder: Path) -> str:
     """Does the confidence mean anything? Stated confidence against the model's own letter probability."""
     columns = ("ece", "letter_ece", "auroc_stated", "auroc_letter", "aurc_stated", "aurc_letter")
     lines = [f"{'model':<17} " + " ".join(f"{c:>13}" for c in columns)]
-    for name in ("base", "sft", "grpo"):
+    for name in PHASES:
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
         # ECE over no schema-valid answer is no measurement: shown as "-", not as a perfect 0.
         m["ece"] = m["ece"] if m["calibration_n"] else None
@@ -59,7 +58,7 @@ def abstention_table(folder: Path) -> str:
         f"{'model':<17} {'confidence':>10} {'temp':>6} {'threshold':>9} {'calib cover/acc':>16} "
         f"{'eval cover':>10} {'eval acc [95% CI]':>24}"
     ]
-    for name in ("base", "sft", "grpo"):
+    for name in PHASES:
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
         source = "letter" if m["abstain_letter_confidence"] else "stated"
         calibration = f"{m['abstain_calibration_coverage']:.2f}/{_number(m['abstain_calibration_accuracy'])}"
@@ -81,7 +80,7 @@ def abstention_table(folder: Path) -> str:
 def results_table(folder: Path) -> str:
     """Headline metrics with the accuracy interval, one row per model."""
     lines = [f"{'model':<17} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}"]
-    for name in MODELS:
+    for name in EVALUATED:
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
         interval = f"{m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]"
         lines.append(

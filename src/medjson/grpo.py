@@ -21,11 +21,12 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from medjson.checkpoints import mark_finished, resume_point, run_identity
 from medjson.cli import run_stage
+from medjson.core.prompts import LETTERS
+from medjson.core.records import GRPO_KEYS, read_pool, write_json
 from medjson.errors import StageError
-from medjson.lineage import check_starts_from_sft, weights_digest, write_base_record
-from medjson.modeling import (
+from medjson.model.lineage import base_identity, check_starts_from_sft, write_base_record
+from medjson.model.modeling import (
     load_model,
     load_tokenizer,
     lora_config,
@@ -34,9 +35,8 @@ from medjson.modeling import (
     trainer_precision_flags,
 )
 from medjson.params import Params, load_params, log_params, trainer_config
-from medjson.prompts import LETTERS
-from medjson.records import GRPO_KEYS, read_pool, write_json
-from medjson.rewards import REWARDS, check_reward_weights
+from medjson.training.checkpoints import mark_finished, resume_point, run_identity
+from medjson.training.rewards import REWARDS, check_reward_weights
 
 log = logging.getLogger("medjson.grpo")
 
@@ -49,10 +49,10 @@ COLLAPSE_CAUSES = (
 )
 
 
-def grpo_config(params: Params, scratch: Path):
+def grpo_config(params: Params, scratch: Path, precision: str):
+    """The ``GRPOConfig`` of ``grpo.trainer``, with what the pipeline sets itself (``precision``: resolved)."""
     from trl import GRPOConfig
 
-    precision = resolve_precision(params.model.precision)
     return trainer_config(
         GRPOConfig,
         params.grpo.trainer,
@@ -94,13 +94,13 @@ class GrpoMonitor(TrainerCallback):
             control.should_training_stop = True
 
 
-def preflight(model, tokenizer, records: list[dict], params: Params) -> dict:
-    """Sample rollouts as GRPO will, and report how many are valid JSON and whether rewards vary."""
-    from medjson.generation import generate
+def preflight(model, tokenizer, records: list[dict], params: Params, config) -> dict:
+    """Sample rollouts as GRPO will (``config``: the built ``GRPOConfig``), and report how many are
+    valid JSON and whether rewards vary."""
+    from medjson.model.generation import generate
 
-    trainer = params.grpo.trainer
     picked = records[: params.grpo.guard.preflight_prompts]
-    generations = trainer.get("num_generations", 8)
+    generations = config.num_generations
     conversations = [r["messages"] for r in picked for _ in range(generations)]
     answers = [r["answer"] for r in picked for _ in range(generations)]
     run = generate(
@@ -109,8 +109,8 @@ def preflight(model, tokenizer, records: list[dict], params: Params) -> dict:
         conversations,
         params.model.enable_thinking,
         batch_size=len(conversations) or 1,
-        max_new_tokens=trainer.get("max_completion_length", 256),
-        temperature=trainer.get("temperature", 1.0),
+        max_new_tokens=config.max_completion_length,
+        temperature=config.temperature,
     )
     texts = [o.text for o in run.outputs]
     totals = [0.0] * len(texts)
@@ -166,29 +166,31 @@ def train_grpo(
     from transformers import set_seed
     from trl import GRPOTrainer
 
-    from medjson.curves import LiveCurves
-    from medjson.guards import FiniteGuard
+    from medjson.training.curves import LiveCurves
+    from medjson.training.guards import FiniteGuard
 
     # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
     check_reward_weights(params.grpo.rewards, params.path)
-    config = grpo_config(params, scratch)
+    precision = resolve_precision(params.model.precision)
+    log.info("precision: %s", precision)
+    config = grpo_config(params, scratch, precision)
     check_starts_from_sft(model_dir, params.model.base)
     records = read_pool(train_path, GRPO_KEYS, LETTERS)
-    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, weights_digest(str(model_dir)))
+    source = resolve_source(str(model_dir))
+    start = base_identity(source, str(model_dir))
+    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, start)
     resume = resume_point(scratch, identity)
     set_seed(params.seed)
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
     log.info("GRPO prompts: %d", len(dataset))
     # Tokenizer and model.
-    source = resolve_source(str(model_dir))
     tokenizer = load_tokenizer(source)
-    model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
-    preflight_stats = preflight(model, tokenizer, records, params)
+    model = load_model(source, precision, attn_implementation=params.model.attn_implementation)
+    preflight_stats = preflight(model, tokenizer, records, params, config)
     # Rewards, by name, weighted in the config.
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
-    precision = resolve_precision(params.model.precision)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -207,7 +209,7 @@ def train_grpo(
         )
     # Save.
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, str(model_dir), None)
+    write_base_record(adapter_dir, start)
     summary = summarize(monitor.history, preflight_stats, trainer.state.global_step)
     write_json(summary_path, summary)
     mark_finished(scratch, identity)
@@ -218,17 +220,16 @@ def train_grpo(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("models/sft_merged"))
-    parser.add_argument("--train", type=Path, default=Path("data/pools/grpo.jsonl"))
-    parser.add_argument("--adapter", type=Path, default=Path("models/grpo_adapter"))
-    parser.add_argument("--curves", type=Path, default=Path("training/grpo"))
-    parser.add_argument("--summary", type=Path, default=Path("metrics/grpo_training.json"))
-    parser.add_argument("--scratch", type=Path, default=Path("checkpoints/grpo"))
+    parser.add_argument("--model", type=Path, required=True, help="the merged SFT model GRPO starts from")
+    parser.add_argument("--train", type=Path, required=True, help="the GRPO pool")
+    parser.add_argument("--adapter", type=Path, required=True, help="where the trained adapter is saved")
+    parser.add_argument("--curves", type=Path, required=True, help="the DVCLive folder of the training curves")
+    parser.add_argument("--summary", type=Path, required=True, help="the training summary (a metrics file)")
+    parser.add_argument("--scratch", type=Path, required=True, help="checkpoints of an unfinished run")
     args = parser.parse_args()
 
     params = load_params(args.params)
     log_params("grpo", params.view(*PARAMS_READ))
-    log.info("precision: %s", resolve_precision(params.model.precision))
     train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch)
 
 

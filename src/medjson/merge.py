@@ -13,13 +13,13 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from medjson.cli import run_stage
 from medjson.errors import StageError
-from medjson.lineage import check_same_base, read_base_record, write_merge_lineage
-from medjson.modeling import (
+from medjson.model.lineage import base_identity, check_same_base, read_base_record, write_merge_lineage
+from medjson.model.modeling import (
+    FP32,
     ModelSource,
+    dtype_named,
     end_of_turn_ids,
     load_model,
     load_tokenizer,
@@ -29,7 +29,6 @@ from medjson.modeling import (
 log = logging.getLogger("medjson.merge")
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def load_adapter_model(adapter_dir: Path):
@@ -42,8 +41,9 @@ def load_adapter_model(adapter_dir: Path):
             f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}): the training stage did not "
             "finish saving; re-run it (dvc repro)"
         )
-    check_same_base(record, record["base"], record["revision"], f"merge {adapter_dir}")
-    base = load_model(resolve_source(record["base"], record["revision"]), "fp32", on_accelerator=False)
+    source = resolve_source(record["base"], record["revision"])
+    check_same_base(record, base_identity(source, record["base"]), f"merge {adapter_dir}")
+    base = load_model(source, FP32, on_accelerator=False)
     return PeftModel.from_pretrained(base, str(adapter_dir)), record
 
 
@@ -56,7 +56,7 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
     configured = [] if configured is None else ([configured] if isinstance(configured, int) else list(configured))
     generation.eos_token_id = sorted(set(configured) | set(end_of_turn_ids(tokenizer)))
     generation.pad_token_id = tokenizer.pad_token_id
-    storage = STORAGE_DTYPES.get(record.get("storage_dtype", ""), torch.float32)
+    storage = dtype_named(record.get("storage_dtype"))
     merged.to(storage).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     write_merge_lineage(out_dir, adapter_dir, record, str(storage).replace("torch.", ""))

@@ -59,7 +59,7 @@ LAYOUTS = ("auto", "hub", "original", "medqa", "medqa_hub", "mmlu", "mmlu_hub", 
 @dataclass(frozen=True)
 class DataParams:
     source: str = free()  # hub dataset id, or a local .json/.jsonl/.parquet file
-    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub, columns (medjson.layouts)
+    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub, columns (medjson.data.layouts)
     layout: str = one_of(*LAYOUTS)
     revision: str | None = free()  # hub dataset revision; ignored for local files
     columns: dict | None = free()  # with layout: columns, where the question's parts sit (layouts.ColumnMapping)

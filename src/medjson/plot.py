@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 
 from medjson.cli import run_stage
-from medjson.records import read_json
+from medjson.core.choices import PHASES
+from medjson.core.records import read_json
 
 log = logging.getLogger("medjson.plot")
 
-MODELS = ("base", "sft", "grpo")
 HEADLINE = ("accuracy", "valid_json_rate", "schema_pass_rate", "accuracy_on_schema")
 
 
@@ -79,10 +79,10 @@ def change_chart(metrics: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
-    parser.add_argument("--out", type=Path, default=Path("plots"))
+    parser.add_argument("--metrics", type=Path, required=True, help="the folder of <model>.json")
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    metrics = {name: read_json(args.metrics / f"{name}.json") for name in MODELS}
+    metrics = {name: read_json(args.metrics / f"{name}.json") for name in PHASES}
     args.out.mkdir(parents=True, exist_ok=True)
     headline_chart(metrics, args.out / "headline_metrics.png")
     change_chart(metrics, args.out / "change_vs_base.png")

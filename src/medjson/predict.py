@@ -27,11 +27,13 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from medjson.answering import DECODINGS, Answerer, Question, none_or, read_question
 from medjson.cli import run_stage
+from medjson.core.choices import DECODINGS
+from medjson.core.questions import Question, read_question
+from medjson.core.records import dumps_line
 from medjson.errors import DataError
+from medjson.model.answering import Answerer, none_or, read_abstention
 from medjson.params import load_params
-from medjson.records import dumps_line
 
 log = logging.getLogger("medjson.predict")
 
@@ -136,14 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         batch_size,
         kind,
     )
+    abstention = read_abstention(none_or(args.abstention) if args.abstention else settings.abstention)
     answerer = Answerer(
-        model,
-        decoding=args.decoding or settings.decoding,
-        max_new_tokens=settings.max_new_tokens,
-        precision=params.model.precision,
-        enable_thinking=params.model.enable_thinking,
-        attn_implementation=params.model.attn_implementation,
-        abstention=none_or(args.abstention) if args.abstention else settings.abstention,
+        model, params.model, args.decoding or settings.decoding, settings.max_new_tokens, None, abstention
     )
     limits = {"max_question_chars": settings.max_question_chars, "max_option_chars": settings.max_option_chars}
     started = time.perf_counter()

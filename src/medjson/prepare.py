@@ -18,20 +18,22 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medjson.cli import run_stage
-from medjson.errors import DataError
-from medjson.layouts import ColumnMapping
-from medjson.params import DEFAULT_PARAMS, DataParams, PrepareParams, load_params, log_params
-from medjson.pools import (
+from medjson.core.questions import ExamQuestion
+from medjson.core.records import write_json, write_jsonl
+from medjson.data.layouts import ColumnMapping
+from medjson.data.pools import (
     check_disjoint,
     fill_pools,
     group_by_question,
     normalize_question,
     pool_record,
+    question_summary,
     shuffled,
 )
-from medjson.records import write_json, write_jsonl
-from medjson.sources import LoadReport, Question, is_local, load_source, validate_rows
-from medjson.stats import majority_accuracy
+from medjson.data.readers import is_local
+from medjson.data.sources import LoadReport, load_source, validate_rows
+from medjson.errors import DataError
+from medjson.params import DEFAULT_PARAMS, DataParams, PrepareParams, load_params, log_params
 
 log = logging.getLogger("medjson.prepare")
 
@@ -46,7 +48,7 @@ def _validated(
     split: str | None,
     report: LoadReport,
     mapping: ColumnMapping | None,
-) -> list[Question]:
+) -> list[ExamQuestion]:
     rows, layout = load_source(source, data.layout, data.revision, split, mapping)
     log.info("read %d rows from %s%s (layout: %s)", len(rows), source, f"[{split}]" if split else "", layout)
     return validate_rows(
@@ -61,7 +63,7 @@ def _validated(
 
 def make_pools(
     data: DataParams, prep: PrepareParams, seed: int, params_path: Path | str = DEFAULT_PARAMS
-) -> tuple[dict[str, list[Question]], LoadReport, Counter, int]:
+) -> tuple[dict[str, list[ExamQuestion]], LoadReport, Counter, int]:
     """The four pools, what validation dropped, what pooling dropped (both counted by reason),
     and how many valid rows were left over once every pool was full."""
     mapping = ColumnMapping.from_params(data.columns, "data.columns", params_path) if data.columns else None
@@ -125,7 +127,7 @@ def check_dropped_share(report: LoadReport, prep: PrepareParams, source: str) ->
 
 
 def check_pool_sizes(
-    pools: dict[str, list[Question]], sizes: dict[str, int | None], allow_short: bool, source: str
+    pools: dict[str, list[ExamQuestion]], sizes: dict[str, int | None], allow_short: bool, source: str
 ) -> None:
     """No pool is empty; one smaller than asked is an error, or a loud warning where allowed."""
     for name in POOLS:
@@ -144,13 +146,14 @@ def check_pool_sizes(
             log.warning("SHORT POOL: %s (prepare.allow_short_pools is true)", message)
 
 
-def data_report(
-    pools: dict[str, list[Question]], report: LoadReport, pooling_drops: Counter, not_used: int, sizes: dict
+def pools_report(
+    pools: dict[str, list[ExamQuestion]], report: LoadReport, pooling_drops: Counter, not_used: int, sizes: dict
 ) -> dict:
     """The numbers a reviewer checks before trusting any training: sizes, balance, drops.
 
     They reconcile: rows_read = every pool's rows + every drop + rows_not_used.
     """
+    summaries = {name: question_summary(pools[name]) for name in POOLS}
     return {
         "rows_read": report.rows_read,
         "rows": {name: len(pools[name]) for name in POOLS},
@@ -161,9 +164,9 @@ def data_report(
             for name in POOLS
             if sizes[name] is not None and len(pools[name]) < sizes[name]
         },
-        "answer_letters": {name: dict(sorted(Counter(q.answer for q in pools[name]).items())) for name in POOLS},
-        "subjects": {name: dict(sorted(Counter(q.subject for q in pools[name]).items())) for name in POOLS},
-        "eval_majority_accuracy": round(majority_accuracy([q.answer for q in pools["eval"]]), 4),
+        "answer_letters": {name: summaries[name]["answer_letters"] for name in POOLS},
+        "subjects": {name: summaries[name]["subjects"] for name in POOLS},
+        "eval_majority_accuracy": summaries["eval"]["majority_accuracy"],
         "dropped": dict(sorted((report.dropped + pooling_drops).items())),
         "source_null_explanations": report.null_explanations,
         "source_multi_questions": report.multi_questions,
@@ -174,8 +177,8 @@ def data_report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out-dir", type=Path, default=Path("data/pools"))
-    parser.add_argument("--report", type=Path, default=Path("metrics/data.json"))
+    parser.add_argument("--out-dir", type=Path, required=True, help="where the pools are written")
+    parser.add_argument("--report", type=Path, required=True, help="the data report (a metrics file)")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -189,7 +192,7 @@ def main() -> None:
         )
         count = write_jsonl(args.out_dir / f"{name}.jsonl", records)
         log.info("wrote %d rows to %s", count, args.out_dir / f"{name}.jsonl")
-    summary = data_report(pools, report, pooling_drops, not_used, pool_sizes(prep))
+    summary = pools_report(pools, report, pooling_drops, not_used, pool_sizes(prep))
     write_json(args.report, summary)
     log.info(
         "rows read %d = pooled %d + dropped %d + not used %d",

@@ -16,15 +16,15 @@ import logging
 from pathlib import Path
 
 from medjson.cli import run_stage
-from medjson.compare import TRAINING_PAIRS, compare
+from medjson.core.choices import PHASES
+from medjson.core.records import read_json, read_jsonl, write_json
+from medjson.core.scoring import TRAINING_PAIRS, compare
 from medjson.errors import StageError
 from medjson.params import load_params
-from medjson.records import read_json, read_jsonl, write_json
 
 log = logging.getLogger("medjson.report")
 
 PARAMS_READ = ("benchmarks",)  # which benchmarks to report (dvc.yaml lists the same)
-MODELS = ("base", "sft", "grpo")
 EVAL_POOL = "eval pool"  # the held-out questions of data.source, beside the benchmarks
 
 
@@ -39,7 +39,7 @@ def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list
     rows = []
     for bench in [EVAL_POOL, *benchmarks]:
         data = {} if bench == EVAL_POOL else _read(metrics / bench / "data.json", f"benchmark_data@{bench}")
-        for model in MODELS:
+        for model in PHASES:
             if bench == EVAL_POOL:
                 m = _read(held_out / f"{model}.json", f"evaluate@{model}")
             else:
@@ -84,25 +84,25 @@ def markdown(rows: list[dict], comparisons: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--predictions", type=Path, default=Path("benchmarks"), help="benchmark/<model>/ folders")
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/benchmarks"), help="benchmark/<model>.json files")
-    parser.add_argument("--held-out", type=Path, default=Path("metrics"), help="the evaluation pool's <model>.json")
-    parser.add_argument("--comparison", type=Path, default=Path("metrics/benchmark_comparison.json"))
-    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks.md"))
+    parser.add_argument("--predictions", type=Path, required=True, help="the folder of <benchmark>/<model>/")
+    parser.add_argument("--metrics", type=Path, required=True, help="the folder of <benchmark>/<model>.json")
+    parser.add_argument("--held-out", type=Path, required=True, help="the folder of the evaluation pool's <model>.json")
+    parser.add_argument("--comparison", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     benchmarks = sorted(load_params(args.params).benchmarks)
     rows = benchmark_rows(benchmarks, args.metrics, args.held_out)
     comparisons = {
         bench: compare(
-            {m: read_jsonl(args.predictions / bench / m / "predictions.jsonl") for m in MODELS}, TRAINING_PAIRS
+            {m: read_jsonl(args.predictions / bench / m / "predictions.jsonl") for m in PHASES}, TRAINING_PAIRS
         )
         for bench in benchmarks
     }
     write_json(args.comparison, comparisons)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(rows, comparisons), encoding="utf-8")
-    log.info("wrote %s (%d benchmarks x %d models) and %s", args.out, len(benchmarks) + 1, len(MODELS), args.comparison)
+    log.info("wrote %s (%d benchmarks x %d models) and %s", args.out, len(benchmarks) + 1, len(PHASES), args.comparison)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from medjson.answering import Answerer, Question, none_or
 from medjson.cli import run_stage
-from medjson.params import ServeParams, load_params
-from medjson.parsing import ANSWER_SCHEMA
-from medjson.prompts import LETTERS
+from medjson.core.parsing import ANSWER_SCHEMA
+from medjson.core.prompts import LETTERS
+from medjson.core.questions import Question
+from medjson.model.answering import Answerer, none_or, read_abstention
+from medjson.params import ServeParams, build_section, load_params
 
 log = logging.getLogger("medjson.serve")
 
@@ -93,8 +94,8 @@ class Batcher:
                     future.set_result(record)
 
 
-def create_app(settings: ServeParams, answerer: Answerer | None = None, load=None):
-    """The FastAPI application. ``load`` builds the ``Answerer`` at start-up (the model loads once)."""
+def create_app(settings: ServeParams, answerer: Answerer):
+    """The FastAPI application around a loaded ``Answerer``; its batcher starts with the server."""
     from fastapi import HTTPException
     from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, Field, StringConstraints
@@ -141,8 +142,7 @@ def create_app(settings: ServeParams, answerer: Answerer | None = None, load=Non
 
     @asynccontextmanager
     async def lifespan(app):
-        state["answerer"] = answerer or await asyncio.get_running_loop().run_in_executor(None, load)
-        state["batcher"] = Batcher(state["answerer"], settings.max_batch_size, settings.max_wait_ms)
+        state["batcher"] = Batcher(answerer, settings.max_batch_size, settings.max_wait_ms)
         task = asyncio.create_task(state["batcher"].run())
         log.info(
             "serving %s (%s decoding) on http://%s:%d", settings.model, settings.decoding, settings.host, settings.port
@@ -211,24 +211,6 @@ def _threshold(answerer: Answerer) -> float | None:
     return round(answerer.abstention.threshold, 4)
 
 
-def wait_until_ready(url: str, process, timeout_s: float) -> None:
-    """Block until a service started as ``process`` answers ``GET /health`` with ok; raise if it exits
-    or does not within ``timeout_s`` (the model loads before the port opens)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with code {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json().get("status") == "ok":
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the service at {url} was not ready within {timeout_s:.0f} s")
-
-
 def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
     """The serve section of the params file, with every key overridable by a flag of the same name."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,8 +235,6 @@ def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
 
 def check_settings(settings: ServeParams, source) -> ServeParams:
     """Command-line values get the same ranges as params.yaml."""
-    from medjson.params import build_section
-
     return build_section(ServeParams, dataclasses.asdict(settings), "serve", source)
 
 
@@ -263,18 +243,9 @@ def main(argv: list[str] | None = None) -> None:
 
     settings, params = settings_from(argv)
 
-    def load() -> Answerer:
-        return Answerer(
-            settings.model,
-            decoding=settings.decoding,
-            max_new_tokens=settings.max_new_tokens,
-            precision=params.model.precision,
-            enable_thinking=params.model.enable_thinking,
-            attn_implementation=params.model.attn_implementation,
-            abstention=settings.abstention,
-        )
-
-    answerer = load()  # a model that cannot load is a clear error before the port opens
+    abstention = read_abstention(settings.abstention)
+    # A model that cannot load is a clear error before the port opens.
+    answerer = Answerer(settings.model, params.model, settings.decoding, settings.max_new_tokens, None, abstention)
     app = create_app(settings, answerer=answerer)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 

@@ -14,11 +14,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from medjson.checkpoints import mark_finished, resume_point, run_identity
 from medjson.cli import run_stage
+from medjson.core.records import SFT_KEYS, read_pool
 from medjson.errors import StageError
-from medjson.lineage import base_identity, write_base_record
-from medjson.modeling import (
+from medjson.model.lineage import base_identity, write_base_record
+from medjson.model.modeling import (
+    ModelSource,
+    config_precision,
     load_model,
     load_tokenizer,
     lora_config,
@@ -27,17 +29,17 @@ from medjson.modeling import (
     trainer_precision_flags,
 )
 from medjson.params import Params, load_params, log_params, trainer_config
-from medjson.records import SFT_KEYS, read_pool
+from medjson.training.checkpoints import mark_finished, resume_point, run_identity
 
 log = logging.getLogger("medjson.sft")
 
 PARAMS_READ = ("seed", "model", "sft")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
-def sft_config(params: Params, scratch: Path):
+def sft_config(params: Params, scratch: Path, precision: str):
+    """The ``SFTConfig`` of ``sft.trainer``, with what the pipeline sets itself (``precision``: resolved)."""
     from trl import SFTConfig
 
-    precision = resolve_precision(params.model.precision)
     return trainer_config(
         SFTConfig,
         params.sft.trainer,
@@ -92,24 +94,23 @@ def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinki
     return kept
 
 
-def build_trainer(params: Params, config, records: list[dict], train_path: Path, callbacks: list):
-    """An SFTTrainer ready to train; split out so tests can inspect its collated batches."""
+def build_trainer(params: Params, config, source: ModelSource, records: list[dict], train_path: Path, callbacks: list):
+    """An SFTTrainer ready to train on ``source`` (the resolved base); split out so tests can inspect
+    its collated batches."""
     from transformers import set_seed
     from trl import SFTTrainer
 
     set_seed(params.seed)
-    source = resolve_source(params.model.base, params.model.revision)
     tokenizer = load_tokenizer(source)
-    max_length = params.sft.trainer.get("max_length", 1024)
-    records = drop_overlong(records, tokenizer, max_length, params.model.enable_thinking)
+    records = drop_overlong(records, tokenizer, config.max_length, params.model.enable_thinking)
     if not records:
         raise StageError(
-            f"{train_path}: no SFT example fits sft.trainer.max_length = {max_length} tokens; "
+            f"{train_path}: no SFT example fits sft.trainer.max_length = {config.max_length} tokens; "
             "raise max_length or lower prepare.reason_max_chars"
         )
     dataset = sft_dataset(records, params.model.enable_thinking)
     log.info("SFT examples: %d", len(dataset))
-    model = load_model(source, params.model.precision, attn_implementation=params.model.attn_implementation)
+    model = load_model(source, config_precision(config), attn_implementation=params.model.attn_implementation)
     return SFTTrainer(
         model=model,
         args=config,
@@ -129,22 +130,24 @@ def train_sft(
     extra_callbacks: list | None = None,
 ) -> dict:
     """Train, resuming only an interrupted run of the same identity, and save the adapter."""
-    from medjson.curves import LiveCurves
-    from medjson.guards import FiniteGuard
+    from medjson.training.curves import LiveCurves
+    from medjson.training.guards import FiniteGuard
 
     # Cheap checks first: settings, data and scratch folder, before the model loads.
-    config = sft_config(params, scratch)
+    precision = resolve_precision(params.model.precision)
+    log.info("precision: %s", precision)
+    config = sft_config(params, scratch, precision)
     records = read_pool(train_path, SFT_KEYS)
-    base = base_identity(params.model.base, params.model.revision)
+    source = resolve_source(params.model.base, params.model.revision)
+    base = base_identity(source, params.model.base)
     identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, base)
     resume = resume_point(scratch, identity)
-    precision = resolve_precision(params.model.precision)
     callbacks = [LiveCurves(curves_dir), FiniteGuard(precision, "sft"), *(extra_callbacks or [])]
-    trainer = build_trainer(params, config, records, train_path, callbacks)
+    trainer = build_trainer(params, config, source, records, train_path, callbacks)
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, params.model.base, params.model.revision)
+    write_base_record(adapter_dir, base)
     mark_finished(scratch, identity)
     log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
     return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}
@@ -153,15 +156,14 @@ def train_sft(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train", type=Path, default=Path("data/pools/sft.jsonl"))
-    parser.add_argument("--adapter", type=Path, default=Path("models/sft_adapter"))
-    parser.add_argument("--curves", type=Path, default=Path("training/sft"))
-    parser.add_argument("--scratch", type=Path, default=Path("checkpoints/sft"))
+    parser.add_argument("--train", type=Path, required=True, help="the SFT pool")
+    parser.add_argument("--adapter", type=Path, required=True, help="where the trained adapter is saved")
+    parser.add_argument("--curves", type=Path, required=True, help="the DVCLive folder of the training curves")
+    parser.add_argument("--scratch", type=Path, required=True, help="checkpoints of an unfinished run")
     args = parser.parse_args()
 
     params = load_params(args.params)
     log_params("sft", params.view(*PARAMS_READ))
-    log.info("precision: %s", resolve_precision(params.model.precision))
     train_sft(params, args.train, args.adapter, args.curves, args.scratch)
 
 

@@ -39,7 +39,10 @@ def deep_update(base: dict, overrides: dict, where: str = "") -> dict:
 
 
 # Scratch and rendered pages are not results: they stay out of the workspace's commits.
-WORKSPACE_GITIGNORE = "/checkpoints/\n/dvc_plots/\n"
+WORKSPACE_GITIGNORE = "/checkpoints/\n/dvc_plots/\n__pycache__/\n"
+# Bytecode that Python writes beside the code is no part of a stage's code dependencies (the
+# library folders dvc.yaml lists would otherwise change whenever a stage runs).
+WORKSPACE_DVCIGNORE = "__pycache__/\n"
 
 
 def _run(args: list[str], cwd: Path) -> None:
@@ -103,6 +106,7 @@ def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = 
         ["dvc", "config", "plots.html_template", OFFLINE_PLOTS_TEMPLATE.name], cwd=folder, check=True, env=env
     )
     (folder / ".gitignore").write_text(WORKSPACE_GITIGNORE)
+    (folder / ".dvcignore").write_text(WORKSPACE_DVCIGNORE)
     if git and not has_commits(folder):  # DVCLive, inside a training stage, needs a commit to exist
         commit_all(folder, "workspace: params.yaml and dvc.yaml")
     return folder

@@ -1,6 +1,6 @@
 """GRPO reward functions: pure, one signature, chosen by name from ``REWARDS``.
 
-Each reads completions with ``medjson.parsing.parse_answer``, the same parser the
+Each reads completions with ``medjson.core.parsing.parse_answer``, the same parser the
 evaluation uses, so a reward and the metric it stands for cannot disagree. TRL calls
 them with the completions and every dataset column as keyword arguments; the gold
 letter arrives as ``answer``.
@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from medjson.core.parsing import ParsedAnswer, parse_answer
 from medjson.errors import ParamsError
-from medjson.parsing import ParsedAnswer, parse_answer
 
 
 def completion_text(completion) -> str:

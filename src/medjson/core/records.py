@@ -14,10 +14,11 @@ from typing import Any, Iterable
 
 from medjson.errors import DataError
 
-# What each consumer needs of a pool row (``pools.pool_record`` writes all of them).
+# What each consumer needs of a pool row (``medjson.data.pools.pool_record`` writes all of them).
 SFT_KEYS = ("messages", "target")
 GRPO_KEYS = ("messages", "answer")
 EVAL_KEYS = ("id", "subject", "messages", "answer")
+QUESTION_KEYS = ("question", "options")  # the question as asked, for leak checks against other sets
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:
@@ -75,7 +76,7 @@ def read_pool(path: Path | str, keys: tuple[str, ...], letters: tuple[str, ...] 
         missing = [key for key in keys if row.get(key) in (None, "", [])]
         if missing:
             raise DataError(f"{path}: row {number} (id {row.get('id')!r}) has no `{missing[0]}`; re-run prepare")
-        if not isinstance(row["messages"], list):
+        if "messages" in keys and not isinstance(row["messages"], list):
             raise DataError(f"{path}: row {number} (id {row.get('id')!r}): `messages` is not a list of messages")
         if letters and "answer" in keys and row["answer"] not in letters:
             raise DataError(

@@ -1,4 +1,4 @@
-"""Carving questions into disjoint SFT, GRPO and evaluation pools, and writing their records.
+"""Carving questions into disjoint SFT, GRPO, calibration and evaluation pools, and writing their records.
 
 Disjointness is by id and by normalized question text: two rows with the same
 question text always land in the same pool, so no evaluation question is ever
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
+from medjson.core.prompts import build_messages, target_json
+from medjson.core.questions import ExamQuestion
+from medjson.core.stats import majority_accuracy
 from medjson.errors import DataError
-from medjson.prompts import build_messages, target_json
-from medjson.sources import Question
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _ANSWER_PREFIX = re.compile(
@@ -28,9 +29,9 @@ def normalize_question(text: str) -> str:
     return _NON_ALNUM.sub(" ", text.lower()).strip()
 
 
-def group_by_question(questions: list[Question]) -> list[list[Question]]:
+def group_by_question(questions: list[ExamQuestion]) -> list[list[ExamQuestion]]:
     """Questions grouped by normalized text, groups in first-seen order."""
-    groups: OrderedDict[str, list[Question]] = OrderedDict()
+    groups: OrderedDict[str, list[ExamQuestion]] = OrderedDict()
     for question in questions:
         groups.setdefault(normalize_question(question.question), []).append(question)
     return list(groups.values())
@@ -43,14 +44,16 @@ def shuffled(items: list, seed: int) -> list:
     return items
 
 
-def fill_pools(groups: list[list[Question]], sizes: dict[str, int | None]) -> tuple[dict[str, list[Question]], int]:
+def fill_pools(
+    groups: list[list[ExamQuestion]], sizes: dict[str, int | None]
+) -> tuple[dict[str, list[ExamQuestion]], int]:
     """Deal whole groups into pools in order, each up to its size (None: everything left).
 
     A group that would overflow a pool is cut, and the rows cut are discarded rather
     than moved to the next pool, which would put one question text in two pools.
     Returns the pools and how many rows were discarded that way.
     """
-    pools: dict[str, list[Question]] = {name: [] for name in sizes}
+    pools: dict[str, list[ExamQuestion]] = {name: [] for name in sizes}
     names = list(sizes)
     discarded = 0
     index = 0
@@ -68,7 +71,7 @@ def fill_pools(groups: list[list[Question]], sizes: dict[str, int | None]) -> tu
     return pools, discarded
 
 
-def check_disjoint(pools: dict[str, list[Question]]) -> None:
+def check_disjoint(pools: dict[str, list[ExamQuestion]]) -> None:
     """Fail if any two pools share an id or a normalized question text."""
     names = list(pools)
     for i, first in enumerate(names):
@@ -96,9 +99,9 @@ def clean_reason(explanation: str, max_chars: int) -> str:
 
 
 def pool_record(
-    question: Question, reason_max_chars: int, confidence_explained: float, confidence_unexplained: float
+    question: ExamQuestion, reason_max_chars: int, confidence_explained: float, confidence_unexplained: float
 ) -> dict:
-    """One JSONL record: the prompt messages, the gold letter, and the SFT target answer."""
+    """One JSONL record: the question's parts, its prompt messages, the gold letter, and the SFT target answer."""
     use_explanation = question.explanation and reason_max_chars > 0
     reason = clean_reason(question.explanation, reason_max_chars) if use_explanation else ""
     if reason:
@@ -111,7 +114,19 @@ def pool_record(
         "id": question.id,
         "subject": question.subject,
         "choice_type": question.choice_type,
+        "question": question.question,
+        "options": question.options,
         "messages": build_messages(question.question, question.options),
         "answer": question.answer,
         "target": target_json(question.answer, confidence, reason),
+    }
+
+
+def question_summary(questions: list[ExamQuestion]) -> dict:
+    """What a reviewer checks of a set of questions before trusting a score on it: how the gold
+    letters and subjects are spread, and what always answering the commonest letter scores."""
+    return {
+        "majority_accuracy": round(majority_accuracy([q.answer for q in questions]), 4),
+        "answer_letters": dict(sorted(Counter(q.answer for q in questions).items())),
+        "subjects": dict(sorted(Counter(q.subject for q in questions).items())),
     }

@@ -20,7 +20,7 @@ part costs at most its length in characters: ``max_new_tokens`` must leave room 
 
 from __future__ import annotations
 
-from medjson.prompts import LETTERS, target_json
+from medjson.core.prompts import LETTERS, target_json
 
 # Printable ASCII except `"` (0x22) and `\\` (0x5c): no escapes, and closable after any token.
 REASON_CHARS = r"[ !#-\[\]-~]"
@@ -76,7 +76,7 @@ class AnswerGrammar:
     @classmethod
     def for_model(cls, model, tokenizer, max_new_tokens: int) -> AnswerGrammar:
         """The grammar for a loaded model: its full logits width, its end-of-turn tokens."""
-        from medjson.modeling import end_of_turn_ids
+        from medjson.model.modeling import end_of_turn_ids
 
         return cls(tokenizer, model.config.vocab_size, end_of_turn_ids(tokenizer), max_new_tokens)
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from medjson.core.choices import ANSWER_ENCODINGS, MEDMCQA_HUB, MEDMCQA_ORIGINAL
+from medjson.core.prompts import LETTERS
 from medjson.errors import ParamsError
-from medjson.prompts import LETTERS
 
 Converted = dict | str  # a MedMCQA-original row, or a fault name
 
@@ -97,9 +98,6 @@ def from_mmlu_hub(data: dict, where: str) -> Converted:
         answer + 1,
         subject.replace("_", " ").title() if isinstance(subject, str) and subject else "MMLU",
     )
-
-
-ANSWER_ENCODINGS = ("letter", "index0", "index1", "text")
 
 
 @dataclass(frozen=True)
@@ -206,18 +204,25 @@ def column_converter(mapping: ColumnMapping) -> Callable[[dict, str], Converted]
     return convert
 
 
-CONVERTERS: dict[str, Callable[[dict, str], Converted]] = {
-    "medqa": from_medqa,
-    "medqa_hub": from_medqa_hub,
-    "mmlu": from_mmlu_csv,
-    "mmlu_hub": from_mmlu_hub,
-}
-# The columns that identify each layout in a source (auto-detection), and that it must have.
-SIGNATURES = {
-    "medqa": ("question", "options", "answer_idx"),
-    "medqa_hub": ("sent1", "ending0", "ending1", "ending2", "ending3", "label"),
-    "mmlu": ("cells", "subject"),
-    "mmlu_hub": ("question", "choices", "answer"),
+@dataclass(frozen=True)
+class LayoutSpec:
+    """How a source in one layout is read."""
+
+    columns: tuple[str, ...]  # the columns it must have, which also identify it when detected
+    convert: Callable[[dict, str], Converted] | None = None  # into MedMCQA's original layout; None: MedMCQA
+    cop_offset: int = 1  # what MedMCQA's `cop` counts from, after conversion
+
+
+MEDMCQA_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
+
+# Every layout but `columns` (read through its mapping: ``column_converter``), by its name in params.yaml.
+LAYOUT_SPECS: dict[str, LayoutSpec] = {
+    MEDMCQA_HUB: LayoutSpec(MEDMCQA_COLUMNS, cop_offset=0),
+    MEDMCQA_ORIGINAL: LayoutSpec(MEDMCQA_COLUMNS),
+    "medqa": LayoutSpec(("question", "options", "answer_idx"), from_medqa),
+    "medqa_hub": LayoutSpec(("sent1", "ending0", "ending1", "ending2", "ending3", "label"), from_medqa_hub),
+    "mmlu": LayoutSpec(("cells", "subject"), from_mmlu_csv),
+    "mmlu_hub": LayoutSpec(("question", "choices", "answer"), from_mmlu_hub),
 }
 
 

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from medjson.prompts import LETTERS
+from medjson.core.prompts import LETTERS
 
 SCHEMA_KEYS = frozenset({"predicted_category", "confidence", "reason"})
 
@@ -142,3 +142,27 @@ def parse_answer(completion: str) -> ParsedAnswer:
         lenient_schema_valid=lenient_valid,
         lenient_predicted=lenient["predicted_category"] if lenient_valid else None,
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer, read: its text, the strict reading, and the model's own A-D distribution.
+
+    The letter probabilities are kept only for a schema-valid answer: without a letter written
+    there is no letter whose probability they would measure.
+    """
+
+    text: str
+    new_tokens: int  # up to and including the end-of-turn token
+    parsed: ParsedAnswer
+    letter_probs: tuple[float, ...] | None  # A-D renormalised over the four, at the step that wrote the letter
+
+    @classmethod
+    def read(cls, text: str, new_tokens: int, letter_probs: tuple[float, ...] | None) -> Answer:
+        parsed = parse_answer(text)
+        return cls(text, new_tokens, parsed, letter_probs if parsed.schema_valid else None)
+
+    @property
+    def letter_probability(self) -> float | None:
+        """The model's probability of the letter it wrote: a second confidence, beside the stated one."""
+        return None if self.letter_probs is None else self.letter_probs[LETTERS.index(self.parsed.predicted)]

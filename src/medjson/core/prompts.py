@@ -25,12 +25,6 @@ def format_question(question: str, options: list[str]) -> str:
     return "\n".join(lines)
 
 
-def question_of(messages: list[dict[str, str]]) -> str:
-    """The question text of a prompt that ``build_messages`` made (the inverse of format_question)."""
-    user_turn = messages[-1]["content"].removeprefix("Question: ")
-    return user_turn.rsplit(f"\n{LETTERS[0]}) ", 1)[0]
-
-
 def build_messages(question: str, options: list[str]) -> list[dict[str, str]]:
     """System prompt and user turn, in the conversational format TRL and chat templates take."""
     return [

@@ -4,43 +4,26 @@ MedMCQA comes in two layouts that differ only in how the answer `cop` is numbere
 - ``original``: the authors' release (``dev.json``), `cop` 1..4;
 - ``hub``: ``openlifescienceai/medmcqa`` and its parquet exports, `cop` 0..3.
 MedQA and MMLU layouts, and any other four-option set through a column mapping
-(``medjson.layouts``), are read into MedMCQA's original layout row by row, then validated
+(``medjson.data.layouts``), are read into MedMCQA's original layout row by row, then validated
 the same way. A source is read in one layout, declared in params.yaml
 or detected from the whole source; a row's layout is never guessed from the row itself.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medjson.core.choices import AUTO_LAYOUT, COLUMNS_LAYOUT, MEDMCQA_HUB, MEDMCQA_ORIGINAL
+from medjson.core.prompts import LETTERS
+from medjson.core.questions import ExamQuestion
+from medjson.data.layouts import LAYOUT_SPECS, MEDMCQA_COLUMNS, ColumnMapping, column_converter
+from medjson.data.readers import RawRow, is_local, read_hub, read_local
 from medjson.errors import DataError
-from medjson.layouts import CONVERTERS, SIGNATURES, ColumnMapping, column_converter, mmlu_subject
-from medjson.prompts import LETTERS
 
 log = logging.getLogger(__name__)
-
-COP_OFFSET = {"original": 1, "hub": 0}
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    question: str
-    options: list[str]
-    answer: str  # gold letter
-    subject: str
-    choice_type: str  # single | multi
-    explanation: str  # "" where the source has none
-
-
-@dataclass
-class RawRow:
-    where: str  # "file:line" or "hub-id[split]#index", for error messages
-    data: dict
 
 
 @dataclass
@@ -61,121 +44,21 @@ class LoadReport:
         self.repeated_options += other.repeated_options
 
 
-def is_local(source: str) -> bool:
-    return Path(source).exists() or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/"))
-
-
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
-
-
-def read_local(path: Path, csv_header: bool = False) -> list[RawRow]:
-    """Rows of a local JSON Lines (``.json``/``.jsonl``), parquet or CSV file, with their line numbers.
-
-    A CSV file is MMLU's (no header, the subject from the file name) unless ``csv_header``."""
-    if not path.exists():
-        raise DataError(f"{path}: data source not found; point the source in params.yaml at a file or hub id")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder: set data.source to one JSON Lines or parquet file in it")
-    if path.suffix not in LOCAL_SUFFIXES:
-        raise DataError(
-            f"{path}: cannot read {path.suffix or 'a file without suffix'} files; data.source takes "
-            f"{', '.join(LOCAL_SUFFIXES)} (decompress a .gz first)"
-        )
-    if path.suffix == ".parquet":
-        return _read_parquet(path)
-    if path.suffix == ".csv":
-        return _read_csv_with_header(path) if csv_header else _read_mmlu_csv(path)
-    rows = []
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as err:
-                reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
-                raise DataError(f"{path}:{number}: not valid JSON ({reason}); the file must be JSON Lines") from None
-            if not isinstance(data, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(data).__name__}")
-            rows.append(RawRow(f"{path}:{number}", data))
-    return rows
-
-
-def _read_mmlu_csv(path: Path) -> list[RawRow]:
-    """MMLU's CSV files: no header, one question per row; the subject is the file's."""
-    import csv
-
-    subject = mmlu_subject(path)
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            return [
-                RawRow(f"{path}:{number}", {"cells": cells, "subject": subject})
-                for number, cells in enumerate(csv.reader(f), start=1)
-                if cells
-            ]
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
-
-
-def _read_csv_with_header(path: Path) -> list[RawRow]:
-    import csv
-
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            return [RawRow(f"{path}:{number}", row) for number, row in enumerate(csv.DictReader(f), start=2)]
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
-
-
-def _read_parquet(path: Path) -> list[RawRow]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a readable parquet file ({err})") from None
-    return [RawRow(f"{path}#row{i}", row) for i, row in enumerate(table.to_pylist())]
-
-
-def read_hub(dataset_id: str, split: str, revision: str | None, subset: str | None = None) -> list[RawRow]:
-    """Rows of one split of a hub dataset, or of one subset (configuration) of it: needs the
-    network, or a populated HF cache."""
-    from datasets import load_dataset
-
-    name = f"{dataset_id}/{subset}" if subset else dataset_id
-    try:
-        dataset = load_dataset(dataset_id, subset, split=split, revision=revision)
-    except Exception as err:  # network, auth, unknown id or split: all end the same way for the user
-        raise DataError(
-            f"could not load split {split!r} of hub dataset {name!r} ({type(err).__name__}: {err}); "
-            "without internet, point the source at a local JSON Lines, CSV or parquet file"
-        ) from None
-    return [RawRow(f"{name}[{split}]#{i}", row) for i, row in enumerate(dataset)]
-
-
-REQUIRED_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
-
-
 def _columns(rows: list[RawRow]) -> set[str]:
     return set().union(*(row.data for row in rows[:1000]))
 
 
 def check_columns(
-    rows: list[RawRow], source: str, layout: str = "original", mapping: ColumnMapping | None = None
+    rows: list[RawRow], source: str, layout: str = MEDMCQA_ORIGINAL, mapping: ColumnMapping | None = None
 ) -> None:
     """A source with no rows, or whose rows lack its layout's columns, cannot be read in that layout."""
     if not rows:
         raise DataError(f"{source}: holds no rows; point data.source at a file with questions in it")
-    required = mapping.required if mapping else SIGNATURES.get(layout, REQUIRED_COLUMNS)
+    required = mapping.required if mapping else LAYOUT_SPECS[layout].columns
     columns = _columns(rows)
     missing = [c for c in required if c not in columns]
     if missing:
-        name = "column-mapped" if mapping else layout if layout in SIGNATURES else "MedMCQA"
+        name = "column-mapped" if mapping else "MedMCQA" if LAYOUT_SPECS[layout].convert is None else layout
         raise DataError(
             f"{source}: rows have no {missing} column(s) (columns seen: {sorted(columns)[:12]}); "
             f"a {name} source needs {list(required)}"
@@ -185,20 +68,24 @@ def check_columns(
 def detect_layout(rows: list[RawRow], declared: str, source: str, mapping: ColumnMapping | None = None) -> str:
     """The layout of a whole source: the declared one, the one its columns name, or for MedMCQA
     the one its `cop` range proves."""
-    if declared != "auto":
+    if declared != AUTO_LAYOUT:
         check_columns(rows, source, declared, mapping)
         return declared
-    if rows and not set(REQUIRED_COLUMNS) <= _columns(rows):
-        found = [layout for layout, columns in SIGNATURES.items() if set(columns) <= _columns(rows)]
+    if rows and not set(MEDMCQA_COLUMNS) <= _columns(rows):
+        found = [
+            name
+            for name, spec in LAYOUT_SPECS.items()
+            if spec.convert is not None and set(spec.columns) <= _columns(rows)
+        ]
         if len(found) == 1:
             return found[0]
     check_columns(rows, source)
     cops = {row.data.get("cop") for row in rows}
     has_zero, has_four = 0 in cops, 4 in cops
     if has_zero and not has_four:
-        return "hub"
+        return MEDMCQA_HUB
     if has_four and not has_zero:
-        return "original"
+        return MEDMCQA_ORIGINAL
     integers = sorted(c for c in cops if isinstance(c, int) and not isinstance(c, bool))
     raise DataError(
         f"{source}: cannot tell whether `cop` is 0-based (hub) or 1-based (original): integer values seen "
@@ -243,10 +130,12 @@ def validate_rows(
     report: LoadReport,
     mapping: ColumnMapping | None = None,
     bad_rows_key: str = "prepare.bad_rows",
-) -> list[Question]:
+) -> list[ExamQuestion]:
     """Turn raw rows into questions. A bad row raises (bad_rows=error) or is dropped and counted."""
-    offset = COP_OFFSET.get(layout, 1)  # other layouts are converted into MedMCQA's original one
-    convert = column_converter(mapping) if layout == "columns" else CONVERTERS.get(layout)
+    if layout == COLUMNS_LAYOUT:
+        offset, convert = 1, column_converter(mapping)  # mapped rows come out in MedMCQA's original layout
+    else:
+        offset, convert = LAYOUT_SPECS[layout].cop_offset, LAYOUT_SPECS[layout].convert
     seen_ids: set[str] = set()
     questions = []
     for row in rows:
@@ -281,7 +170,7 @@ def validate_rows(
             report.null_explanations += 1
         seen_ids.add(_text(data["id"]))
         questions.append(
-            Question(
+            ExamQuestion(
                 id=_text(data["id"]),
                 question=_text(data["question"]),
                 options=options,
@@ -303,12 +192,12 @@ def load_source(
     subsets: list[str] | None = None,
 ) -> tuple[list[RawRow], str]:
     """Raw rows of a local file (whole) or one hub split (of each subset, in order), and their layout."""
-    if layout == "columns" and mapping is None:
+    if layout == COLUMNS_LAYOUT and mapping is None:
         raise DataError(f"{source}: layout `columns` needs a column mapping (data.columns, or the benchmark's columns)")
     if is_local(source):
-        rows = read_local(Path(source), csv_header=layout == "columns")
+        rows = read_local(Path(source), csv_header=layout == COLUMNS_LAYOUT)
         return rows, detect_layout(rows, layout, source, mapping)
     split = split or "train"
     rows = [row for subset in subsets or [None] for row in read_hub(source, split, revision, subset)]
-    check_columns(rows, f"{source}[{split}]", "original" if layout == "auto" else layout, mapping)
-    return rows, "hub" if layout == "auto" else layout
+    check_columns(rows, f"{source}[{split}]", MEDMCQA_ORIGINAL if layout == AUTO_LAYOUT else layout, mapping)
+    return rows, MEDMCQA_HUB if layout == AUTO_LAYOUT else layout

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from medjson.modeling import end_of_turn_ids
-from medjson.prompts import LETTERS, render_prompt
+from medjson.core.prompts import LETTERS, render_prompt
+from medjson.model.modeling import end_of_turn_ids
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def greedy_pruned(
       until the longest answer ends.
     Each row's own tokens are left-padded after the shared prefix; padding is masked and
     positions skip it, so every row sees exactly its unpadded prompt. With a ``grammar``
-    (``medjson.grammar.AnswerGrammar``), each row's logits are masked to what its matcher
+    (``medjson.model.grammar.AnswerGrammar``), each row's logits are masked to what its matcher
     allows before the argmax. With ``letter_ids``, each row's raw logits of those tokens are
     kept at every step (before any mask): the model's own view of the letters, for free.
     Returns the new tokens of each row, and those per-step letter logits.

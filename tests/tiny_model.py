@@ -5,7 +5,7 @@ architecture class, same chat template (taken from TRL's copy of Qwen3's, so
 ``enable_thinking`` behaves as on the real model), a byte-level BPE tokenizer trained
 on the project's own questions. Weights are random but deterministic for a seed.
 
-    python -m medjson.tiny_model models/tiny-qwen3
+    python tests/tiny_model.py models/tiny-qwen3
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import importlib.resources
 import json
 from pathlib import Path
 
-from medjson.pools import pool_record
-from medjson.sources import LoadReport, read_local, validate_rows
+from medjson.data.pools import pool_record
+from medjson.data.sources import LoadReport, read_local, validate_rows
 
-QUESTIONS = Path(__file__).resolve().parents[2] / "data" / "questions" / "medjson_questions.jsonl"
+QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "questions" / "medjson_questions.jsonl"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medjson.core.records import digest_files
 from medjson.errors import StageError
-from medjson.modeling import resolve_source
-from medjson.records import digest_files
+from medjson.model.modeling import ModelSource
 
 RECORD = "medjson_base.json"
 
@@ -24,13 +24,12 @@ RECORD = "medjson_base.json"
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
 
 
-def weights_digest(spec: str) -> str | None:
+def weights_digest(source: ModelSource) -> str | None:
     """sha256 over what a local model really loads; None for a hub model (its revision pins it).
 
     A folder with no weight file in a known format is refused: a digest of nothing would
     let any other model pass as this one.
     """
-    source = resolve_source(spec)
     if not source.is_local:
         return None
     folder = Path(source.path)
@@ -46,27 +45,29 @@ def weights_digest(spec: str) -> str | None:
     return digest_files(files, relative_to=folder)
 
 
-def storage_dtype(spec: str, revision: str | None) -> str:
+def storage_dtype(source: ModelSource) -> str:
     """The dtype the base's weights are stored in (bfloat16 for Qwen3), so merges keep its size."""
     from transformers import AutoConfig
 
-    source = resolve_source(spec, revision)
     dtype = getattr(AutoConfig.from_pretrained(source.path, **source.kwargs()), "dtype", None)
     return str(dtype).replace("torch.", "") if dtype is not None else "float32"
 
 
-def base_identity(spec: str, revision: str | None) -> dict:
-    local = resolve_source(spec, revision).is_local
+def base_identity(source: ModelSource, spec: str) -> dict:
+    """What identifies a base: the model string as params.yaml names it, the hub revision (none for a
+    local model), the digest of its weights and the dtype they are stored in. It hashes a local
+    base's weights: a stage computes it once and passes it on."""
     return {
         "base": spec,
-        "revision": None if local else revision,
-        "weights_sha256": weights_digest(spec),
-        "storage_dtype": storage_dtype(spec, revision),
+        "revision": source.revision,  # resolve_source keeps a revision for hub ids only
+        "weights_sha256": weights_digest(source),
+        "storage_dtype": storage_dtype(source),
     }
 
 
-def write_base_record(adapter_dir: Path, spec: str, revision: str | None) -> None:
-    (Path(adapter_dir) / RECORD).write_text(json.dumps(base_identity(spec, revision), indent=2) + "\n")
+def write_base_record(adapter_dir: Path, identity: dict) -> None:
+    """Record beside an adapter the ``base_identity`` of the model it was trained on."""
+    (Path(adapter_dir) / RECORD).write_text(json.dumps(identity, indent=2) + "\n")
 
 
 def _read_record(path: Path, writer: str) -> dict:
@@ -91,9 +92,9 @@ def read_base_record(adapter_dir: Path) -> dict:
     return record
 
 
-def check_same_base(record: dict, spec: str, revision: str | None, what: str) -> None:
-    """Fail unless ``spec`` is the very base the record names (same string, revision and weights)."""
-    current = base_identity(spec, revision)
+def check_same_base(record: dict, current: dict, what: str) -> None:
+    """Fail unless ``current`` (a ``base_identity``) is the very base the record names (same string,
+    revision and weights)."""
     if current != record:
         raise StageError(
             f"{what}: the adapter was trained on {record}, but the base given now is {current}; "

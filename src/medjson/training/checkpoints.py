@@ -20,9 +20,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from medjson.closure import code_digest
+from medjson.core.records import digest_files
 from medjson.errors import StageError
-from medjson.records import digest_files
+from medjson.training.closure import code_digest
 
 log = logging.getLogger(__name__)
 

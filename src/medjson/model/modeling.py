@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from medjson.core.choices import PRECISIONS
 from medjson.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -71,25 +72,44 @@ def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
     return ModelSource(spec, revision=revision)
 
 
+BF16, FP16, FP32 = PRECISIONS
+DTYPES = {BF16: torch.bfloat16, FP16: torch.float16, FP32: torch.float32}
+
+
 def resolve_precision(precision: str) -> str:
-    """``auto``: bf16 where the GPU supports it, fp16 on older GPUs such as the T4, fp32 on CPU."""
-    if precision != "auto":
+    """``auto``: bf16 where the GPU supports it, fp16 on older GPUs such as the T4, fp32 on CPU.
+
+    A stage resolves it once and passes the result to everything it loads or trains."""
+    if precision in DTYPES:
         return precision
     if not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return FP32
+    return BF16 if torch.cuda.is_bf16_supported() else FP16
 
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+def dtype_named(name: str | None) -> torch.dtype:
+    """The dtype a ``config.json`` names (``bfloat16``) or a precision names (``bf16``); fp32 for any other."""
+    by_torch_name = {str(dtype).removeprefix("torch."): dtype for dtype in DTYPES.values()}
+    return DTYPES.get(name) or by_torch_name.get(name, torch.float32)
 
 
 def trainer_precision_flags(precision: str) -> dict:
     """The ``bf16``/``fp16`` flags a TRL config needs for a resolved precision."""
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    return {"bf16": precision == BF16, "fp16": precision == FP16}
+
+
+def config_precision(config) -> str:
+    """The resolved precision a built TRL config trains in: what its model is loaded in."""
+    return BF16 if config.bf16 else FP16 if config.fp16 else FP32
 
 
 def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_name() -> str:
+    """What the model runs on, for metrics: the GPU's name, or cpu."""
+    return torch.cuda.get_device_name() if device() == "cuda" else "cpu"
 
 
 @contextlib.contextmanager
@@ -124,14 +144,15 @@ def load_tokenizer(source: ModelSource, padding_side: str = "right"):
 
 
 def load_model(source: ModelSource, precision: str, on_accelerator: bool = True, attn_implementation: str = "sdpa"):
-    """A causal LM in the resolved precision's dtype, on the GPU when there is one (and asked for).
+    """A causal LM in a resolved precision's dtype (``resolve_precision``), on the GPU when there is one
+    (and asked for).
 
     ``sdpa`` is the default attention: Qwen models were trained in bf16, and in fp16 (a T4)
     eager attention can overflow to inf/NaN where SDPA's kernels do not.
     """
     from transformers import AutoModelForCausalLM
 
-    dtype = DTYPES[resolve_precision(precision)]
+    dtype = DTYPES[precision]
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
     with _clear_load_errors(source, "model"):
         model = AutoModelForCausalLM.from_pretrained(

@@ -21,10 +21,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from medjson.core.choices import AUTO_CONFIDENCE, CONFIDENCE_SOURCES, LETTER, STATED
+from medjson.core.prompts import LETTERS
+from medjson.core.stats import expected_calibration_error
 from medjson.errors import DataError
-from medjson.prompts import LETTERS
-
-SOURCES = ("stated", "letter")
 
 # Temperatures tried: 400 steps evenly spaced in log between 0.05 and 20, and 1.0 itself, so the
 # fitted one never does worse than the raw probabilities on the pool it is fitted on.
@@ -106,12 +106,14 @@ class Abstention:
     calibration_accuracy: float | None
     calibration_ece: dict  # source -> ECE on the calibration pool (letter after scaling)
     fitted_on: list[str]  # ids of the calibration questions: never an evaluation question
+    # The file it was read from, for messages; not written to it.
+    path: Path | None = dataclasses.field(default=None, compare=False, repr=False, metadata={"not_in_file": True})
 
     def confidence_of(
         self, stated: float | None, letter_probs: list[float] | None, predicted: str | None
     ) -> float | None:
         """The confidence this file stands on for one answer; None where the answer carries none."""
-        if self.confidence == "stated":
+        if self.confidence == STATED:
             return stated
         return letter_confidence(letter_probs, predicted, self.temperature)
 
@@ -121,7 +123,8 @@ class Abstention:
     def write(self, path: Path | str) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+        fields = {f.name: getattr(self, f.name) for f in _file_fields()}
+        path.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def read(cls, path: Path | str) -> Abstention:
@@ -132,30 +135,83 @@ class Abstention:
             raise DataError(
                 f"{path}: cannot be read as an abstention file ({err}); re-run `dvc repro calibrate`"
             ) from None
-        keys = {f.name for f in dataclasses.fields(cls)}
+        keys = {f.name for f in _file_fields()}
         if not isinstance(raw, dict) or keys - set(raw):
             missing = sorted(keys - set(raw)) if isinstance(raw, dict) else sorted(keys)
             raise DataError(f"{path}: not an abstention file, it lacks {missing}; re-run `dvc repro calibrate`")
-        if raw["confidence"] not in SOURCES:
-            raise DataError(f"{path}: confidence {raw['confidence']!r} is not one of {list(SOURCES)}")
-        return cls(**{key: raw[key] for key in keys})
+        if raw["confidence"] not in CONFIDENCE_SOURCES:
+            raise DataError(f"{path}: confidence {raw['confidence']!r} is not one of {list(CONFIDENCE_SOURCES)}")
+        return cls(**{key: raw[key] for key in keys}, path=path)
 
-    def check_fits(self, model: str, sha256: str | None, decoding: str, path: Path | str) -> None:
+    def check_fits(self, model: str, sha256: str | None, decoding: str) -> None:
         """A threshold means something only for the model and decoding it was fitted on."""
         same_model = (sha256 is not None and sha256 == self.model_sha256) or (
             sha256 is None and self.model_sha256 is None and model == self.model
         )
         if not same_model or decoding != self.decoding:
             raise DataError(
-                f"{path} was fitted for {self.model} ({self.decoding} decoding), not for {model} ({decoding} "
+                f"{self.path} was fitted for {self.model} ({self.decoding} decoding), not for {model} ({decoding} "
                 "decoding): pass the abstention file of this model and decoding, or `none` to answer without one"
             )
 
-    def check_unseen(self, question_ids: list[str], path: Path | str) -> None:
+    def check_unseen(self, question_ids: list[str]) -> None:
         """Refuse to report an out-of-sample figure on questions the threshold was fitted on."""
         seen = set(self.fitted_on).intersection(question_ids)
         if seen:
             raise DataError(
-                f"{path} was fitted on {len(seen)} of these questions (e.g. {sorted(seen)[0]!r}): the calibration "
+                f"{self.path} was fitted on {len(seen)} of these questions (e.g. {sorted(seen)[0]!r}): the calibration "
                 "and evaluation pools must be disjoint; re-run prepare and calibrate"
             )
+
+
+def _file_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Abstention) if not f.metadata.get("not_in_file")]
+
+
+def fit_abstention(
+    predictions: list[dict],
+    settings,
+    model: str,
+    model_sha256: str | None,
+    revision: str | None,
+    decoding: str,
+) -> Abstention:
+    """Temperature, confidence source and threshold from one model's answers to the calibration pool
+    (prediction records, ``medjson.core.scoring.prediction_record``), as ``settings`` (the ``calibrate``
+    section of params.yaml) asks."""
+    with_letters = [p for p in predictions if p["letter_probs"] is not None]
+    temperature = 1.0
+    if settings.fit_temperature:
+        temperature = fit_temperature(
+            [p["letter_probs"] for p in with_letters], [LETTERS.index(p["gold"]) for p in with_letters]
+        )
+    confidences = {
+        STATED: [p["confidence"] if p["schema_valid"] else None for p in predictions],
+        LETTER: [letter_confidence(p["letter_probs"], p["predicted"], temperature) for p in predictions],
+    }
+    correct = [p["correct"] for p in predictions]
+    ece = {}
+    for source in CONFIDENCE_SOURCES:
+        rated = [(c, r) for c, r in zip(confidences[source], correct) if c is not None]
+        ece[source] = expected_calibration_error([c for c, _ in rated], [r for _, r in rated]) if rated else None
+    source = settings.confidence
+    if source == AUTO_CONFIDENCE:  # the better calibrated; the letter probability where neither can be measured
+        measured = {name: value for name, value in ece.items() if value is not None}
+        source = min(measured, key=lambda name: (measured[name], name != LETTER)) if measured else LETTER
+    threshold = fit_threshold(confidences[source], correct, settings.target_accuracy, settings.min_kept)
+    return Abstention(
+        model=model,
+        model_sha256=model_sha256,
+        revision=revision,
+        decoding=decoding,
+        confidence=source,
+        temperature=temperature,
+        threshold=threshold.value,
+        target_accuracy=settings.target_accuracy,
+        min_kept=settings.min_kept,
+        calibration_n=len(predictions),
+        calibration_coverage=threshold.coverage,
+        calibration_accuracy=threshold.accuracy,
+        calibration_ece=ece,
+        fitted_on=[p["id"] for p in predictions],
+    )

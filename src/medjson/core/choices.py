@@ -1,0 +1,36 @@
+"""Every closed set of names the project uses, declared once.
+
+``params.py`` validates against these, the commands offer them as ``choices``, and the code
+compares with the constants below, so a name added or renamed here reaches all three.
+"""
+
+from __future__ import annotations
+
+# How an answer is decoded: what the model writes alone, or masked by the answer grammar.
+DECODINGS = ("free", "constrained")
+FREE, CONSTRAINED = DECODINGS
+
+# What an answer's confidence stands on: the number the model wrote, or its own probability of the
+# letter it wrote (renormalised over A-D).
+CONFIDENCE_SOURCES = ("stated", "letter")
+STATED, LETTER = CONFIDENCE_SOURCES
+AUTO_CONFIDENCE = "auto"  # calibrate.confidence: the better calibrated of the two on the calibration pool
+
+# Numeric precisions a model is loaded and trained in (``model.precision`` also takes ``auto``).
+PRECISIONS = ("bf16", "fp16", "fp32")
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+
+# The layouts a question source can be read in (``medjson.data.layouts``); ``auto`` detects one.
+MEDMCQA_HUB, MEDMCQA_ORIGINAL = "hub", "original"  # MedMCQA's two: `cop` 0..3 (hub) and 1..4 (release)
+COLUMNS_LAYOUT = "columns"  # any other four-option set, read through a column mapping
+LAYOUTS = (MEDMCQA_HUB, MEDMCQA_ORIGINAL, "medqa", "medqa_hub", "mmlu", "mmlu_hub", COLUMNS_LAYOUT)
+AUTO_LAYOUT = "auto"
+ANSWER_ENCODINGS = ("letter", "index0", "index1", "text")  # how a mapped source writes its answer
+
+# What happens to a source row that breaks the rules.
+BAD_ROWS = ("error", "drop")
+
+# The models the pipeline makes, in training order, and what is evaluated: each of them, and the
+# trained ones again under the answer grammar.
+PHASES = ("base", "sft", "grpo")
+EVALUATED = (*PHASES, "sft_constrained", "grpo_constrained")

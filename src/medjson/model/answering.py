@@ -1,0 +1,161 @@
+"""The one path from question to answer: a model loaded for answering, and batches answered with it.
+
+``evaluate``, ``calibrate``, the benchmark stages, ``predict`` and the service all answer
+through ``Answerer``: it resolves the model source once, loads a left-padded tokenizer and
+the model in the resolved precision, builds the answer grammar for constrained decoding,
+checks an abstention file against the weights it loaded, and answers batches greedily with
+the project's one prompt format and one parser (``medjson.core.parsing.Answer``: the strict
+reading and the model's own letter probabilities). Stages score what ``run`` returns;
+``answer`` turns questions into the records predict writes and the service returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from medjson.core.abstention import Abstention
+from medjson.core.choices import CONSTRAINED, DECODINGS, STATED
+from medjson.core.parsing import Answer
+from medjson.core.prompts import build_messages
+from medjson.core.questions import Question
+from medjson.core.scoring import prediction_record
+from medjson.errors import DataError
+
+log = logging.getLogger("medjson.answering")
+
+
+@dataclass(frozen=True)
+class AnswerRun:
+    answers: list[Answer]
+    seconds: float
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(a.new_tokens for a in self.answers)
+
+
+class Answerer:
+    """A model loaded once for answering, with its decoding and (optionally) its abstention file.
+
+    ``model`` is the ``model`` section of params.yaml (precision, attention, thinking mode),
+    passed whole; ``spec`` and ``revision`` name the weights (a folder, hub id or GGUF file).
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        model,
+        decoding: str,
+        max_new_tokens: int,
+        revision: str | None = None,
+        abstention: Abstention | None = None,
+    ):
+        from medjson.model.grammar import AnswerGrammar
+        from medjson.model.lineage import weights_digest
+        from medjson.model.modeling import load_model, load_tokenizer, resolve_precision, resolve_source
+
+        if decoding not in DECODINGS:
+            raise DataError(f"decoding {decoding!r}: choose one of {list(DECODINGS)}")
+        self.spec, self.decoding, self.max_new_tokens = spec, decoding, max_new_tokens
+        self.enable_thinking = model.enable_thinking
+        self.source = resolve_source(spec, revision)
+        if abstention is not None:  # checked against the weights before they load
+            abstention.check_fits(spec, weights_digest(self.source), decoding)
+        self.abstention = abstention
+        self.precision = resolve_precision(model.precision)
+        self.tokenizer = load_tokenizer(self.source, padding_side="left")
+        self.model = load_model(self.source, self.precision, attn_implementation=model.attn_implementation).eval()
+        self.grammar = (
+            AnswerGrammar.for_model(self.model, self.tokenizer, max_new_tokens) if decoding == CONSTRAINED else None
+        )
+
+    def run(self, conversations: list[list[dict]], batch_size: int, progress: str | None = None) -> AnswerRun:
+        """Greedy answers to chat conversations, in order, read by the project's one parser."""
+        from medjson.model.generation import generate
+
+        run = generate(
+            self.model,
+            self.tokenizer,
+            conversations,
+            self.enable_thinking,
+            batch_size,
+            self.max_new_tokens,
+            progress=progress,
+            grammar=self.grammar,
+        )
+        return AnswerRun([Answer.read(o.text, o.new_tokens, o.letter_probs) for o in run.outputs], run.seconds)
+
+    def score_pool(self, questions: list[dict], batch_size: int, progress: str) -> tuple[list[dict], AnswerRun]:
+        """Prediction records (``medjson.core.scoring``) for a prepared pool's questions, and the run."""
+        run = self.run([q["messages"] for q in questions], batch_size, progress)
+        return [prediction_record(q, a) for q, a in zip(questions, run.answers)], run
+
+    def answer(self, questions: list[Question], batch_size: int | None = None) -> list[dict]:
+        """One record per question, in order: the id, the schema's three fields (None where the model's
+        output is not a schema-valid answer, which constrained decoding rules out) and metadata."""
+        if not questions:
+            return []
+        run = self.run([build_messages(q.question, q.options) for q in questions], batch_size or len(questions))
+        latency_ms = round(run.seconds * 1000, 1)
+        return [self._record(q, a, latency_ms) for q, a in zip(questions, run.answers)]
+
+    def _record(self, question: Question, answer: Answer, latency_ms: float) -> dict:
+        parsed = answer.parsed
+        confidence, source = parsed.confidence, STATED
+        if self.abstention:
+            confidence = self.abstention.confidence_of(parsed.confidence, answer.letter_probs, parsed.predicted)
+            source = self.abstention.confidence
+        return {
+            "id": question.id,
+            "predicted_category": parsed.predicted,
+            "confidence": _rounded(confidence),
+            "reason": parsed.reason,
+            "valid": parsed.schema_valid,
+            "error": None if parsed.schema_valid else "the model's output is not a schema-valid answer",
+            "meta": {
+                "model": self.spec,
+                "decoding": self.decoding,
+                "latency_ms": latency_ms,
+                "new_tokens": answer.new_tokens,
+                "confidence_source": source,  # stated, or letter: the letter probability, scaled
+                "stated_confidence": parsed.confidence,  # what the model wrote
+                # The model's own probability of the letter it wrote, renormalised over A-D.
+                "letter_probability": _rounded(answer.letter_probability),
+                # Below the fitted threshold: answered, but not to be trusted. None: no file.
+                "abstained": self.abstention.abstains(confidence) if self.abstention else None,
+                "abstention_threshold": _rounded(self.abstention.threshold) if self.abstention else None,
+                **({} if parsed.schema_valid else {"raw_output": answer.text}),
+            },
+        }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def read_abstention(path: str | Path | None) -> Abstention | None:
+    """The abstention file predict and the service mark answers by; None where none is given."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        log.warning(
+            "NO ABSTENTION FILE at %s (run `dvc repro calibrate`): answers carry the stated confidence and "
+            "none is marked abstained",
+            path,
+        )
+        return None
+    abstention = Abstention.read(path)
+    threshold = (
+        "none reached the target: every answer abstains"
+        if abstention.threshold is None
+        else f"{abstention.threshold:.4f}"
+    )
+    log.info("abstention from %s: %s confidence, threshold %s", path, abstention.confidence, threshold)
+    return abstention
+
+
+def none_or(value: str | None) -> str | None:
+    """A command-line path where `none` (any case) means no file."""
+    return None if value is None or value.lower() == "none" else value
