@@ -25,6 +25,8 @@ from helpers import medmcqa_row, write_rows
 
 from medjson.workspace import PROJECT_ROOT, deep_update
 
+pytestmark = pytest.mark.slow  # every case runs a stage in a subprocess
+
 # Outputs each stage may write (relative to its folder); everything else must stay as it was.
 OUTPUTS = {
     "prepare": ("data/pools", "metrics/data.json"),

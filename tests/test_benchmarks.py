@@ -62,6 +62,7 @@ def _workspace(tmp_path, questions_path, benchmarks: dict):
     return create_workspace(tmp_path / "ws", overrides)
 
 
+@pytest.mark.slow
 def test_benchmark_data_stages_read_each_layout_and_count_what_leaked(tmp_path, questions_path):
     local = {"split": None, "subsets": None}
     folder = _workspace(
@@ -92,6 +93,7 @@ def test_benchmark_data_stages_read_each_layout_and_count_what_leaked(tmp_path, 
     assert "metrics/benchmarks/medqa/data.json" in run_dvc(folder, "metrics", "show")
 
 
+@pytest.mark.slow
 def test_a_benchmark_with_a_bad_row_fails_naming_the_row_and_its_key(tmp_path, questions_path):
     bad = tmp_path / "five.jsonl"
     row = json.loads((BENCHMARKS / "medqa_demo.jsonl").open().readline())

@@ -89,5 +89,12 @@ def test_stages_take_their_paths_from_dvc_yaml_only():
     """No path argument has a default that could drift from the path dvc.yaml passes."""
     for module in STAGE_MODULES:
         source = Path(importlib.import_module(module).__file__).read_text()
-        defaults = re.findall(r'add_argument\([^)]*default=Path\(', source)
+        defaults = re.findall(r"add_argument\([^)]*default=Path\(", source)
         assert not defaults, f"{module} has path defaults: {defaults}"
+
+
+def test_every_dependency_the_models_bring_exists():
+    """The per-model dependency in dvc.yaml's vars is a real path (or a stage's output)."""
+    for name, model in DVC_YAML["vars"][0]["evaluated"].items():
+        dep = model["model_dep"]
+        assert (PROJECT_ROOT / dep).exists() or dep.startswith("models/"), f"{name}: {dep} does not exist"

@@ -26,20 +26,25 @@ def test_project_params_build_every_config(tmp_path):
     from trl import GRPOConfig, SFTConfig
 
     from medjson.grpo import grpo_config
+    from medjson.model.grammar import min_new_tokens
     from medjson.model.modeling import lora_config
     from medjson.sft import sft_config
 
     params = load_params(PARAMS)
     sft = sft_config(params, tmp_path / "sft", "fp32")
-    assert isinstance(sft, SFTConfig) and sft.learning_rate == pytest.approx(2.0e-4)
+    assert isinstance(sft, SFTConfig)
+    # Every trainer key passes straight through (report_to: "none" is kept as transformers writes it, []).
+    assert all(getattr(sft, key) == value for key, value in params.sft.trainer.items() if key != "report_to")
     grpo = grpo_config(params, tmp_path / "grpo", "fp32")
     assert isinstance(grpo, GRPOConfig)
-    # 8 distinct prompts per optimizer step, 4 completions each.
-    prompts = grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps // grpo.num_generations
-    assert (prompts, grpo.num_generations) == (8, 4)
-    assert grpo.chat_template_kwargs == {"enable_thinking": False}
+    assert all(getattr(grpo, key) == value for key, value in params.grpo.trainer.items() if key != "report_to")
+    # Whole groups of completions per step, at least two distinct prompts in each.
+    completions = grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps
+    assert completions % grpo.num_generations == 0 and completions // grpo.num_generations >= 2
+    assert grpo.chat_template_kwargs == {"enable_thinking": params.model.enable_thinking}
     assert isinstance(lora_config(params.sft.lora), LoraConfig)
-    assert params.evaluate.max_new_tokens == 128
+    # The evaluation's budget leaves room for a constrained answer (the answer grammar refuses less).
+    assert params.evaluate.max_new_tokens >= min_new_tokens() and params.serve.max_new_tokens >= min_new_tokens()
 
 
 @pytest.mark.parametrize(
@@ -47,7 +52,6 @@ def test_project_params_build_every_config(tmp_path):
     [
         (lambda p: p["prepare"].update(sft_sise=3), "prepare.sft_sise"),
         (lambda p: p.update(extra=1), "params.extra"),
-        (lambda p: p["sft"]["trainer"].update(learning_rate="2e-4"), None),
         (lambda p: p["prepare"].update(sft_size="many"), "prepare.sft_size"),
         (lambda p: p["model"].pop("precision"), "model.precision"),
         (lambda p: p["model"].update(precision="fp8"), "model.precision"),
@@ -55,20 +59,40 @@ def test_project_params_build_every_config(tmp_path):
 )
 def test_bad_params_fail_naming_the_key(tmp_path, change, message):
     path = _write(tmp_path, change)
-    if message is None:  # trainer sections are checked when their config is built
-        from trl import SFTConfig
-
-        params = load_params(path)
-        with pytest.raises((ParamsError, ValueError, TypeError)):
-            (
-                trainer_config(
-                    SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path)
-                ).learning_rate
-                + 1
-            )
-        return
     with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
         load_params(path)
+
+
+def test_a_number_yaml_read_as_a_string_fails_naming_the_trainer_key(tmp_path):
+    """Trainer sections are checked when their config is built, before TRL sees them."""
+    from trl import SFTConfig
+
+    path = _write(tmp_path, lambda p: p["sft"]["trainer"].update(learning_rate="2e-4"))
+    params = load_params(path)
+    with pytest.raises(ParamsError, match=r"`sft\.trainer\.learning_rate` = '2e-4' .*write floats as 2\.0e-4"):
+        trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path))
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = PARAMS.read_text()
+    path.write_text(text.replace("seed:", "seed: 7\nseed:", 1))
+    with pytest.raises(ParamsError, match="key `seed` appears twice"):
+        load_params(path)
+
+
+def test_a_benchmark_entry_needs_only_its_source(tmp_path):
+    def only_source(raw):
+        raw["benchmarks"] = {"medqa": {"source": "data/benchmarks/medqa_demo.jsonl"}}
+
+    bench = load_params(_write(tmp_path, only_source)).benchmarks["medqa"]
+    assert (bench.layout, bench.bad_rows, bench.split, bench.limit, bench.columns) == (
+        "auto",
+        "error",
+        None,
+        None,
+        None,
+    )
 
 
 def test_unknown_trainer_key_names_the_key(tmp_path):

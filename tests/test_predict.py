@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import PROJECT_ROOT
 from helpers import write_abstention_file
+
+pytestmark = pytest.mark.slow  # every test runs the command in a subprocess, with a model
 
 ROWS = [
     {"id": "q1", "question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]},

@@ -106,6 +106,7 @@ def _prepare_in(tmp_path, name, source, **prepare):
     return folder
 
 
+@pytest.mark.slow
 def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_path):
     sizes = {"sft_size": 90, "grpo_size": 40, "calibration_size": 20}
     first = _prepare_in(tmp_path, "one", questions_path, **sizes)
@@ -123,6 +124,7 @@ def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_p
     assert (other_seed / "data/pools/eval.jsonl").read_bytes() != (first / "data/pools/eval.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
     folder = _prepare_in(tmp_path, "real", medmcqa_dev)
     pools = {p: [json.loads(l) for l in (folder / f"data/pools/{p}.jsonl").open()] for p in POOLS}
@@ -140,6 +142,7 @@ def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
     assert report["eval_majority_accuracy"] == pytest.approx(max(letters.values()) / len(pools["eval"]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(10)] + [medmcqa_row(50, cop=9)]
     source = write_rows(tmp_path / "bad.json", rows)

@@ -13,6 +13,8 @@ import yaml
 from conftest import PROJECT_ROOT
 from helpers import wait_until_ready, write_abstention_file
 
+pytestmark = pytest.mark.slow  # a real service in a subprocess, with a model
+
 QUESTION = {
     "id": "q1",
     "question": "Which nerve supplies the deltoid?",

@@ -14,7 +14,6 @@ from medjson.core.records import write_jsonl
 from medjson.errors import StageError
 from medjson.grpo import GrpoMonitor
 from medjson.model.lineage import check_starts_from_sft
-from medjson.model.modeling import resolve_source
 from medjson.params import load_params
 from medjson.workspace import PROJECT_ROOT, deep_update
 
@@ -48,11 +47,10 @@ def train_file(tmp_path):
 
 def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, tmp_path):
     from medjson.core.records import SFT_KEYS, read_pool
-    from medjson.sft import build_trainer, sft_config
+    from medjson.sft import build_trainer, sft_setup
 
-    config = sft_config(tiny_params, tmp_path / "scratch", "fp32")
-    source = resolve_source(tiny_params.model.base)
-    trainer = build_trainer(tiny_params, config, source, read_pool(train_file, SFT_KEYS), train_file, [])
+    setup = sft_setup(tiny_params, tmp_path / "scratch")
+    trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), train_file, [])
     batch = next(iter(trainer.get_train_dataloader()))
     tokenizer = trainer.processing_class
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -70,11 +68,10 @@ def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_fil
 
 def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, tmp_path):
     from medjson.core.records import SFT_KEYS, read_pool
-    from medjson.sft import build_trainer, sft_config
+    from medjson.sft import build_trainer, sft_setup
 
-    config = sft_config(tiny_params, tmp_path / "scratch", "fp32")
-    source = resolve_source(tiny_params.model.base)
-    trainer = build_trainer(tiny_params, config, source, read_pool(train_file, SFT_KEYS), train_file, [])
+    setup = sft_setup(tiny_params, tmp_path / "scratch")
+    trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), train_file, [])
     tokenizer = trainer.processing_class
     row = trainer.train_dataset[0]
     sft_prompt = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
@@ -108,6 +105,7 @@ class _FirstStep(TrainerCallback):
             self.first = state.global_step
 
 
+@pytest.mark.slow
 def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_file, tmp_path):
     from medjson.sft import train_sft
 
@@ -165,6 +163,7 @@ def test_overlong_sft_examples_are_dropped_not_truncated(tiny_params, tiny_model
     assert drop_overlong([short, long, short], tokenizer, 256, False) == [short, short]
 
 
+@pytest.mark.slow
 def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny_model, tmp_path):
     """An untrained model never writes JSON: every reward is 0, so the guard must stop GRPO."""
     import json
@@ -226,6 +225,7 @@ def test_finite_guard_stops_on_a_non_finite_loss_or_gradient(precision, logs, fa
     assert fails_at is None
 
 
+@pytest.mark.slow
 def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(tiny_params, train_file, tmp_path, monkeypatch):
     from trl import SFTTrainer
 

@@ -12,12 +12,11 @@ that, so the same N are asked whatever the pools hold.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 from pathlib import Path
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.questions import ExamQuestion
 from medjson.core.records import QUESTION_KEYS, read_pool, write_json, write_jsonl
 from medjson.data.layouts import ColumnMapping
@@ -78,12 +77,8 @@ def benchmark_report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser(__doc__, "pools", "out", "report")
     parser.add_argument("--name", required=True, help="the benchmark's key in the benchmarks section")
-    parser.add_argument("--pools", type=Path, required=True, help="the folder of the training pools")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
 
     params = load_params(args.params)

@@ -14,11 +14,9 @@ as abstained.
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
-from medjson.cli import add_model_arguments, model_to_run, run_stage
+from medjson.cli import add_model_arguments, model_to_run, run_stage, stage_parser
 from medjson.core.abstention import TEMPERATURE_GRID, fit_abstention
 from medjson.core.prompts import LETTERS
 from medjson.core.records import EVAL_KEYS, read_pool, write_jsonl
@@ -32,11 +30,8 @@ PARAMS_READ = ("model", "evaluate", "calibrate")  # the params.yaml sections thi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser(__doc__, "pool", "out_dir")
     add_model_arguments(parser)
-    parser.add_argument("--pool", type=Path, required=True, help="the calibration pool")
-    parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
 
     params = load_params(args.params)

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from medjson.core.choices import DECODINGS, FREE
@@ -28,6 +29,40 @@ def run_stage(main: Callable[[], None]) -> None:
     except (MedjsonError, FileNotFoundError) as err:
         log.error("%s", err)
         sys.exit(1)
+
+
+# What each path a stage takes holds; the same flag means the same thing in every stage.
+PATH_FLAGS = {
+    "adapter": "a trained LoRA adapter folder",
+    "comparison": "the paired comparisons (a metrics file)",
+    "curves": "the DVCLive folder of the training curves",
+    "eval": "the pool of questions to answer",
+    "evaluations": "the folder of <model>/predictions.jsonl",
+    "held_out": "the folder of the evaluation pool's <model>.json",
+    "metrics": "a metrics file, or the folder of them",
+    "model": "a local model folder",
+    "out": "the file or folder written",
+    "out_dir": "the folder written",
+    "pool": "the pool of questions to answer",
+    "pools": "the folder of the prepared pools",
+    "predictions": "the folder of <benchmark>/<model>/predictions.jsonl",
+    "report": "the data report (a metrics file)",
+    "scratch": "checkpoints of an unfinished run (not a DVC output)",
+    "summary": "the training summary (a metrics file)",
+    "train": "the pool to train on",
+}
+
+
+def stage_parser(description: str, *paths: str, reads_params: bool = True) -> argparse.ArgumentParser:
+    """A stage's command line: ``--params`` where it reads params.yaml, and one required ``--<path>``
+    for each name in ``paths`` (``PATH_FLAGS``). Paths have no defaults: dvc.yaml's command passes
+    every one, so the two can never drift apart."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if reads_params:
+        parser.add_argument("--params", default="params.yaml", help="the parameter file (default: %(default)s)")
+    for name in paths:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=PATH_FLAGS[name])
+    return parser
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,11 +9,9 @@ exact McNemar p-value. A gain whose interval straddles zero is not yet a gain.
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.records import read_jsonl, write_json
 from medjson.core.scoring import PAIRS, compare
 
@@ -21,9 +19,7 @@ log = logging.getLogger("medjson.compare")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--evaluations", type=Path, required=True, help="the folder of <model>/predictions.jsonl")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = stage_parser(__doc__, "evaluations", "out", reads_params=False)
     args = parser.parse_args()
     names = sorted({name for pair in PAIRS for name in pair})
     predictions = {name: read_jsonl(args.evaluations / name / "predictions.jsonl") for name in names}

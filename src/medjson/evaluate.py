@@ -14,11 +14,10 @@ it also reports the coverage and accuracy that threshold reaches here, on questi
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from medjson.cli import add_model_arguments, model_to_run, run_stage
+from medjson.cli import add_model_arguments, model_to_run, run_stage, stage_parser
 from medjson.core.abstention import Abstention
 from medjson.core.choices import CONSTRAINED
 from medjson.core.prompts import LETTERS
@@ -34,12 +33,8 @@ PARAMS_READ = ("model", "evaluate")  # the params.yaml sections this stage reads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser(__doc__, "eval", "out_dir", "metrics")
     add_model_arguments(parser)
-    parser.add_argument("--eval", type=Path, required=True, help="the pool of questions to answer")
-    parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--abstention", type=Path, help="calibrate's abstention.json for this model and decoding")
     args = parser.parse_args()
 
@@ -54,10 +49,10 @@ def main() -> None:
     if abstention:
         abstention.check_unseen([q["id"] for q in questions])
     answerer = Answerer(spec, params.model, args.decoding, settings.max_new_tokens, revision, abstention)
-    predictions, run = answerer.score_pool(questions, settings.batch_size, progress="evaluate")
+    predictions, seconds = answerer.score_pool(questions, settings.batch_size, progress="evaluate")
     metrics = score(predictions)
-    metrics["questions_per_s"] = len(questions) / run.seconds if run.seconds else 0.0
-    metrics["new_tokens_per_s"] = run.new_tokens / run.seconds if run.seconds else 0.0
+    metrics["questions_per_s"] = len(questions) / seconds if seconds else 0.0
+    metrics["new_tokens_per_s"] = sum(p["new_tokens"] for p in predictions) / seconds if seconds else 0.0
     metrics["device"] = device_name()
     metrics["constrained"] = int(args.decoding == CONSTRAINED)
     if abstention:

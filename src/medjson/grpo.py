@@ -14,28 +14,23 @@ Guards against the ways GRPO can silently learn nothing:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.prompts import LETTERS
 from medjson.core.records import GRPO_KEYS, read_pool, write_json
 from medjson.errors import StageError
-from medjson.model.lineage import base_identity, check_starts_from_sft, write_base_record
+from medjson.model.lineage import check_starts_from_sft, write_base_record
 from medjson.model.modeling import (
-    load_model,
-    load_tokenizer,
     lora_config,
-    resolve_precision,
-    resolve_source,
-    trainer_precision_flags,
 )
-from medjson.params import Params, load_params, log_params, trainer_config
+from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, resume_point, run_identity
+from medjson.training.configs import set_up_training, stage_trainer_config
 from medjson.training.rewards import REWARDS, check_reward_weights
 
 log = logging.getLogger("medjson.grpo")
@@ -50,21 +45,18 @@ COLLAPSE_CAUSES = (
 
 
 def grpo_config(params: Params, scratch: Path, precision: str):
-    """The ``GRPOConfig`` of ``grpo.trainer``, with what the pipeline sets itself (``precision``: resolved)."""
+    """The ``GRPOConfig`` of ``grpo.trainer`` (``precision``: resolved), with the reward weights and the
+    chat template's thinking mode the pipeline sets."""
     from trl import GRPOConfig
 
-    return trainer_config(
+    return stage_trainer_config(
         GRPOConfig,
-        params.grpo.trainer,
-        "grpo.trainer",
-        params.path,
-        output_dir=str(scratch),
-        seed=params.seed,
-        data_seed=params.seed,
+        params,
+        "grpo",
+        scratch,
+        precision,
         reward_weights=list(params.grpo.rewards.values()),
         chat_template_kwargs={"enable_thinking": params.model.enable_thinking},
-        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
-        **trainer_precision_flags(precision),
     )
 
 
@@ -171,22 +163,18 @@ def train_grpo(
 
     # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
     check_reward_weights(params.grpo.rewards, params.path)
-    precision = resolve_precision(params.model.precision)
-    log.info("precision: %s", precision)
-    config = grpo_config(params, scratch, precision)
+    setup = set_up_training(params, lambda precision: grpo_config(params, scratch, precision), str(model_dir), None)
     check_starts_from_sft(model_dir, params.model.base)
     records = read_pool(train_path, GRPO_KEYS, LETTERS)
-    source = resolve_source(str(model_dir))
-    start = base_identity(source, str(model_dir))
-    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, start)
+    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, setup.start)
     resume = resume_point(scratch, identity)
     set_seed(params.seed)
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
     log.info("GRPO prompts: %d", len(dataset))
     # Tokenizer and model.
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, precision, attn_implementation=params.model.attn_implementation)
-    preflight_stats = preflight(model, tokenizer, records, params, config)
+    tokenizer = setup.load_tokenizer()
+    model = setup.load_model()
+    preflight_stats = preflight(model, tokenizer, records, params, setup.config)
     # Rewards, by name, weighted in the config.
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
@@ -194,11 +182,11 @@ def train_grpo(
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=config,
+        args=setup.config,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(params.grpo.lora),
-        callbacks=[LiveCurves(curves_dir), monitor, FiniteGuard(precision, "grpo")],
+        callbacks=[LiveCurves(curves_dir), monitor, FiniteGuard(setup.precision, "grpo")],
     )
     # Train.
     trainer.train(resume_from_checkpoint=resume)
@@ -209,7 +197,7 @@ def train_grpo(
         )
     # Save.
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, start)
+    write_base_record(adapter_dir, setup.start)
     summary = summarize(monitor.history, preflight_stats, trainer.state.global_step)
     write_json(summary_path, summary)
     mark_finished(scratch, identity)
@@ -218,14 +206,7 @@ def train_grpo(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, required=True, help="the merged SFT model GRPO starts from")
-    parser.add_argument("--train", type=Path, required=True, help="the GRPO pool")
-    parser.add_argument("--adapter", type=Path, required=True, help="where the trained adapter is saved")
-    parser.add_argument("--curves", type=Path, required=True, help="the DVCLive folder of the training curves")
-    parser.add_argument("--summary", type=Path, required=True, help="the training summary (a metrics file)")
-    parser.add_argument("--scratch", type=Path, required=True, help="checkpoints of an unfinished run")
+    parser = stage_parser(__doc__, "model", "train", "adapter", "curves", "summary", "scratch")
     args = parser.parse_args()
 
     params = load_params(args.params)

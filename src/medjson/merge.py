@@ -9,11 +9,10 @@ generation config whose end-of-sequence ids include the chat end-of-turn token.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.errors import StageError
 from medjson.model.lineage import base_identity, check_same_base, read_base_record, write_merge_lineage
 from medjson.model.modeling import (
@@ -65,9 +64,7 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = stage_parser(__doc__, "adapter", "out", reads_params=False)
     args = parser.parse_args()
     merge_adapter(args.adapter, args.out)
 

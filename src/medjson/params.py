@@ -10,15 +10,34 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medjson.core.choices import (
+    ATTENTIONS,
+    AUTO_CONFIDENCE,
+    AUTO_LAYOUT,
+    BAD_ROWS,
+    CONFIDENCE_SOURCES,
+    DECODINGS,
+    LAYOUTS,
+    PRECISIONS,
+)
+from medjson.core.validation import (
+    at_least,
+    between,
+    build_section,
+    config_type_hints,
+    free,
+    one_of,
+    range_error,
+    type_error,
+    type_ok,
+)
 from medjson.errors import ParamsError
 
 log = logging.getLogger(__name__)
@@ -26,41 +45,21 @@ log = logging.getLogger(__name__)
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def at_least(low: float) -> Any:
-    return field(metadata={"range": (low, None)})
-
-
-def between(low: float, high: float) -> Any:
-    return field(metadata={"range": (low, high)})
-
-
-def one_of(*choices: str) -> Any:
-    return field(metadata={"choices": choices})
-
-
-def free() -> Any:
-    """A field any value of its type fits (a model or data location, a flag)."""
-    return field(metadata={"free": True})
-
-
 @dataclass(frozen=True)
 class ModelParams:
     base: str = free()  # hub id, local folder, .gguf file, or package:<pkg>/<file>.gguf
     revision: str | None = free()  # hub commit of the base; ignored for local paths
-    precision: str = one_of("auto", "bf16", "fp16", "fp32")
+    precision: str = one_of("auto", *PRECISIONS)  # auto: bf16 where the GPU has it, fp16 on a T4, fp32 on CPU
     enable_thinking: bool = free()  # passed to the chat template in SFT, GRPO and evaluation alike
     # eager attention overflows to NaN in fp16 on Qwen3; sdpa does not
-    attn_implementation: str = one_of("sdpa", "eager", "flash_attention_2")
-
-
-LAYOUTS = ("auto", "hub", "original", "medqa", "medqa_hub", "mmlu", "mmlu_hub", "columns")
+    attn_implementation: str = one_of(*ATTENTIONS)
 
 
 @dataclass(frozen=True)
 class DataParams:
     source: str = free()  # hub dataset id, or a local .json/.jsonl/.parquet file
-    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub, columns (medjson.data.layouts)
-    layout: str = one_of(*LAYOUTS)
+    # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub, columns
+    layout: str = one_of(AUTO_LAYOUT, *LAYOUTS)
     revision: str | None = free()  # hub dataset revision; ignored for local files
     columns: dict | None = free()  # with layout: columns, where the question's parts sit (layouts.ColumnMapping)
 
@@ -70,13 +69,14 @@ class BenchmarkParams:
     """One entry of the ``benchmarks`` section: a question set every model is also scored on."""
 
     source: str = free()  # hub dataset id, or a local .json/.jsonl/.csv/.parquet file
-    layout: str = one_of(*LAYOUTS)
-    split: str | None = free()  # hub split (test, validation, ...); ignored for local files
-    subsets: list[str] | None = free()  # hub subsets (configurations) read one after another; None: the default
-    revision: str | None = free()  # hub dataset revision; None: the default branch
-    limit: int | None = at_least(1)  # the first this many questions of the source; None: all
-    bad_rows: str = one_of("error", "drop")
-    columns: dict | None = free()  # with layout: columns, where the question's parts sit
+    layout: str = one_of(AUTO_LAYOUT, *LAYOUTS, default=AUTO_LAYOUT)
+    bad_rows: str = one_of(*BAD_ROWS, default="error")
+    # Optional: left out, each is null.
+    split: str | None = free(default=None)  # hub split (test, validation, ...); ignored for local files
+    subsets: list[str] | None = free(default=None)  # hub subsets (configurations) read in turn; None: the default
+    revision: str | None = free(default=None)  # hub dataset revision; None: the default branch
+    limit: int | None = at_least(1, default=None)  # the first this many questions of the source; None: all
+    columns: dict | None = free(default=None)  # with layout: columns, where the question's parts sit
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class PrepareParams:
     eval_size: int | None = at_least(1)  # None: every evaluation row
     allow_short_pools: bool = free()  # a pool smaller than asked: an error, or (true) a loud line in the report
     keep_multi: bool = free()  # keep `multi` choice-type questions
-    bad_rows: str = one_of("error", "drop")
+    bad_rows: str = one_of(*BAD_ROWS)
     max_dropped_share: float = between(0.0, 1.0)  # with bad_rows: drop, more than this share dropped is an error
     reason_max_chars: int = at_least(0)
     confidence_explained: float = between(0.0, 1.0)
@@ -118,7 +118,9 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class CalibrateParams:
     target_accuracy: float = between(0.0, 1.0)  # the accuracy the answered questions should reach
-    confidence: str = one_of("auto", "stated", "letter")  # auto: the better calibrated on the calibration pool
+    confidence: str = one_of(
+        AUTO_CONFIDENCE, *CONFIDENCE_SOURCES
+    )  # auto: the better calibrated on the calibration pool
     fit_temperature: bool = free()  # scale the letter probability by a temperature fitted on the calibration pool
     min_kept: int = at_least(1)  # a threshold must keep at least this many calibration answers
 
@@ -126,7 +128,7 @@ class CalibrateParams:
 @dataclass(frozen=True)
 class ServeParams:
     model: str = free()  # what predict and the service answer with: a merged model folder, hub id or .gguf
-    decoding: str = one_of("free", "constrained")
+    decoding: str = one_of(*DECODINGS)
     abstention: str | None = free()  # the calibrate stage's file for this model and decoding; None: no abstention
     max_new_tokens: int = at_least(16)
     max_batch_size: int = at_least(1)  # dynamic batching: at most this many questions per generation
@@ -183,103 +185,44 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is list:
-        (item,) = typing.get_args(annotation) or (Any,)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if origin is dict:
-        key_t, value_t = typing.get_args(annotation) or (Any, Any)
-        return isinstance(value, dict) and all(
-            (key_t is Any or _type_ok(k, key_t)) and (value_t is Any or _type_ok(v, value_t)) for k, v in value.items()
-        )
-    if annotation is Any or not isinstance(annotation, type):
-        return True  # a form this check does not know: the consumer validates it
-    return isinstance(value, annotation)
-
-
-def _type_error(source: Path, path: str, value: Any, annotation: Any) -> ParamsError:
-    hint = ""
-    if isinstance(value, str):
-        try:
-            float(value)
-            hint = " (YAML read this number as a string: write floats as 2.0e-4, and numbers without quotes)"
-        except ValueError:
-            pass
-    shown = str(annotation).replace("typing.", "")
-    return ParamsError(f"{source}: `{path}` = {value!r} is not of type {shown}{hint}")
-
-
-def _range_error(source: Path, path: str, value: Any, low: float | None, high: float | None) -> ParamsError | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return ParamsError(f"{source}: `{path}` = {value!r} must be a finite number")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        return ParamsError(f"{source}: `{path}` = {value!r} is out of range: it must be {bounds}")
-    return None
-
-
-def build_section(cls: type, data: Any, where: str, source: Path) -> Any:
-    if not isinstance(data, dict):
-        raise ParamsError(f"{source}: `{where}` must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("not_a_key")]
-    known = {f.name for f in fields}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ParamsError(f"{source}: unknown key `{where}.{unknown[0]}`; known keys: {sorted(known)}")
-    missing = sorted(known - set(data))
-    if missing:
-        raise ParamsError(f"{source}: missing key `{where}.{missing[0]}`")
-    values = {}
-    for f in fields:
-        annotation, value, path = hints[f.name], data[f.name], f"{where}.{f.name}".removeprefix("params.")
-        if dataclasses.is_dataclass(annotation):
-            values[f.name] = build_section(annotation, value, path, source)
-            continue
-        if not _type_ok(value, annotation):
-            raise _type_error(source, path, value, annotation)
-        if "range" in f.metadata and (error := _range_error(source, path, value, *f.metadata["range"])):
-            raise error
-        if "choices" in f.metadata and value not in f.metadata["choices"]:
-            raise ParamsError(f"{source}: `{path}` = {value!r}; choose one of {list(f.metadata['choices'])}")
-        values[f.name] = value
-    return cls(**values)
-
-
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     """Read and validate the whole parameter file."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found (or not a file): run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as stream:
+            raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ParamsError(f"{path} is not readable YAML: {err}") from None
+        raise ParamsError(f"{path} is not readable YAML: {' '.join(str(err).split())}") from None
     params = build_section(Params, raw, "params", path)
     return dataclasses.replace(params, path=path, benchmarks=_benchmarks(params.benchmarks, path))
 
 
-BENCHMARK_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, as DVC makes it:
+    PyYAML alone would keep the last value without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key `{key}` appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+BENCHMARK_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
 def _benchmarks(raw: dict, path: Path) -> dict[str, BenchmarkParams]:
     """Each benchmark entry checked like a section; names become stage and folder names."""
     benchmarks = {}
     for name, entry in raw.items():
-        if not BENCHMARK_NAME.match(str(name)):
+        if not BENCHMARK_NAME.fullmatch(str(name)):
             raise ParamsError(f"{path}: benchmark name `{name}` must be lower-case letters, digits and _")
         benchmarks[name] = build_section(BenchmarkParams, entry, f"benchmarks.{name}", path)
     return benchmarks
@@ -315,11 +258,11 @@ def trainer_config(config_cls: type, section: dict[str, Any], where: str, source
     clash = sorted(set(section) & set(overrides))
     if clash:
         raise ParamsError(f"{source}: `{where}.{clash[0]}` is set by the pipeline itself; remove it")
-    hints = _config_type_hints(config_cls)
+    hints = config_type_hints(config_cls)
     for key, value in section.items():
-        if key in hints and not _type_ok(value, hints[key]):
-            raise _type_error(source, f"{where}.{key}", value, hints[key])
-        if key in TRAINER_RANGES and (error := _range_error(source, f"{where}.{key}", value, *TRAINER_RANGES[key])):
+        if key in hints and not type_ok(value, hints[key]):
+            raise type_error(source, f"{where}.{key}", value, hints[key])
+        if key in TRAINER_RANGES and (error := range_error(source, f"{where}.{key}", value, *TRAINER_RANGES[key])):
             raise error
     if section.get("max_steps", -1) == 0:
         raise ParamsError(f"{source}: `{where}.max_steps` = 0 trains nothing; use -1 to train by epochs")
@@ -327,13 +270,6 @@ def trainer_config(config_cls: type, section: dict[str, Any], where: str, source
         return config_cls(**section, **overrides)
     except (ValueError, TypeError) as err:  # TRL's own cross-field checks
         raise ParamsError(f"{source}: `{where}` is not a valid {config_cls.__name__}: {err}") from None
-
-
-def _config_type_hints(config_cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(config_cls)
-    except Exception:  # a forward reference TRL's module cannot resolve: fall back to what resolves
-        return {f.name: f.type for f in dataclasses.fields(config_cls) if not isinstance(f.type, str)}
 
 
 def log_params(stage: str, values: dict[str, Any]) -> None:

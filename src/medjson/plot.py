@@ -9,11 +9,10 @@ the evaluation and training data.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.choices import PHASES
 from medjson.core.records import read_json
 
@@ -78,9 +77,7 @@ def change_chart(metrics: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metrics", type=Path, required=True, help="the folder of <model>.json")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = stage_parser(__doc__, "metrics", "out", reads_params=False)
     args = parser.parse_args()
     metrics = {name: read_json(args.metrics / f"{name}.json") for name in PHASES}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -10,14 +10,13 @@ measures it out of sample.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.questions import ExamQuestion
 from medjson.core.records import write_json, write_jsonl
 from medjson.data.layouts import ColumnMapping
@@ -175,10 +174,7 @@ def pools_report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out-dir", type=Path, required=True, help="where the pools are written")
-    parser.add_argument("--report", type=Path, required=True, help="the data report (a metrics file)")
+    parser = stage_parser(__doc__, "out_dir", "report")
     args = parser.parse_args()
 
     params = load_params(args.params)

@@ -11,11 +11,10 @@ also written as flat metrics for `dvc metrics diff`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.choices import PHASES
 from medjson.core.records import read_json, read_jsonl, write_json
 from medjson.core.scoring import TRAINING_PAIRS, compare
@@ -82,13 +81,7 @@ def markdown(rows: list[dict], comparisons: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--predictions", type=Path, required=True, help="the folder of <benchmark>/<model>/")
-    parser.add_argument("--metrics", type=Path, required=True, help="the folder of <benchmark>/<model>.json")
-    parser.add_argument("--held-out", type=Path, required=True, help="the folder of the evaluation pool's <model>.json")
-    parser.add_argument("--comparison", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = stage_parser(__doc__, "predictions", "metrics", "held_out", "comparison", "out")
     args = parser.parse_args()
 
     benchmarks = sorted(load_params(args.params).benchmarks)

@@ -10,26 +10,19 @@ learns to stop after the JSON. Prompts are rendered with the same
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from medjson.cli import run_stage
+from medjson.cli import run_stage, stage_parser
 from medjson.core.records import SFT_KEYS, read_pool
 from medjson.errors import StageError
-from medjson.model.lineage import base_identity, write_base_record
+from medjson.model.lineage import write_base_record
 from medjson.model.modeling import (
-    ModelSource,
-    config_precision,
-    load_model,
-    load_tokenizer,
     lora_config,
-    resolve_precision,
-    resolve_source,
-    trainer_precision_flags,
 )
-from medjson.params import Params, load_params, log_params, trainer_config
+from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, resume_point, run_identity
+from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config
 
 log = logging.getLogger("medjson.sft")
 
@@ -37,21 +30,11 @@ PARAMS_READ = ("seed", "model", "sft")  # the params.yaml sections this stage re
 
 
 def sft_config(params: Params, scratch: Path, precision: str):
-    """The ``SFTConfig`` of ``sft.trainer``, with what the pipeline sets itself (``precision``: resolved)."""
+    """The ``SFTConfig`` of ``sft.trainer`` (``precision``: resolved)."""
     from trl import SFTConfig
 
-    return trainer_config(
-        SFTConfig,
-        params.sft.trainer,
-        "sft.trainer",
-        params.path,
-        output_dir=str(scratch),
-        seed=params.seed,
-        data_seed=params.seed,
-        completion_only_loss=True,  # loss on the answer only: the prompt is given, not learned
-        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
-        **trainer_precision_flags(precision),
-    )
+    # Loss on the answer only: the prompt is given, not learned.
+    return stage_trainer_config(SFTConfig, params, "sft", scratch, precision, completion_only_loss=True)
 
 
 def sft_dataset(records: list[dict], enable_thinking: bool):
@@ -94,14 +77,22 @@ def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinki
     return kept
 
 
-def build_trainer(params: Params, config, source: ModelSource, records: list[dict], train_path: Path, callbacks: list):
-    """An SFTTrainer ready to train on ``source`` (the resolved base); split out so tests can inspect
-    its collated batches."""
+def sft_setup(params: Params, scratch: Path) -> TrainingSetup:
+    """Precision, ``SFTConfig`` and the base, resolved once."""
+    return set_up_training(
+        params, lambda precision: sft_config(params, scratch, precision), params.model.base, params.model.revision
+    )
+
+
+def build_trainer(setup: TrainingSetup, records: list[dict], train_path: Path, callbacks: list):
+    """An SFTTrainer ready to train from the setup's base; split out so tests can inspect its
+    collated batches."""
     from transformers import set_seed
     from trl import SFTTrainer
 
+    params, config = setup.params, setup.config
     set_seed(params.seed)
-    tokenizer = load_tokenizer(source)
+    tokenizer = setup.load_tokenizer()
     records = drop_overlong(records, tokenizer, config.max_length, params.model.enable_thinking)
     if not records:
         raise StageError(
@@ -110,9 +101,8 @@ def build_trainer(params: Params, config, source: ModelSource, records: list[dic
         )
     dataset = sft_dataset(records, params.model.enable_thinking)
     log.info("SFT examples: %d", len(dataset))
-    model = load_model(source, config_precision(config), attn_implementation=params.model.attn_implementation)
     return SFTTrainer(
-        model=model,
+        model=setup.load_model(),
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -134,32 +124,23 @@ def train_sft(
     from medjson.training.guards import FiniteGuard
 
     # Cheap checks first: settings, data and scratch folder, before the model loads.
-    precision = resolve_precision(params.model.precision)
-    log.info("precision: %s", precision)
-    config = sft_config(params, scratch, precision)
+    setup = sft_setup(params, scratch)
     records = read_pool(train_path, SFT_KEYS)
-    source = resolve_source(params.model.base, params.model.revision)
-    base = base_identity(source, params.model.base)
-    identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, base)
+    identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, setup.start)
     resume = resume_point(scratch, identity)
-    callbacks = [LiveCurves(curves_dir), FiniteGuard(precision, "sft"), *(extra_callbacks or [])]
-    trainer = build_trainer(params, config, source, records, train_path, callbacks)
+    callbacks = [LiveCurves(curves_dir), FiniteGuard(setup.precision, "sft"), *(extra_callbacks or [])]
+    trainer = build_trainer(setup, records, train_path, callbacks)
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, base)
+    write_base_record(adapter_dir, setup.start)
     mark_finished(scratch, identity)
     log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
     return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train", type=Path, required=True, help="the SFT pool")
-    parser.add_argument("--adapter", type=Path, required=True, help="where the trained adapter is saved")
-    parser.add_argument("--curves", type=Path, required=True, help="the DVCLive folder of the training curves")
-    parser.add_argument("--scratch", type=Path, required=True, help="checkpoints of an unfinished run")
+    parser = stage_parser(__doc__, "train", "adapter", "curves", "scratch")
     args = parser.parse_args()
 
     params = load_params(args.params)

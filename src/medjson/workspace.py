@@ -26,12 +26,13 @@ OFFLINE_PLOTS_TEMPLATE = PROJECT_ROOT / "vendor" / "dvc-plots" / "offline.html"
 
 
 def deep_update(base: dict, overrides: dict, where: str = "") -> dict:
-    """``base`` with ``overrides`` applied key by key; an override of an unknown section fails."""
+    """``base`` with ``overrides`` applied key by key; an override of an unknown key fails, except in the
+    sections whose keys are open (trainer settings, reward weights, benchmark entries and their optional keys)."""
     out = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_update(out[key], value, f"{where}{key}.")
-        elif key not in out and not where.endswith(("trainer.", "rewards.")):
+        elif key not in out and not where.endswith(("trainer.", "rewards.")) and not where.startswith("benchmarks."):
             raise KeyError(f"override `{where}{key}` names no key of params.yaml")
         else:
             out[key] = value

@@ -12,7 +12,6 @@ reading and the model's own letter probabilities). Stages score what ``run`` ret
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from medjson.core.abstention import Abstention
@@ -24,16 +23,6 @@ from medjson.core.scoring import prediction_record
 from medjson.errors import DataError
 
 log = logging.getLogger("medjson.answering")
-
-
-@dataclass(frozen=True)
-class AnswerRun:
-    answers: list[Answer]
-    seconds: float
-
-    @property
-    def new_tokens(self) -> int:
-        return sum(a.new_tokens for a in self.answers)
 
 
 class Answerer:
@@ -71,8 +60,11 @@ class Answerer:
             AnswerGrammar.for_model(self.model, self.tokenizer, max_new_tokens) if decoding == CONSTRAINED else None
         )
 
-    def run(self, conversations: list[list[dict]], batch_size: int, progress: str | None = None) -> AnswerRun:
-        """Greedy answers to chat conversations, in order, read by the project's one parser."""
+    def run(
+        self, conversations: list[list[dict]], batch_size: int, progress: str | None = None
+    ) -> tuple[list[Answer], float]:
+        """Greedy answers to chat conversations, in order, read by the project's one parser, and the
+        seconds generation took."""
         from medjson.model.generation import generate
 
         run = generate(
@@ -85,21 +77,23 @@ class Answerer:
             progress=progress,
             grammar=self.grammar,
         )
-        return AnswerRun([Answer.read(o.text, o.new_tokens, o.letter_probs) for o in run.outputs], run.seconds)
+        return [Answer.read(o.text, o.new_tokens, o.letter_probs) for o in run.outputs], run.seconds
 
-    def score_pool(self, questions: list[dict], batch_size: int, progress: str) -> tuple[list[dict], AnswerRun]:
-        """Prediction records (``medjson.core.scoring``) for a prepared pool's questions, and the run."""
-        run = self.run([q["messages"] for q in questions], batch_size, progress)
-        return [prediction_record(q, a) for q, a in zip(questions, run.answers)], run
+    def score_pool(self, questions: list[dict], batch_size: int, progress: str) -> tuple[list[dict], float]:
+        """Prediction records (``medjson.core.scoring``) for a prepared pool's questions, and the seconds
+        generation took."""
+        answers, seconds = self.run([q["messages"] for q in questions], batch_size, progress)
+        return [prediction_record(q, a) for q, a in zip(questions, answers)], seconds
 
     def answer(self, questions: list[Question], batch_size: int | None = None) -> list[dict]:
         """One record per question, in order: the id, the schema's three fields (None where the model's
         output is not a schema-valid answer, which constrained decoding rules out) and metadata."""
         if not questions:
             return []
-        run = self.run([build_messages(q.question, q.options) for q in questions], batch_size or len(questions))
-        latency_ms = round(run.seconds * 1000, 1)
-        return [self._record(q, a, latency_ms) for q, a in zip(questions, run.answers)]
+        answers, seconds = self.run(
+            [build_messages(q.question, q.options) for q in questions], batch_size or len(questions)
+        )
+        return [self._record(q, a, round(seconds * 1000, 1)) for q, a in zip(questions, answers)]
 
     def _record(self, question: Question, answer: Answer, latency_ms: float) -> dict:
         parsed = answer.parsed

@@ -98,11 +98,6 @@ def trainer_precision_flags(precision: str) -> dict:
     return {"bf16": precision == BF16, "fp16": precision == FP16}
 
 
-def config_precision(config) -> str:
-    """The resolved precision a built TRL config trains in: what its model is loaded in."""
-    return BF16 if config.bf16 else FP16 if config.fp16 else FP32
-
-
 def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -84,9 +84,7 @@ def closure_deps(module: str) -> list[str]:
     files = closure_files(module)
     root = PACKAGE_DIR.parents[1]
     folders = sorted(
-        folder.relative_to(root).as_posix()
-        for folder in PACKAGE_DIR.iterdir()
-        if (folder / "__init__.py").is_file()
+        folder.relative_to(root).as_posix() for folder in PACKAGE_DIR.iterdir() if (folder / "__init__.py").is_file()
     )
     whole = [f for f in folders if set(package_files(f)) <= set(files)]
     return sorted(whole + [f for f in files if not any(f.startswith(w + "/") for w in whole)])
