@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from medjson.core.choices import EVALUATED
-from medjson.training.closure import closure_deps, closure_files, direct_imports, package_files
+from medjson.training.closure import PACKAGE_DIR, closure_deps, closure_files, direct_imports, package_files
 from medjson.workspace import PROJECT_ROOT
 
 DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
@@ -79,6 +79,25 @@ def test_no_stage_module_imports_another():
     for module in STAGE_MODULES:
         others = set(STAGE_MODULES) - {module}
         assert not direct_imports(module) & others, f"{module} imports {sorted(direct_imports(module) & others)}"
+
+
+# What each library folder may import, beside itself: the layers only ever import downwards.
+LAYERS = {
+    "core": {"medjson.errors"},
+    "data": {"medjson.errors", "core"},
+    "model": {"medjson.errors", "core"},
+    "training": {"medjson.errors", "medjson.params", "core", "model"},
+}
+
+
+def test_library_folders_import_only_the_layers_below():
+    for folder, allowed in LAYERS.items():
+        for path in (PACKAGE_DIR / folder).glob("*.py"):
+            module = f"medjson.{folder}.{path.stem}"
+            for imported in direct_imports(module):
+                parts = imported.split(".")
+                layer = parts[1] if len(parts) > 2 or (PACKAGE_DIR / parts[1]).is_dir() else imported
+                assert layer in allowed | {folder}, f"{module} imports {imported}: a layer above it"
 
 
 def test_the_evaluated_models_are_the_ones_the_code_knows():
