@@ -5,6 +5,7 @@ except the batch size (``--batch-size`` against 1), sends the same bounded load 
 and prints throughput, p50/p95 latency, errors and lost requests (which must be 0).
 
     python bench/serve_load.py --model demo-run/models/sft_merged --clients 16 --requests 4
+    python bench/serve_load.py --model demo-run/models/sft_merged --hostile   # the hostile mix (serve_hostile.py)
 """
 
 from __future__ import annotations
@@ -31,11 +32,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(model: str, batch_size: int, wait_ms: float, decoding: str, folder: Path) -> tuple:
+def start_service(
+    model: str, batch_size: int, wait_ms: float, decoding: str, folder: Path, request_timeout_s: float = 600
+) -> tuple:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     port = _free_port()
     params["serve"].update(
-        model=model, port=port, max_batch_size=batch_size, max_wait_ms=wait_ms, decoding=decoding, request_timeout_s=600
+        model=model,
+        port=port,
+        max_batch_size=batch_size,
+        max_wait_ms=wait_ms,
+        decoding=decoding,
+        request_timeout_s=request_timeout_s,
+        abstention=None,
     )
     path = folder / f"params-{batch_size}.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -93,6 +102,7 @@ def main() -> None:
     parser.add_argument("--decoding", default="constrained")
     parser.add_argument("--timeout-s", type=float, default=600, help="per request")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.json")
+    parser.add_argument("--hostile", action="store_true", help="the hostile mix instead (bench/serve_hostile.py)")
     args = parser.parse_args()
 
     questions = [
@@ -103,6 +113,8 @@ def main() -> None:
         }
         for i, m in enumerate(conversations(args.clients * args.requests))
     ]
+    if args.hostile:
+        return run_hostile(args, questions)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, batch_size in (("one at a time", 1), ("dynamic batching", args.batch_size)):
@@ -117,6 +129,32 @@ def main() -> None:
     rows[1]["speedup"] = rows[1]["answers_per_s"] / rows[0]["answers_per_s"]
     rows[0]["speedup"] = 1.0
     report(f"serve load: {args.clients} clients x {args.requests} requests, {args.decoding} decoding", rows, args.out)
+
+
+def run_hostile(args, questions: list[dict]) -> None:
+    from serve_hostile import hostile, long_question
+    from transformers import AutoTokenizer
+
+    settings = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
+    settings["request_timeout_s"] = 60
+    at_limit = long_question(AutoTokenizer.from_pretrained(args.model), questions[0], settings["max_prompt_tokens"])
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start_service(
+            args.model, args.batch_size, args.wait_ms, args.decoding, Path(tmp), settings["request_timeout_s"]
+        )
+        try:
+            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
+            rows = asyncio.run(hostile(url, questions, at_limit, settings))
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    title = (
+        f"serve under a hostile mix: {len(rows)} clients at once, request_timeout_s {settings['request_timeout_s']}, "
+        f"prompt at the limit {at_limit['tokens']} of {settings['max_prompt_tokens']} tokens"
+    )
+    report(title, rows, args.out.with_name("serve_hostile.json"))
+    if not all(row["ok"] for row in rows):
+        raise SystemExit("a client did not get what it should: see the rows marked False")
 
 
 if __name__ == "__main__":

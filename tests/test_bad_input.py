@@ -321,3 +321,20 @@ def test_bad_input_ends_with_a_clear_error_and_changes_nothing_else(name, tmp_pa
     if name == "scratch folder without a run marker":
         assert (tmp_path / "checkpoints/sft/results-i-need.csv").read_text() == "a,b\n1,2\n"
         assert (tmp_path / "checkpoints/sft/checkpoint-5").is_dir()
+
+
+@pytest.mark.parametrize("stage", sorted(READS_PARAMS))
+def test_a_params_key_given_twice_stops_every_stage_reading_params(stage, tmp_path):
+    """DVC refuses such a file; a stage run by hand must not quietly take the last value."""
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    assert "\nseed: " in text
+    (tmp_path / "params.yaml").write_text(text.replace("\nseed: ", "\nseed: 1\nseed: ", 1))
+    result = subprocess.run(
+        [sys.executable, "-m", f"medjson.{stage}", "--params", "params.yaml", *ARGS[stage]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "key `seed` appears twice" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -51,6 +51,9 @@ def test_a_bad_benchmark_entry_is_a_params_error_naming_it(tmp_path):
     (tmp_path / "q.yaml").write_text(params.replace("  mmlu_medical:", "  MMLU medical:"))
     with pytest.raises(ParamsError, match="benchmark name `MMLU medical`"):
         load_params(tmp_path / "q.yaml")
+    (tmp_path / "r.yaml").write_text(params.replace("  mmlu_medical:", '  "mmlu_medical\\n":'))
+    with pytest.raises(ParamsError, match="benchmark name `mmlu_medical\n`"):  # names are matched whole
+        load_params(tmp_path / "r.yaml")
 
 
 def _workspace(tmp_path, questions_path, benchmarks: dict):
@@ -106,3 +109,17 @@ def test_a_benchmark_with_a_bad_row_fails_naming_the_row_and_its_key(tmp_path, q
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "five.jsonl:1" in output and "options_not_four" in output
     assert "benchmarks.medqa.bad_rows: drop" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_benchmark_whose_every_row_is_dropped_says_how_many_were_read(tmp_path, questions_path):
+    bad = tmp_path / "five.jsonl"
+    rows = [json.loads(line) for line in (BENCHMARKS / "medqa_demo.jsonl").open()][:3]
+    bad.write_text("".join(json.dumps({**r, "options": {**r["options"], "E": "Another"}}) + "\n" for r in rows))
+    folder = _workspace(
+        tmp_path, questions_path, {"medqa": {"source": str(bad), "layout": "medqa", "bad_rows": "drop"}}
+    )
+    result = dvc(folder, "repro", "benchmark_data@medqa", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "no question left to ask (3 rows read, 3 dropped as bad, 0 also in the training pools)" in output

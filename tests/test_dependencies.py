@@ -87,6 +87,7 @@ LAYERS = {
     "data": {"medjson.errors", "core"},
     "model": {"medjson.errors", "core"},
     "training": {"medjson.errors", "medjson.params", "core", "model"},
+    "serving": {"medjson.errors", "medjson.params", "core", "model"},
 }
 
 

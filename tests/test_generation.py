@@ -119,3 +119,25 @@ def test_letter_probability_equals_a_direct_forward_pass(tiny_model):
             logits = model(torch.tensor([prompt + new[:step]])).logits[0, -1, letters]
         expected = torch.softmax(logits.double(), dim=0).tolist()
         assert max(abs(a - b) for a, b in zip(probs, expected)) < 1e-4
+
+
+def test_a_timed_out_question_stops_generating(tiny_model):
+    """Its row leaves the batch at the next step; the other rows' answers are unchanged."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.core.prompts import build_messages
+    from medjson.model.generation import generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    conversations = [build_messages(f"Which nerve {i}?", ["a", "b", "c", "d"]) for i in range(3)]
+    alone = generate(model, tokenizer, conversations, False, 3, 40).outputs
+    steps = {"seen": 0}
+
+    def stopped(row: int) -> bool:  # row 1's caller gives up after a few steps
+        steps["seen"] += row == 1
+        return row == 1 and steps["seen"] > 3
+
+    together = generate(model, tokenizer, conversations, False, 3, 40, stopped=stopped).outputs
+    assert together[1].new_tokens <= 5 < alone[1].new_tokens
+    assert [together[0].text, together[2].text] == [alone[0].text, alone[2].text]

@@ -108,7 +108,7 @@ OTHER = {"stem": "Which vessel?", "a": "Aorta", "b": "Vena cava", "c": "Portal v
 
 def _mapping(**changes) -> ColumnMapping:
     raw = {"question": "stem", "options": ["a", "b", "c", "d"], "answer": "key", "answer_encoding": "letter"}
-    return ColumnMapping.from_params({**raw, **changes}, "data.columns", "params.yaml")
+    return ColumnMapping.from_params({**raw, **changes}, "data.columns", "params.yaml", "columns")
 
 
 def _read_mapped(path, mapping, bad_rows="error"):
@@ -155,6 +155,7 @@ def test_a_column_mapping_reads_options_from_one_list_or_object_field_and_named_
         },
         "x",
         "p.yaml",
+        "columns",
     )
     first, second = _read_mapped(_jsonl(tmp_path / "s.jsonl", rows), mapping)[0]
     assert (first.id, first.answer, first.subject) == ("7", "A", "Anat")
@@ -217,7 +218,7 @@ def test_a_list_field_with_five_options_is_options_not_four(tmp_path):
 )
 def test_a_bad_column_mapping_is_a_params_error_naming_the_key(raw, message):
     with pytest.raises(ParamsError, match=message):
-        ColumnMapping.from_params(raw, "data.columns", "params.yaml")
+        ColumnMapping.from_params(raw, "data.columns", "params.yaml", "columns")
 
 
 def test_a_source_without_the_mapped_columns_or_without_a_mapping_is_refused(tmp_path):
@@ -226,3 +227,32 @@ def test_a_source_without_the_mapped_columns_or_without_a_mapping_is_refused(tmp
         _read_mapped(path, _mapping())
     with pytest.raises(DataError, match="layout `columns` needs a column mapping"):
         load_source(str(path), "columns", None)
+
+
+@pytest.mark.parametrize("answer", ["²", "1.0", "-1", " 2x"])
+def test_an_index_answer_that_is_not_a_plain_whole_number_is_the_rows_fault(tmp_path, answer):
+    """Not a traceback, whatever the cell holds ("²".isdigit() is true in Python)."""
+    from medjson.data.layouts import column_converter
+
+    mapping = _mapping(answer_encoding="index1")
+    converted = column_converter(mapping)({**OTHER, "key": answer}, "f:2")
+    assert converted in ("answer_not_an_integer", "answer_out_of_range")
+
+
+@pytest.mark.parametrize("layout", ["original", "auto", "mmlu"])
+def test_a_column_mapping_with_another_layout_is_an_error_not_ignored(layout):
+    raw = {"question": "q", "options": ["a", "b", "c", "d"], "answer": "k", "answer_encoding": "letter"}
+    with pytest.raises(ParamsError, match=rf"`data\.columns` is set, but `data\.layout` is '{layout}'"):
+        ColumnMapping.from_params(raw, "data.columns", "params.yaml", layout)
+
+
+def test_a_row_error_names_the_row_and_the_id_as_the_file_holds_them(tmp_path):
+    mmlu = tmp_path / "anatomy_test.csv"
+    with mmlu.open("w", newline="") as f:
+        csv.writer(f).writerows([["What?", "a", "b", "c", "d", "C"], ["Five?", "a", "b", "c", "d", "e", "A"]])
+    with pytest.raises(DataError, match=r"anatomy_test\.csv:2: row is unusable \(options_not_four") as raised:
+        _read(mmlu, "mmlu")
+    assert "None" not in str(raised.value)  # MMLU has no ids: the line names the row
+    mapped = _jsonl(tmp_path / "m.jsonl", [{**OTHER, "key": "A", "uid": "u1"}, {**OTHER, "key": "Q", "uid": "u2"}])
+    with pytest.raises(DataError, match=r"m\.jsonl:2: row id 'u2' is unusable \(answer_not_a_letter"):
+        _read_mapped(mapped, _mapping(id="uid"))

@@ -72,3 +72,18 @@ def test_weights_digest_covers_pytorch_bin_weights_and_refuses_no_weights(tiny_m
     shutil.copy(tiny_model / "config.json", config_only)
     with pytest.raises(StageError, match="no weights this pipeline can fingerprint"):
         weights_digest(resolve_source(str(config_only)))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("package:missing.pkg/x.gguf", "package 'missing.pkg' is not installed"),
+        ("package:no_such_package_here/x.gguf", "package 'no_such_package_here' is not installed"),
+        ("package:pytest/../../elsewhere/x.gguf", "must lie inside package 'pytest'"),
+        ("package:pytest", "must lie inside package 'pytest'"),
+        ("package:not a name/x.gguf", "is not a package name"),
+    ],
+)
+def test_a_package_spec_names_a_file_inside_an_installed_package_or_fails_plainly(spec, message):
+    with pytest.raises(FileNotFoundError, match=message):
+        resolve_source(spec)

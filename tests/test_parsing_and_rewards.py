@@ -117,3 +117,13 @@ def test_rewards_take_plain_and_conversational_completions():
 def test_reward_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         correct_answer([_conv(GOOD)], answer=["A", "B"])
+
+
+def test_nothing_non_finite_is_ever_written():
+    from medjson.core.records import dumps_line
+    from medjson.errors import DataError
+
+    answer = Answer.read(GOOD, 10, (float("nan"), 0.2, 0.3, 0.5))
+    assert answer.parsed.schema_valid and answer.letter_probs is None and answer.letter_probability is None
+    with pytest.raises(DataError, match="JSON cannot hold"):
+        dumps_line({"confidence": float("inf")})

@@ -129,7 +129,8 @@ def test_evaluate_refuses_an_abstention_file_fitted_on_its_questions(pipeline, t
     doctored.write_text(json.dumps(fitted))
     result = subprocess.run(
         [sys.executable, "-m", "medjson.evaluate", "--model", "models/sft_merged", "--name", "sft"]
-        + ["--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"), "--abstention", str(doctored)],
+        + ["--eval", "data/pools/eval.jsonl", "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
+        + ["--abstention", str(doctored)],
         cwd=pipeline,
         env=dvc_env(),
         capture_output=True,
@@ -145,14 +146,8 @@ def test_predict_with_the_fitted_file_answers_as_evaluate_scored(pipeline, tmp_p
     questions = tmp_path / "questions.jsonl"
     rows = [json.loads(line) for line in (pipeline / "data/pools/eval.jsonl").open()][:6]
     with questions.open("w") as out:
-        for row in rows:
-            stem, *options = row["messages"][-1]["content"].split("\n")  # medjson.core.prompts.format_question
-            question = {
-                "id": row["id"],
-                "question": stem.removeprefix("Question: "),
-                "options": [o[3:] for o in options],
-            }
-            out.write(json.dumps(question) + "\n")
+        for row in rows:  # a pool row keeps the question as asked
+            out.write(json.dumps({"id": row["id"], "question": row["question"], "options": row["options"]}) + "\n")
     result = subprocess.run(
         [sys.executable, "-m", "medjson.predict", "--model", "models/sft_merged", "--decoding", "constrained"]
         + ["--input", str(questions), "--abstention", "calibration/sft_constrained/abstention.json"],
@@ -230,7 +225,7 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
 
 def test_reward_code_change_retrains_grpo_from_its_first_step(pipeline):
     """A finished run is never resumed: the new reward is trained on for every configured step."""
-    rewards = pipeline / "src/medjson/rewards.py"
+    rewards = pipeline / "src/medjson/training/rewards.py"
     old = "rewards.append(1.0 - (parsed.confidence - outcome) ** 2)"
     assert old in rewards.read_text()
     rewards.write_text(rewards.read_text().replace(old, "rewards.append(1.0 - abs(parsed.confidence - outcome))"))

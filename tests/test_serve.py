@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def _free_port() -> int:
 def _start(folder, model, **serve) -> tuple[subprocess.Popen, str]:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     port = _free_port()
-    params["serve"].update(model=str(model), port=port, max_new_tokens=72, **serve)
+    params["serve"].update(model=str(model), port=port, max_new_tokens=72, abstention=None)
+    params["serve"].update(serve)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     process = subprocess.Popen(
         [sys.executable, "-m", "medjson.serve", "--params", str(folder / "params.yaml")],
@@ -158,3 +160,120 @@ def test_the_service_marks_answers_below_the_fitted_threshold(tmp_path, tiny_mod
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, tiny_model):
+    """A service with short limits."""
+    folder = tmp_path_factory.mktemp("guarded")
+    process, url = _start(
+        folder,
+        tiny_model,
+        max_prompt_tokens=300,
+        max_body_bytes=20_000,
+        header_timeout_s=1,
+        body_timeout_s=1,
+        max_question_chars=4000,
+    )
+    yield url, process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _raw(url: str, data: bytes, wait_s: float = 0.0) -> bytes:
+    """Send raw bytes to the service, wait, and return whatever it answers until it closes."""
+    import time
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(data)
+        time.sleep(wait_s)
+        received = b""
+        try:
+            while chunk := conn.recv(65536):
+                received += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+        return received
+
+
+def test_a_prompt_over_the_token_limit_is_a_422_before_it_queues(guarded):
+    url, _ = guarded
+    cjk = "肝" * 1500  # within the character limit, but about three tokens a character
+    response = httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": cjk}, timeout=30)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "question"] and "max_prompt_tokens = 300" in error["msg"]
+    assert len(response.content) < 1000  # an excerpt, never the question back
+    batch = httpx.post(f"{url}/v1/answer/batch", json={"questions": [QUESTION, {**QUESTION, "question": cjk}]})
+    assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "questions", 1, "question"]
+    assert httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=60).status_code == 200
+
+
+def test_a_422_shows_only_an_excerpt_of_what_was_sent(guarded):
+    url, _ = guarded
+    response = httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": "x" * 5000}, timeout=30)
+    assert response.status_code == 422 and len(response.content) < 1000
+    assert "(5000 characters)" in response.json()["detail"][0]["input"]
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"id": NaN, "question": "Which nerve?", "options": ["a", "b", "c", "d"]}', "id"),
+        (b'{"question": NaN, "options": ["a", "b", "c", "d"]}', "question"),
+        (b'{"question": "Which \\ud800 nerve?", "options": ["a", "b", "c", "d"]}', "question"),
+        (b'{"question": "Which nerve?", "options": ["a", "\\udfff", "c", "d"]}', "options"),
+    ],
+)
+def test_nan_and_lone_surrogates_are_a_422_never_a_500(guarded, body, field):
+    url, _ = guarded
+    response = httpx.post(f"{url}/v1/answer", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"][0]["loc"]
+
+
+def test_a_body_over_the_size_limit_is_a_413(guarded):
+    url, _ = guarded
+    big = json.dumps({**QUESTION, "question": "y" * 30_000})
+    response = httpx.post(f"{url}/v1/answer", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "more than 20000" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(30):
+            yield b"z" * 1000
+
+    streamed = httpx.post(f"{url}/v1/answer", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+
+
+def test_stalled_clients_are_cut_off(guarded):
+    url, _ = guarded
+    # Headers that never end: the connection is closed after serve.header_timeout_s, with nothing sent.
+    assert _raw(url, b"POST /v1/answer HTTP/1.1\r\nHost: x\r\n", wait_s=2.5) == b""
+    # A body that never arrives: a 408 after serve.body_timeout_s.
+    head = b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    assert _raw(url, head, wait_s=2.5).startswith(b"HTTP/1.1 408")
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_no_question_text_reaches_the_log(tmp_path, tiny_model):
+    process, url = _start(tmp_path, tiny_model)
+    secret = "Patient Zebediah Quarrington, 43, presents with"
+    httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + " chest pain?"}, timeout=60)
+    httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + "?", "options": ["a"]}, timeout=60)
+    process.terminate()
+    log = process.stdout.read()
+    assert "POST /v1/answer" in log and "Zebediah" not in log
+
+
+def test_command_line_errors_name_the_command_line_and_a_context_too_small_is_refused(tmp_path, tiny_model):
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["serve"].update(model=str(tiny_model), abstention=None)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    command = [sys.executable, "-m", "medjson.serve", "--params", str(tmp_path / "params.yaml")]
+    bad_port = subprocess.run(command + ["--port", "-1"], capture_output=True, text=True, timeout=120)
+    assert bad_port.returncode == 1 and "the command line: `serve.port` = -1 is out of range" in bad_port.stderr
+    too_long = subprocess.run(command + ["--max-prompt-tokens", "5000"], capture_output=True, text=True, timeout=120)
+    assert too_long.returncode == 1 and "can hold; lower max_prompt_tokens" in too_long.stderr
+    assert "Traceback" not in bad_port.stderr + too_long.stderr

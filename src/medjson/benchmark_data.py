@@ -43,7 +43,9 @@ def training_texts(pools_dir: Path) -> set[str]:
 def read_benchmark(name: str, bench: BenchmarkParams, params_path: Path | str) -> tuple[list[ExamQuestion], LoadReport]:
     """The benchmark's first ``limit`` rows, validated; bad rows raise or are counted as ``bad_rows`` says."""
     mapping = (
-        ColumnMapping.from_params(bench.columns, f"benchmarks.{name}.columns", params_path) if bench.columns else None
+        ColumnMapping.from_params(bench.columns, f"benchmarks.{name}.columns", params_path, bench.layout)
+        if bench.columns
+        else None
     )
     rows, layout = load_source(bench.source, bench.layout, bench.revision, bench.split, mapping, bench.subsets)
     log.info("read %d rows of benchmark %s from %s (layout: %s)", len(rows), name, bench.source, layout)
@@ -93,8 +95,9 @@ def main() -> None:
     kept, leaked = split_leaked(questions, seen)
     if not kept:
         raise DataError(
-            f"benchmark {args.name}: no question left to ask ({len(questions)} read, {len(leaked)} also in the "
-            "training pools); check its source and limit"
+            f"benchmark {args.name}: no question left to ask ({report.rows_read} rows read, "
+            f"{sum(report.dropped.values())} dropped as bad, {len(leaked)} also in the training pools); check its "
+            "source and limit"
         )
     write_jsonl(args.out, (pool_record(q, 0, 0.0, 0.0) for q in kept))
     summary = benchmark_report(bench, kept, leaked, report)

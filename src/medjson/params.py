@@ -136,7 +136,13 @@ class ServeParams:
     request_timeout_s: float = between(0.001, 3600)
     max_question_chars: int = at_least(1)
     max_option_chars: int = at_least(1)
+    # The prompt's length in tokens, checked before a question queues; with max_new_tokens it must
+    # fit the model's context (characters alone do not bound tokens: 3,000 CJK characters are ~9,000).
+    max_prompt_tokens: int = at_least(1)
     max_batch_items: int = at_least(1)  # questions in one POST /v1/answer/batch
+    max_body_bytes: int = at_least(1024)  # a larger request body is refused (413) before it is read
+    header_timeout_s: float = between(0.1, 3600)  # a connection whose request headers take longer is closed
+    body_timeout_s: float = between(0.1, 3600)  # a request body that takes longer gets a 408
     host: str = free()
     port: int = between(0, 65535)
 

@@ -3,22 +3,24 @@
     python -m medjson.predict --model models/grpo_merged --input questions.jsonl --output answers.jsonl
     cat questions.csv | medjson predict --model models/grpo_merged --input - --output -
 
-Input: JSON Lines (an object per line) or CSV (a header row), chosen by the file's suffix,
-or for ``-`` by its first character. A row holds ``question``, its four options (``options``
-as a list or an object with keys A-D, or fields ``A``..``D``) and an optional ``id``; rows
-without an id are numbered. Output, in input order: per question its id, the three schema
-fields and ``meta`` (model, decoding, latency, new tokens, the stated confidence, the letter
-probability, and whether the answer falls below the abstention threshold). A bad row becomes
+Input: JSON Lines (an object per line) or CSV (a header row), chosen by the file's suffix, or
+for ``-`` by its first character. A row holds ``question``, its four options (``options`` as a
+list or an object with keys A-D, or fields ``A``..``D``) and an optional ``id``; rows without an
+id are numbered. Output, in input order: per question its id, the three schema fields and
+``meta`` (model, decoding, latency, new tokens, the stated confidence, the letter probability,
+and whether the answer falls below the abstention threshold). A bad row (not UTF-8, not an
+object, a CSV row with the wrong number of fields, a repeated id, a missing field) becomes
 ``{"id", "row", "error"}``, is counted in the summary line, and never stops the run.
-Model, decoding and batch size default to the ``serve`` section of ``params.yaml``.
+
+An output file is written as ``<output>.partial`` and renamed into place when the run ends, so a
+complete earlier output is never destroyed by a run that does not finish; running the same
+command again resumes from the partial file. Model, decoding and batch size default to the
+``serve`` section of ``params.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import logging
 import sys
 import time
@@ -32,55 +34,31 @@ from medjson.core.choices import DECODINGS
 from medjson.core.questions import Question, read_question
 from medjson.core.records import dumps_line
 from medjson.errors import DataError
-from medjson.model.answering import Answerer, none_or, read_abstention
+from medjson.model.answering import Answerer, abstention_setting, read_abstention
+from medjson.model.lineage import weights_digest
 from medjson.params import load_params
+from medjson.serving.inputs import input_rows, open_input
+from medjson.serving.outputs import PartialOutput, check_output, file_digest
 
 log = logging.getLogger("medjson.predict")
 
 
-def _open_input(spec: str) -> tuple[io.TextIOBase, str]:
-    """The input stream and its format (jsonl or csv)."""
-    if spec == "-":
-        text = sys.stdin.read()
-        kind = "jsonl" if text.lstrip().startswith("{") else "csv"
-        return io.StringIO(text), kind
-    path = Path(spec)
-    if not path.is_file():
-        raise DataError(f"--input {path}: no such file")
-    kind = "csv" if path.suffix.lower() == ".csv" else "jsonl"
-    return path.open(encoding="utf-8", errors="replace", newline=""), kind
-
-
-def input_rows(stream: io.TextIOBase, kind: str) -> Iterator[tuple[int, object]]:
-    """(row number, parsed record or a DataError) for every non-blank input row."""
-    if kind == "csv":
-        for number, row in enumerate(csv.DictReader(stream), start=1):
-            yield number, {key.strip(): value for key, value in row.items() if key is not None}
-        return
-    number = 0
-    for line in stream:
-        if not line.strip():
-            continue
-        number += 1
-        try:
-            yield number, json.loads(line)
-        except ValueError as err:
-            yield number, DataError(f"not a JSON object ({err})")
-
-
-def predict(answerer: Answerer, rows: Iterator[tuple[int, object]], out, batch_size: int, limits: dict) -> dict:
-    """Answer every row, writing records as batches finish; returns the counts for the summary."""
-    counts = {"rows": 0, "answered": 0, "schema_valid": 0, "bad_rows": 0}
+def predict(
+    answerer: Answerer, rows: Iterator[tuple[int, object]], out, batch_size: int, limits: dict, skip: int = 0
+) -> dict:
+    """Answer every row after the first ``skip`` (answered by an earlier run), writing records as
+    batches finish; returns the counts for the summary."""
+    counts = {"rows": 0, "resumed": 0, "answered": 0, "schema_valid": 0, "bad_rows": 0}
     pending: list[tuple[int, Question]] = []
+    first_row_of: dict[str, int] = {}
     bar = tqdm(desc="predict", unit="q", file=sys.stderr)
 
     def flush() -> None:
         records = answerer.answer([q for _, q in pending], batch_size)
-        for (number, _), record in zip(pending, records):
-            out.write(dumps_line(record))
-            counts["answered"] += 1
-            counts["schema_valid"] += record["valid"]
+        out.write("".join(dumps_line(record) for record in records))
         out.flush()
+        counts["answered"] += len(records)
+        counts["schema_valid"] += sum(record["valid"] for record in records)
         bar.update(len(pending))
         pending.clear()
 
@@ -90,17 +68,25 @@ def predict(answerer: Answerer, rows: Iterator[tuple[int, object]], out, batch_s
             if isinstance(row, DataError):
                 raise row
             question = read_question(row, **limits)
+            if question.id is None:
+                question = Question(str(number), question.question, question.options)
+            if question.id in first_row_of:
+                raise DataError(f"id {question.id!r} repeats the id of row {first_row_of[question.id]}")
+            first_row_of[question.id] = number
         except DataError as err:
-            # Answers of earlier good rows go out first, so the output keeps the input's order.
-            if pending:
+            if number <= skip:
+                counts["resumed"] += 1
+                continue
+            if pending:  # answers of earlier good rows go out first, so the output keeps the input's order
                 flush()
-            rid = row.get("id") if isinstance(row, dict) else None
+            rid = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), (str, int)) else None
             out.write(dumps_line({"id": rid, "row": number, "error": f"row {number}: {err}"}))
             counts["bad_rows"] += 1
             bar.update(1)
             continue
-        if question.id is None:
-            question = Question(str(number), question.question, question.options)
+        if number <= skip:
+            counts["resumed"] += 1
+            continue
         pending.append((number, question))
         if len(pending) >= batch_size:
             flush()
@@ -110,6 +96,30 @@ def predict(answerer: Answerer, rows: Iterator[tuple[int, object]], out, batch_s
     return counts
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _run_identity(args, answerer: Answerer, settings, abstention_path: str | None) -> dict:
+    """What makes a partial output's answers those this run would write: resumed only when all agree."""
+    return {
+        "input": file_digest(Path(args.input)) if args.input != "-" else None,
+        "model": answerer.spec,
+        "model_sha256": weights_digest(answerer.source),
+        "decoding": answerer.decoding,
+        "max_new_tokens": answerer.max_new_tokens,
+        "enable_thinking": answerer.enable_thinking,
+        "abstention": file_digest(Path(abstention_path)) if abstention_path else None,
+        "limits": [settings.max_question_chars, settings.max_option_chars],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", required=True, help="JSON Lines or CSV file, or - for standard input")
     parser.add_argument("--output", default="-", help="JSON Lines file, or - for standard output")
     parser.add_argument("--decoding", choices=DECODINGS, help="default: serve.decoding")
-    parser.add_argument("--batch-size", type=int, help="default: serve.max_batch_size")
+    parser.add_argument("--batch-size", type=_positive, help="default: serve.max_batch_size")
     parser.add_argument(
         "--abstention",
         help="calibrate's abstention.json for this model and decoding, or none (default: serve.abstention)",
@@ -127,36 +137,46 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     settings = params.serve
     model = args.model or settings.model
+    decoding = args.decoding or settings.decoding
     batch_size = args.batch_size or settings.max_batch_size
-    if batch_size < 1:
-        raise DataError(f"--batch-size {batch_size}: must be at least 1")
-    stream, kind = _open_input(args.input)  # cheap checks before the model loads
-    log.info(
-        "predict: model %s, %s decoding, batches of %d, %s input",
-        model,
-        args.decoding or settings.decoding,
-        batch_size,
-        kind,
-    )
-    abstention = read_abstention(none_or(args.abstention) if args.abstention else settings.abstention)
-    answerer = Answerer(
-        model, params.model, args.decoding or settings.decoding, settings.max_new_tokens, None, abstention
-    )
+    # Cheap checks before the model loads: the output, the input, the abstention file.
+    output = check_output(args.output, args.input)
+    stream, kind = open_input(args.input)
+    abstention_path, named_by = abstention_setting(args.abstention, settings.abstention)
+    abstention = read_abstention(abstention_path, named_by)
+    log.info("predict: model %s, %s decoding, batches of %d, %s input", model, decoding, batch_size, kind)
+    answerer = Answerer(model, params.model, decoding, settings.max_new_tokens, None, abstention)
     limits = {"max_question_chars": settings.max_question_chars, "max_option_chars": settings.max_option_chars}
     started = time.perf_counter()
-    out = sys.stdout if args.output == "-" else Path(args.output).open("w", encoding="utf-8")
+    out = (
+        sys.stdout
+        if output is None
+        else PartialOutput(output, _run_identity(args, answerer, settings, abstention_path))
+    )
     try:
-        counts = predict(answerer, input_rows(stream, kind), out, batch_size, limits)
+        skip = 0 if output is None else out.open()
+        if skip:
+            log.info("predict: resuming from %s: %d rows were answered by an earlier run", out.partial, skip)
+        counts = predict(answerer, input_rows(stream, kind), out, batch_size, limits, skip)
+        if output is not None:
+            out.finish()
+    except OSError as err:  # a full disk, a file removed under the run: what was written is kept
+        where = out.partial if output is not None else "standard output"
+        raise DataError(
+            f"cannot write {where} ({err.strerror or err}); the answers written so far are kept there, and "
+            "running the same command again resumes after them"
+        ) from None
     finally:
         stream.close()
-        if out is not sys.stdout:
+        if output is not None:
             out.close()
     log.info(
-        "predict: %d rows: %d answered (%d schema-valid), %d bad rows, in %.1f s",
+        "predict: %d rows: %d answered (%d schema-valid), %d bad rows, %d kept from an earlier run, in %.1f s",
         counts["rows"],
         counts["answered"],
         counts["schema_valid"],
         counts["bad_rows"],
+        counts["resumed"],
         time.perf_counter() - started,
     )
 

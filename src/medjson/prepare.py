@@ -65,7 +65,9 @@ def make_pools(
 ) -> tuple[dict[str, list[ExamQuestion]], LoadReport, Counter, int]:
     """The four pools, what validation dropped, what pooling dropped (both counted by reason),
     and how many valid rows were left over once every pool was full."""
-    mapping = ColumnMapping.from_params(data.columns, "data.columns", params_path) if data.columns else None
+    mapping = (
+        ColumnMapping.from_params(data.columns, "data.columns", params_path, data.layout) if data.columns else None
+    )
     report = LoadReport()
     pooling_drops: Counter = Counter()
     sizes = pool_sizes(prep)

@@ -11,9 +11,13 @@ and the OpenAPI docs at ``/docs`` (served locally: no CDN needed) and ``/openapi
 Concurrent requests share the model through dynamic batching: the first waiting question
 opens a batch, which takes whatever else arrives within ``serve.max_wait_ms``, up to
 ``serve.max_batch_size`` questions, and runs as one batched generation while the next batch
-gathers. Requests are validated before they queue, so a bad one gets a 422 naming its field
-and never reaches, or fails, a batch; every request ends within ``serve.request_timeout_s``
-(a 504 otherwise). Settings come from the ``serve`` section of ``params.yaml``, and the
+gathers. Requests are validated before they queue, lengths in characters and the prompt in
+tokens, so a bad one gets a 422 naming its field (with at most a short excerpt of what was sent)
+and never reaches, or fails, a batch. Every request ends within ``serve.request_timeout_s`` (a
+504 otherwise), and a question whose request timed out stops generating at once, so it slows
+no one else. Slow clients hold nothing: request headers must arrive within
+``serve.header_timeout_s`` and a body (at most ``serve.max_body_bytes``) within
+``serve.body_timeout_s``. Settings come from the ``serve`` section of ``params.yaml``, and the
 command line overrides them.
 """
 
@@ -26,7 +30,6 @@ import dataclasses
 import logging
 import time
 import typing
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -34,80 +37,37 @@ from medjson.cli import run_stage
 from medjson.core.parsing import ANSWER_SCHEMA
 from medjson.core.prompts import LETTERS
 from medjson.core.questions import Question
-from medjson.model.answering import Answerer, none_or, read_abstention
+from medjson.errors import ParamsError
+from medjson.model.answering import Answerer, abstention_setting, read_abstention
 from medjson.params import ServeParams, build_section, load_params
+from medjson.serving.batching import Batcher
+from medjson.serving.http import (
+    BodyLimits,
+    excerpt,
+    header_timeout_protocol,
+    no_surrogates,
+    validation_error_response,
+)
 
 log = logging.getLogger("medjson.serve")
-
-
-class Batcher:
-    """Collects questions into batches (up to B, or what arrives within T ms) for one model."""
-
-    def __init__(self, answerer: Answerer, max_batch_size: int, max_wait_ms: float):
-        self.answerer = answerer
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_ms / 1000
-        self.queue: asyncio.Queue = asyncio.Queue()
-        # One thread: generation holds the model; the event loop stays free to accept requests.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self.batches = 0
-
-    async def submit(self, question: Question) -> dict:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((question, future))
-        return await future
-
-    async def _gather(self) -> list:
-        loop = asyncio.get_running_loop()
-        batch = [await self.queue.get()]
-        deadline = loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            if not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-            except asyncio.TimeoutError:
-                break
-        return [(question, future) for question, future in batch if not future.done()]  # timed-out callers left
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            if not batch:
-                continue
-            self.batches += 1
-            try:
-                records = await loop.run_in_executor(self.executor, self.answerer.answer, [q for q, _ in batch])
-            except Exception as err:  # a failed generation fails its own batch only, with a 500 each
-                log.exception("generation failed for a batch of %d", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            for (_, future), record in zip(batch, records):
-                if not future.done():
-                    future.set_result(record)
 
 
 def create_app(settings: ServeParams, answerer: Answerer):
     """The FastAPI application around a loaded ``Answerer``; its batcher starts with the server."""
     from fastapi import HTTPException
+    from fastapi.exceptions import RequestValidationError
     from fastapi_offline import FastAPIOffline
-    from pydantic import BaseModel, Field, StringConstraints
+    from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+    Text = AfterValidator(no_surrogates)
     Option = Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=settings.max_option_chars)
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=settings.max_option_chars), Text
     ]
 
     class QuestionIn(BaseModel):
-        id: str | int | None = Field(default=None, description="echoed back in the answer")
+        id: Annotated[str, Text] | int | None = Field(default=None, description="echoed back in the answer")
         question: Annotated[
-            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=settings.max_question_chars)
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=settings.max_question_chars), Text
         ]
         options: list[Option] = Field(min_length=len(LETTERS), max_length=len(LETTERS), description="options A-D")
 
@@ -158,12 +118,34 @@ def create_app(settings: ServeParams, answerer: Answerer):
         lifespan=lifespan,
     )
 
-    async def answer_all(questions: list[QuestionIn]) -> list[dict]:
+    @app.exception_handler(RequestValidationError)
+    async def refuse(request, error: RequestValidationError):
+        return validation_error_response(error.errors())
+
+    def within_token_limit(questions: list[Question], where: tuple) -> None:
+        """A 422 for any question whose prompt is longer in tokens than serve.max_prompt_tokens."""
+        errors = []
+        for index, question in enumerate(questions):
+            tokens = answerer.prompt_tokens(question)
+            if tokens > settings.max_prompt_tokens:
+                loc = ("body", *where, *((index,) if where else ()), "question")
+                errors.append(
+                    {
+                        "type": "too_many_tokens",
+                        "loc": loc,
+                        "msg": f"the prompt is {tokens} tokens, more than serve.max_prompt_tokens = "
+                        f"{settings.max_prompt_tokens}",
+                        "input": excerpt(question.question),
+                    }
+                )
+        if errors:
+            raise RequestValidationError(errors)
+
+    async def answer_all(questions: list[QuestionIn], where: tuple = ()) -> list[dict]:
         started = time.perf_counter()
-        pending = [
-            state["batcher"].submit(Question(None if q.id is None else str(q.id), q.question, list(q.options)))
-            for q in questions
-        ]
+        asked = [Question(None if q.id is None else str(q.id), q.question, list(q.options)) for q in questions]
+        within_token_limit(asked, where)
+        pending = [state["batcher"].submit(question) for question in asked]
         try:
             records = await asyncio.wait_for(asyncio.gather(*pending), settings.request_timeout_s)
         except asyncio.TimeoutError:
@@ -180,7 +162,7 @@ def create_app(settings: ServeParams, answerer: Answerer):
     @app.post("/v1/answer/batch", response_model=BatchOut)
     async def answer_batch(batch: BatchIn) -> dict:
         """Answer several questions; they join the same dynamic batches as single requests."""
-        return {"answers": await answer_all(batch.questions)}
+        return {"answers": await answer_all(batch.questions, where=("questions",))}
 
     @app.get("/health")
     async def health() -> dict:
@@ -211,8 +193,9 @@ def _threshold(answerer: Answerer) -> float | None:
     return round(answerer.abstention.threshold, 4)
 
 
-def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
-    """The serve section of the params file, with every key overridable by a flag of the same name."""
+def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any, str]:
+    """The serve section of the params file, with every key overridable by a flag of the same name;
+    the parameters, and who named the abstention file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     hints = typing.get_type_hints(ServeParams)
@@ -227,27 +210,39 @@ def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any]:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     overrides = {key: value for key, value in vars(args).items() if key != "params" and value is not None}
-    if "abstention" in overrides:
-        overrides["abstention"] = none_or(overrides["abstention"])
-    settings = dataclasses.replace(params.serve, **overrides)
-    return check_settings(settings, args.params), params
+    abstention, named_by = abstention_setting(overrides.pop("abstention", None), params.serve.abstention)
+    settings = dataclasses.replace(params.serve, **overrides, abstention=abstention)
+    # Command-line values get the same checks as params.yaml, and an error names the flag's source.
+    return build_section(ServeParams, dataclasses.asdict(settings), "serve", "the command line"), params, named_by
 
 
-def check_settings(settings: ServeParams, source) -> ServeParams:
-    """Command-line values get the same ranges as params.yaml."""
-    return build_section(ServeParams, dataclasses.asdict(settings), "serve", source)
+def check_context(settings: ServeParams, answerer: Answerer) -> None:
+    """The longest prompt allowed and the answer after it must fit the model's context."""
+    context = answerer.context_tokens
+    if context is not None and settings.max_prompt_tokens + settings.max_new_tokens > context:
+        raise ParamsError(
+            f"serve.max_prompt_tokens ({settings.max_prompt_tokens}) + serve.max_new_tokens "
+            f"({settings.max_new_tokens}) is more than the {context} tokens {settings.model} can hold; "
+            f"lower max_prompt_tokens to at most {context - settings.max_new_tokens}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    settings, params = settings_from(argv)
-
-    abstention = read_abstention(settings.abstention)
+    settings, params, named_by = settings_from(argv)
+    abstention = read_abstention(settings.abstention, named_by)
     # A model that cannot load is a clear error before the port opens.
     answerer = Answerer(settings.model, params.model, settings.decoding, settings.max_new_tokens, None, abstention)
-    app = create_app(settings, answerer=answerer)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    check_context(settings, answerer)
+    app = BodyLimits(create_app(settings, answerer=answerer), settings.max_body_bytes, settings.body_timeout_s)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        http=header_timeout_protocol(settings.header_timeout_s),
+    )
 
 
 if __name__ == "__main__":

@@ -21,14 +21,18 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from medjson.core.choices import AUTO_CONFIDENCE, CONFIDENCE_SOURCES, LETTER, STATED
+from medjson.core.choices import AUTO_CONFIDENCE, CONFIDENCE_SOURCES, DECODINGS, LETTER, STATED
 from medjson.core.prompts import LETTERS
 from medjson.core.stats import expected_calibration_error
-from medjson.errors import DataError
+from medjson.core.validation import at_least, between, build_section, free, one_of
+from medjson.errors import DataError, ParamsError
 
 # Temperatures tried: 400 steps evenly spaced in log between 0.05 and 20, and 1.0 itself, so the
 # fitted one never does worse than the raw probabilities on the pool it is fitted on.
 TEMPERATURE_GRID = sorted({math.exp(math.log(0.05) + i * math.log(400) / 400) for i in range(401)} | {1.0})
+# What a file read back may hold: a temperature must be positive (0 divides by zero, a negative one
+# turns the order of the letters around); these bounds hold the grid with room to spare.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 
 
 def scale_letter_probs(probs: list[float], temperature: float) -> list[float]:
@@ -92,20 +96,21 @@ def fit_threshold(confidences: list[float | None], correct: list[bool], target: 
 class Abstention:
     """What the calibrate stage fitted for one model and decoding, as written to its JSON file."""
 
-    model: str
-    model_sha256: str | None  # weights of a local model; None for a hub model (its revision pins it)
-    revision: str | None
-    decoding: str
-    confidence: str  # stated | letter
-    temperature: float  # applied to the letter probability
-    threshold: float | None  # None: every answer abstains (no threshold reached the target)
-    target_accuracy: float
-    min_kept: int
-    calibration_n: int
-    calibration_coverage: float
-    calibration_accuracy: float | None
-    calibration_ece: dict  # source -> ECE on the calibration pool (letter after scaling)
-    fitted_on: list[str]  # ids of the calibration questions: never an evaluation question
+    # Each field says what it accepts: a file read back is checked field by field (type and range).
+    model: str = free()
+    model_sha256: str | None = free()  # weights of a local model; None for a hub model (its revision pins it)
+    revision: str | None = free()
+    decoding: str = one_of(*DECODINGS)
+    confidence: str = one_of(*CONFIDENCE_SOURCES)
+    temperature: float = between(MIN_TEMPERATURE, MAX_TEMPERATURE)  # applied to the letter probability
+    threshold: float | None = between(0.0, 1.0)  # None: every answer abstains (no threshold reached the target)
+    target_accuracy: float = between(0.0, 1.0)
+    min_kept: int = at_least(1)
+    calibration_n: int = at_least(0)
+    calibration_coverage: float = between(0.0, 1.0)
+    calibration_accuracy: float | None = between(0.0, 1.0)
+    calibration_ece: dict[str, float | None] = free()  # source -> ECE on the calibration pool (letter after scaling)
+    fitted_on: list[str] = free()  # ids of the calibration questions: never an evaluation question
     # The file it was read from, for messages; not written to it.
     path: Path | None = dataclasses.field(default=None, compare=False, repr=False, metadata={"not_in_file": True})
 
@@ -128,20 +133,27 @@ class Abstention:
 
     @classmethod
     def read(cls, path: Path | str) -> Abstention:
+        """The file ``calibrate`` wrote, every field checked for its type and range."""
         path = Path(path)
+        remedy = "re-run `dvc repro calibrate`, or answer without one (--abstention none)"
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise DataError(
-                f"{path}: cannot be read as an abstention file ({err}); re-run `dvc repro calibrate`"
-            ) from None
+            raise DataError(f"{path}: cannot be read as an abstention file ({err}); {remedy}") from None
         keys = {f.name for f in _file_fields()}
         if not isinstance(raw, dict) or keys - set(raw):
             missing = sorted(keys - set(raw)) if isinstance(raw, dict) else sorted(keys)
-            raise DataError(f"{path}: not an abstention file, it lacks {missing}; re-run `dvc repro calibrate`")
-        if raw["confidence"] not in CONFIDENCE_SOURCES:
-            raise DataError(f"{path}: confidence {raw['confidence']!r} is not one of {list(CONFIDENCE_SOURCES)}")
-        return cls(**{key: raw[key] for key in keys}, path=path)
+            raise DataError(f"{path}: not an abstention file, it lacks {missing}; {remedy}")
+        try:
+            checked = build_section(cls, {key: raw[key] for key in keys}, "abstention", path)
+        except ParamsError as err:
+            raise DataError(f"{err}; {remedy}") from None
+        ece = [value for value in checked.calibration_ece.values() if value is not None]
+        if set(checked.calibration_ece) - set(CONFIDENCE_SOURCES) or not all(0.0 <= v <= 1.0 for v in ece):
+            raise DataError(
+                f"{path}: `abstention.calibration_ece` = {checked.calibration_ece!r} is not an ECE per source"
+            )
+        return dataclasses.replace(checked, path=path)
 
     def check_fits(self, model: str, sha256: str | None, decoding: str) -> None:
         """A threshold means something only for the model and decoding it was fitted on."""

@@ -160,7 +160,9 @@ class Answer:
     @classmethod
     def read(cls, text: str, new_tokens: int, letter_probs: tuple[float, ...] | None) -> Answer:
         parsed = parse_answer(text)
-        return cls(text, new_tokens, parsed, letter_probs if parsed.schema_valid else None)
+        # A non-finite probability (logits that overflowed in fp16) measures nothing: kept as none.
+        measured = letter_probs is not None and all(math.isfinite(p) for p in letter_probs)
+        return cls(text, new_tokens, parsed, letter_probs if parsed.schema_valid and measured else None)
 
     @property
     def letter_probability(self) -> float | None:

@@ -2,7 +2,8 @@
 
 Text from a model may hold anything, a lone surrogate escape included (``"\\ud83d"``),
 which UTF-8 cannot encode: such a record is written with its non-ASCII characters
-escaped, so every output is written and stays valid JSON.
+escaped, so every output is written and stays valid JSON. A NaN or an infinity, which JSON
+cannot hold, is never written.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ QUESTION_KEYS = ("question", "options")  # the question as asked, for leak check
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:
-    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    try:
+        # NaN and Infinity are not JSON: a reader in any other language would refuse the file.
+        text = json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=False)
+    except ValueError as err:
+        raise DataError(f"refusing to write a number JSON cannot hold ({err}): nothing was written") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escape it rather than fail after all the work

@@ -68,7 +68,7 @@ def type_error(source: Path, path: str, value: Any, annotation: Any) -> ParamsEr
             hint = " (YAML read this number as a string: write floats as 2.0e-4, and numbers without quotes)"
         except ValueError:
             pass
-    shown = str(annotation).replace("typing.", "")
+    shown = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
     return ParamsError(f"{source}: `{path}` = {value!r} is not of type {shown}{hint}")
 
 

@@ -21,11 +21,12 @@ A question with other than four options (MedQA's five-option release, say) is th
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from medjson.core.choices import ANSWER_ENCODINGS, MEDMCQA_HUB, MEDMCQA_ORIGINAL
+from medjson.core.choices import ANSWER_ENCODINGS, COLUMNS_LAYOUT, MEDMCQA_HUB, MEDMCQA_ORIGINAL
 from medjson.core.prompts import LETTERS
 from medjson.errors import ParamsError
 
@@ -118,8 +119,15 @@ class ColumnMapping:
         return (self.question, *options, self.answer)
 
     @classmethod
-    def from_params(cls, raw: Any, where: str, source: Path | str) -> ColumnMapping:
-        """Checked the way params.yaml is: every key named, typed and allowed, or a ParamsError."""
+    def from_params(cls, raw: Any, where: str, source: Path | str, layout: str) -> ColumnMapping:
+        """Checked the way params.yaml is: every key named, typed and allowed, or a ParamsError. A mapping
+        is read only with the `columns` layout: given with another, it is an error, never ignored."""
+        if layout != COLUMNS_LAYOUT:
+            layout_key = where.rsplit(".", 1)[0] + ".layout"
+            raise ParamsError(
+                f"{source}: `{where}` is set, but `{layout_key}` is {layout!r}: a column mapping is read only with "
+                f"layout: {COLUMNS_LAYOUT}; set that layout, or remove the mapping"
+            )
         if not isinstance(raw, dict):
             raise ParamsError(f"{source}: `{where}` must be a mapping of question, options, answer, answer_encoding")
         known = [f.name for f in dataclasses.fields(cls)]
@@ -171,7 +179,7 @@ def _answer_index(answer: Any, options: list, encoding: str) -> int | str:
         if len(matches) != 1:
             return "answer_text_matches_no_option" if not matches else "answer_text_matches_several_options"
         return matches[0]
-    if isinstance(answer, str) and answer.strip().isdigit():  # CSV cells are text
+    if isinstance(answer, str) and re.fullmatch(r"[0-9]+", answer.strip()):  # CSV cells are text; "²" is no index
         answer = int(answer.strip())
     if isinstance(answer, bool) or not isinstance(answer, int):
         return "answer_not_an_integer"

@@ -149,10 +149,12 @@ def validate_rows(
         if fault is not None:
             if bad_rows == "error":
                 answer = f"cop={data.get('cop')!r}, " if "cop" in data else ""
+                # The id as the file holds it (a row without one is named by its place alone).
+                file_id = row.data.get(mapping.id if mapping and mapping.id else "id")
+                named = f"row id {file_id!r}" if file_id is not None else "row"
                 raise DataError(
-                    f"{row.where}: row id {data.get('id')!r} is unusable ({fault}: "
-                    f"{answer}layout={layout}); fix the row, or set {bad_rows_key}: drop "
-                    "to drop and count such rows"
+                    f"{row.where}: {named} is unusable ({fault}: {answer}layout={layout}); fix the row, or set "
+                    f"{bad_rows_key}: drop to drop and count such rows"
                 )
             report.dropped[fault] += 1
             continue

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from medjson.core.abstention import Abstention
 from medjson.core.choices import CONSTRAINED, DECODINGS, STATED
 from medjson.core.parsing import Answer
-from medjson.core.prompts import build_messages
+from medjson.core.prompts import build_messages, render_prompt
 from medjson.core.questions import Question
 from medjson.core.scoring import prediction_record
 from medjson.errors import DataError
@@ -51,7 +52,12 @@ class Answerer:
         self.enable_thinking = model.enable_thinking
         self.source = resolve_source(spec, revision)
         if abstention is not None:  # checked against the weights before they load
-            abstention.check_fits(spec, weights_digest(self.source), decoding)
+            sha256 = weights_digest(self.source)
+            try:
+                abstention.check_fits(spec, sha256, decoding)
+            except DataError as err:
+                fitting = _fitting_file(abstention, spec, sha256, decoding)
+                raise DataError(f"{err}{f' (this one fits: {fitting})' if fitting else ''}") from None
         self.abstention = abstention
         self.precision = resolve_precision(model.precision)
         self.tokenizer = load_tokenizer(self.source, padding_side="left")
@@ -61,10 +67,14 @@ class Answerer:
         )
 
     def run(
-        self, conversations: list[list[dict]], batch_size: int, progress: str | None = None
+        self,
+        conversations: list[list[dict]],
+        batch_size: int,
+        progress: str | None = None,
+        stopped: Callable[[int], bool] | None = None,
     ) -> tuple[list[Answer], float]:
         """Greedy answers to chat conversations, in order, read by the project's one parser, and the
-        seconds generation took."""
+        seconds generation took. ``stopped(i)`` true: conversation i is no longer wanted (its row stops)."""
         from medjson.model.generation import generate
 
         run = generate(
@@ -76,6 +86,7 @@ class Answerer:
             self.max_new_tokens,
             progress=progress,
             grammar=self.grammar,
+            stopped=stopped,
         )
         return [Answer.read(o.text, o.new_tokens, o.letter_probs) for o in run.outputs], run.seconds
 
@@ -85,14 +96,27 @@ class Answerer:
         answers, seconds = self.run([q["messages"] for q in questions], batch_size, progress)
         return [prediction_record(q, a) for q, a in zip(questions, answers)], seconds
 
-    def answer(self, questions: list[Question], batch_size: int | None = None) -> list[dict]:
+    def prompt_tokens(self, question: Question) -> int:
+        """How many tokens the question's prompt takes: what the model's context must hold."""
+        messages = build_messages(question.question, question.options)
+        prompt = render_prompt(self.tokenizer, messages, self.enable_thinking)
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    @property
+    def context_tokens(self) -> int | None:
+        """The longest sequence the model was built for (prompt and answer), where its config says."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def answer(
+        self, questions: list[Question], batch_size: int | None = None, stopped: Callable[[int], bool] | None = None
+    ) -> list[dict]:
         """One record per question, in order: the id, the schema's three fields (None where the model's
-        output is not a schema-valid answer, which constrained decoding rules out) and metadata."""
+        output is not a schema-valid answer, which constrained decoding rules out) and metadata.
+        ``stopped(i)`` true: question i is no longer wanted, and its row stops generating."""
         if not questions:
             return []
-        answers, seconds = self.run(
-            [build_messages(q.question, q.options) for q in questions], batch_size or len(questions)
-        )
+        conversations = [build_messages(q.question, q.options) for q in questions]
+        answers, seconds = self.run(conversations, batch_size or len(questions), stopped=stopped)
         return [self._record(q, a, round(seconds * 1000, 1)) for q, a in zip(questions, answers)]
 
     def _record(self, question: Question, answer: Answer, latency_ms: float) -> dict:
@@ -129,17 +153,25 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def read_abstention(path: str | Path | None) -> Abstention | None:
-    """The abstention file predict and the service mark answers by; None where none is given."""
+def abstention_setting(flag: str | None, configured: str | None) -> tuple[str | None, str]:
+    """The abstention file to use and who named it: the command line's flag (``none``: no file) over
+    params.yaml's ``serve.abstention``."""
+    if flag is not None:
+        return (None if flag.lower() == "none" else flag), "--abstention"
+    return configured, "serve.abstention"
+
+
+def read_abstention(path: str | Path | None, named_by: str = "--abstention") -> Abstention | None:
+    """The abstention file predict and the service mark answers by, checked field by field; None
+    where none is named. A file that is named but missing is an error, never a quiet default."""
     if path is None:
+        log.info("no abstention file: answers carry the stated confidence and none is marked abstained")
         return None
     if not Path(path).is_file():
-        log.warning(
-            "NO ABSTENTION FILE at %s (run `dvc repro calibrate`): answers carry the stated confidence and "
-            "none is marked abstained",
-            path,
+        raise DataError(
+            f"{named_by} names {path}, which does not exist: run `dvc repro calibrate` to fit it, or answer "
+            "without one (--abstention none)"
         )
-        return None
     abstention = Abstention.read(path)
     threshold = (
         "none reached the target: every answer abstains"
@@ -150,6 +182,15 @@ def read_abstention(path: str | Path | None) -> Abstention | None:
     return abstention
 
 
-def none_or(value: str | None) -> str | None:
-    """A command-line path where `none` (any case) means no file."""
-    return None if value is None or value.lower() == "none" else value
+def _fitting_file(abstention: Abstention, spec: str, sha256: str | None, decoding: str) -> Path | None:
+    """Among the files beside ``abstention``'s (``calibration/*/abstention.json``), one fitted for this
+    model and decoding, so that a refusal can name it."""
+    if abstention.path is None:
+        return None
+    for candidate in sorted(abstention.path.parent.parent.glob(f"*/{abstention.path.name}")):
+        try:
+            Abstention.read(candidate).check_fits(spec, sha256, decoding)
+        except DataError:
+            continue
+        return candidate
+    return None

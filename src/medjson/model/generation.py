@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -62,6 +63,7 @@ def greedy_pruned(
     stop_ids: set[int],
     grammar=None,
     letter_ids: list[int] | None = None,
+    stopped: Callable[[int], bool] | None = None,
 ) -> tuple[list[list[int]], list[list[list[float]]]]:
     """Greedy decoding of a batch that shares its common prefix and drops rows as they end.
 
@@ -75,6 +77,8 @@ def greedy_pruned(
     (``medjson.model.grammar.AnswerGrammar``), each row's logits are masked to what its matcher
     allows before the argmax. With ``letter_ids``, each row's raw logits of those tokens are
     kept at every step (before any mask): the model's own view of the letters, for free.
+    A row for which ``stopped(row)`` turns true (its caller gave up waiting) leaves the batch at
+    the next step, as a finished one does: the others go on, faster.
     Returns the new tokens of each row, and those per-step letter logits.
     """
     from transformers import DynamicCache
@@ -124,7 +128,7 @@ def greedy_pruned(
             tokens[row].append(token)
             if grammar:
                 grammar.accept(matchers[row], token)
-            if token not in stop_ids:
+            if token not in stop_ids and not (stopped and stopped(row)):
                 keep.append(position)
         if not keep or step == max_new_tokens - 1:
             break
@@ -175,9 +179,11 @@ def generate(
     temperature: float | None = None,
     progress: str | None = None,
     grammar=None,
+    stopped: Callable[[int], bool] | None = None,
 ) -> GenerationRun:
     """Answers to every conversation; greedy unless a temperature is given, and masked by
-    ``grammar`` when one is given (greedy only)."""
+    ``grammar`` when one is given (greedy only). ``stopped(i)`` true: conversation i is no longer
+    wanted, and its row stops generating (greedy only)."""
     if grammar is not None and temperature:
         raise ValueError("constrained decoding is greedy: pass no temperature with a grammar")
     prompts = [render_prompt(tokenizer, messages, enable_thinking) for messages in conversations]
@@ -219,6 +225,7 @@ def generate(
                     set(stop_ids),
                     grammar=grammar,
                     letter_ids=letter_ids,
+                    stopped=(lambda row, batch=batch: stopped(batch[row])) if stopped else None,
                 )
             for index, row, steps in zip(batch, rows, per_step):
                 count = _count_new_tokens(row, set(stop_ids))

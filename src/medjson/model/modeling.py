@@ -52,14 +52,28 @@ class ModelSource:
         return where + (f"@{self.revision}" if self.revision and not self.is_local else "")
 
 
+def _package_file(spec: str) -> str:
+    """The path of ``package:<pkg>/<file>``: a file inside an installed package, never outside it."""
+    package, _, relative = spec[len(PACKAGE_PREFIX) :].partition("/")
+    if not all(part.isidentifier() for part in package.split(".")):
+        raise FileNotFoundError(f"model {spec!r}: {package!r} is not a package name (package:<pkg>/<file>.gguf)")
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # a parent package that is not installed either
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"model {spec!r}: package {package!r} is not installed (make setup installs it)")
+    root = Path(list(found.submodule_search_locations)[0]).resolve()
+    path = (root / relative).resolve()
+    if not relative or not path.is_relative_to(root):
+        raise FileNotFoundError(f"model {spec!r}: the file must lie inside package {package!r} ({root})")
+    return str(path)
+
+
 def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
     """Turn a params.yaml model string into a ``ModelSource``; a missing local path is an error."""
     if spec.startswith(PACKAGE_PREFIX):
-        package, _, relative = spec[len(PACKAGE_PREFIX) :].partition("/")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError(f"model {spec!r}: package {package!r} is not installed (see README: make setup)")
-        spec = str(Path(list(found.submodule_search_locations)[0]) / relative)
+        spec = _package_file(spec)
     path = Path(spec)
     if spec.endswith(".gguf"):
         if not path.is_file():

@@ -1,0 +1,148 @@
+"""Holding the HTTP service up under hostile clients.
+
+- ``header_timeout_protocol``: uvicorn's HTTP/1.1 protocol, closing a connection whose request
+  headers have not all arrived within the limit (a stalled or trickling client holds no socket).
+- ``BodyLimits``: an ASGI wrapper that reads the body first, refusing one over the size limit
+  (413, before reading it when Content-Length says so) or one that does not arrive in time (408),
+  so the application only ever sees whole, bounded bodies.
+- ``validation_error_response``: a 422 that names the field and shows at most a short, printable
+  excerpt of what was sent: never the whole input back, never a 500 for a NaN or a lone surrogate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: Any) -> Any:
+    """A short, JSON-safe stand-in for a value a client sent."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, str):
+        safe = value.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate becomes \ud800
+        return safe if len(safe) <= EXCERPT_CHARS else f"{safe[:EXCERPT_CHARS]}... ({len(value)} characters)"
+    if isinstance(value, (list, dict)):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def validation_error_response(errors: list[dict]):
+    """FastAPI's 422 shape (``detail``: type, loc, msg, input per error), with every input an excerpt."""
+    from fastapi.responses import JSONResponse
+
+    detail = [
+        {
+            "type": error.get("type"),
+            "loc": [excerpt(part) for part in error.get("loc", ())],
+            "msg": excerpt(str(error.get("msg", ""))),
+            "input": excerpt(error.get("input")),
+        }
+        for error in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def no_surrogates(text: str) -> str:
+    """A pydantic validator: a lone surrogate (JSON's "\\ud800") is no character, and no model input."""
+    if has_surrogate(text):
+        raise ValueError("holds a lone surrogate (\\ud800-\\udfff), which is no character")
+    return text
+
+
+async def _send_json(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimits:
+    """ASGI middleware: the whole body, at most ``max_bytes``, within ``timeout_s``, or a 413/408."""
+
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _send_json(send, 413, f"the body is {int(declared)} bytes, more than {self.max_bytes}")
+        chunks, size, more = [], 0, True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return await _send_json(send, 408, f"the body did not arrive within {self.timeout_s} s")
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await _send_json(send, 413, f"the body is more than {self.max_bytes} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        return await self.app(scope, replay, send)
+
+
+def header_timeout_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol, closing any connection whose request headers take longer than ``timeout_s``
+    (from its opening, or from the end of the previous response on a kept-alive connection)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        header_timer = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            if self.cycle is None or self.cycle.response_complete:  # still waiting for a request's headers
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # the headers are in: the body has its own limit (BodyLimits)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
