@@ -69,10 +69,11 @@ def random_qwen3_06b(dtype: torch.dtype):
 
 
 def load(model_spec: str, precision: str):
-    from medjson.model.modeling import load_model, load_tokenizer, resolve_source
+    """A model for answering and its left-padded tokenizer (``precision``: auto or a precision name)."""
+    from medjson.model.modeling import load_model, load_tokenizer, resolve_precision, resolve_source
 
     source = resolve_source(model_spec)
-    return load_model(source, precision).eval(), load_tokenizer(source, padding_side="left")
+    return load_model(source, resolve_precision(precision)).eval(), load_tokenizer(source, padding_side="left")
 
 
 def report(title: str, rows: list[dict], out: Path | None) -> None:

@@ -32,13 +32,13 @@ def main() -> None:
     from trl import GRPOTrainer
 
     from medjson.grpo import grpo_config
-    from medjson.model.modeling import lora_config
+    from medjson.model.modeling import lora_config, resolve_precision
     from medjson.params import load_params
     from medjson.training.rewards import REWARDS
 
     params = load_params(ROOT / "params.yaml")
     model, tokenizer = random_qwen3_06b(torch.float32) if args.random_qwen3 else tiny_qwen3()
-    config = grpo_config(params, Path(tempfile.mkdtemp()))
+    config = grpo_config(params, Path(tempfile.mkdtemp()), resolve_precision(params.model.precision))
     config.max_steps, config.save_strategy, config.logging_steps, config.log_completions = (
         args.steps + 1,
         "no",

@@ -223,9 +223,9 @@ def test_a_partial_output_of_another_run_is_replaced_and_one_without_its_marker_
 BOM = b"\xef\xbb\xbf"
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "csv"])
-@pytest.mark.parametrize("from_stdin", [False, True])
+@pytest.mark.parametrize("kind, from_stdin", [("csv", False), ("jsonl", True)])
 def test_a_byte_order_mark_is_read_as_nothing(tmp_path, tiny_model, kind, from_stdin):
+    """Both formats, both sources (the two readers and the two ways in are independent of each other)."""
     if kind == "csv":
         data = BOM + b"id,question,A,B,C,D\nb1,Which nerve?,Radial,Axillary,Ulnar,Median\n"
     else:
