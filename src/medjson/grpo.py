@@ -25,9 +25,7 @@ from medjson.core.prompts import LETTERS
 from medjson.core.records import GRPO_KEYS, read_pool, write_json
 from medjson.errors import StageError
 from medjson.model.lineage import check_starts_from_sft, write_base_record
-from medjson.model.modeling import (
-    lora_config,
-)
+from medjson.model.modeling import lora_config
 from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, resume_point, run_identity
 from medjson.training.configs import set_up_training, stage_trainer_config

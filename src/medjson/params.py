@@ -118,9 +118,8 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class CalibrateParams:
     target_accuracy: float = between(0.0, 1.0)  # the accuracy the answered questions should reach
-    confidence: str = one_of(
-        AUTO_CONFIDENCE, *CONFIDENCE_SOURCES
-    )  # auto: the better calibrated on the calibration pool
+    # auto: the better calibrated of the two on the calibration pool
+    confidence: str = one_of(AUTO_CONFIDENCE, *CONFIDENCE_SOURCES)
     fit_temperature: bool = free()  # scale the letter probability by a temperature fitted on the calibration pool
     min_kept: int = at_least(1)  # a threshold must keep at least this many calibration answers
 

@@ -17,9 +17,7 @@ from medjson.cli import run_stage, stage_parser
 from medjson.core.records import SFT_KEYS, read_pool
 from medjson.errors import StageError
 from medjson.model.lineage import write_base_record
-from medjson.model.modeling import (
-    lora_config,
-)
+from medjson.model.modeling import lora_config
 from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, resume_point, run_identity
 from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config

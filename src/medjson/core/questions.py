@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from medjson.core.prompts import LETTERS
 from medjson.errors import DataError
 
+SURROGATE = "holds a lone surrogate (\\ud800-\\udfff), which is no character"
+
 
 @dataclass(frozen=True)
 class Question:
@@ -28,6 +30,12 @@ class ExamQuestion(Question):
     subject: str
     choice_type: str  # single | multi
     explanation: str  # "" where the source has none
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (U+D800-U+DFFF): no character, and never model input.
+    JSON's ``"\\ud800"`` makes one; so does a byte that is not UTF-8, read with ``surrogateescape``."""
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _options(row: dict) -> list:
@@ -56,6 +64,8 @@ def read_question(row: object, max_question_chars: int = 20_000, max_option_char
         raise DataError("`question` must be a non-empty string")
     if len(text) > max_question_chars:
         raise DataError(f"`question` is {len(text)} characters, more than the limit of {max_question_chars}")
+    if has_surrogate(text):
+        raise DataError(f"`question` {SURROGATE}")
     options = _options(row)
     if len(options) != len(LETTERS):
         raise DataError(f"`options` must hold exactly {len(LETTERS)} options, got {len(options)}")
@@ -64,7 +74,11 @@ def read_question(row: object, max_question_chars: int = 20_000, max_option_char
             raise DataError(f"option {letter} must be a non-empty string")
         if len(option) > max_option_chars:
             raise DataError(f"option {letter} is {len(option)} characters, more than the limit of {max_option_chars}")
+        if has_surrogate(option):
+            raise DataError(f"option {letter} {SURROGATE}")
     qid = row.get("id")
     if qid is not None and not isinstance(qid, (str, int)):
         raise DataError(f"`id` must be a string or an integer, got {type(qid).__name__}")
+    if isinstance(qid, str) and has_surrogate(qid):
+        raise DataError(f"`id` {SURROGATE}")
     return Question(None if qid is None else str(qid), text.strip(), [o.strip() for o in options])

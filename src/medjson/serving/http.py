@@ -16,6 +16,8 @@ import json
 import math
 from typing import Any
 
+from medjson.core.questions import SURROGATE, has_surrogate
+
 EXCERPT_CHARS = 80
 
 
@@ -49,14 +51,10 @@ def validation_error_response(errors: list[dict]):
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def has_surrogate(text: str) -> bool:
-    return any("\ud800" <= char <= "\udfff" for char in text)
-
-
 def no_surrogates(text: str) -> str:
     """A pydantic validator: a lone surrogate (JSON's "\\ud800") is no character, and no model input."""
     if has_surrogate(text):
-        raise ValueError("holds a lone surrogate (\\ud800-\\udfff), which is no character")
+        raise ValueError(SURROGATE)
     return text
 
 

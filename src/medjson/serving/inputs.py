@@ -1,9 +1,9 @@
 """Reading predict's input exactly, or refusing it row by row: JSON Lines or CSV, from a file or stdin.
 
 Every non-blank row becomes ``(row number, record)`` or ``(row number, DataError)``: a row that
-is not valid UTF-8, holds a lone surrogate (``"\\ud800"`` in JSON), is not a JSON object, or, in
-CSV, has more or fewer fields than the header is refused on its own, and the rows around it are
-read as usual. A byte order mark at the start is accepted. Reading streams: memory stays flat
+is not valid UTF-8, is not a JSON object, or, in CSV, has more or fewer fields than the header is
+refused on its own, and the rows around it are read as usual (a lone surrogate in a field, JSON's
+``"\\ud800"``, is refused by ``read_question`` like any other bad field). A byte order mark at the start is accepted. Reading streams: memory stays flat
 whatever the input's length.
 """
 
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from medjson.core.questions import has_surrogate
 from medjson.errors import DataError
 
 JSONL, CSV = "jsonl", "csv"
@@ -42,24 +43,6 @@ def open_input(spec: str) -> tuple[TextIO, str]:
         raise DataError(f"--input {path} cannot be read ({err.strerror})") from None
 
 
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= char <= "\udfff" for char in text)
-
-
-def _surrogate_field(value: object, name: str = "") -> str | None:
-    """The name of the first field of a parsed record that holds a lone surrogate, or None."""
-    if isinstance(value, str):
-        return name or "the row" if _has_surrogate(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        if isinstance(key, str) and _has_surrogate(key):
-            return f"a key of `{name}`" if name else "a key"
-        found = _surrogate_field(item, f"{name}.{key}" if name else str(key))
-        if found:
-            return found
-    return None
-
-
 NOT_UTF8 = "not valid UTF-8 text; save the input as UTF-8"
 
 
@@ -69,7 +52,7 @@ def _jsonl_rows(stream: TextIO) -> Iterator[tuple[int, object]]:
         if not line.strip():
             continue
         number += 1
-        if _has_surrogate(line):
+        if has_surrogate(line):
             yield number, DataError(NOT_UTF8)
             continue
         try:
@@ -77,8 +60,7 @@ def _jsonl_rows(stream: TextIO) -> Iterator[tuple[int, object]]:
         except ValueError as err:
             yield number, DataError(f"not a JSON object ({err})")
             continue
-        field = _surrogate_field(record)
-        yield number, DataError(f"`{field}` holds a lone surrogate, which is no character") if field else record
+        yield number, record  # a lone surrogate in a field it uses is refused by read_question
 
 
 def _csv_rows(stream: TextIO) -> Iterator[tuple[int, object]]:
@@ -86,7 +68,7 @@ def _csv_rows(stream: TextIO) -> Iterator[tuple[int, object]]:
     header = next(reader, None)
     if header is None:
         return
-    if _has_surrogate("".join(header)):
+    if has_surrogate("".join(header)):
         raise DataError(f"the CSV header is {NOT_UTF8}")
     header = [name.strip() for name in header]
     number = 0
@@ -109,7 +91,7 @@ def _csv_rows(stream: TextIO) -> Iterator[tuple[int, object]]:
                     f"has {len(cells)} fields, the header has {len(header)} (a comma inside a field must be quoted)"
                 ),
             )
-        elif _has_surrogate("".join(cells)):
+        elif has_surrogate("".join(cells)):
             yield number, DataError(NOT_UTF8)
         else:
             yield number, dict(zip(header, cells))
