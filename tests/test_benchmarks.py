@@ -93,6 +93,9 @@ def test_benchmark_data_stages_read_each_layout_and_count_what_leaked(tmp_path, 
     assert not {normalize_question(r["question"]) for r in asked} & trained
     mmlu = json.loads((folder / "metrics/benchmarks/mmlu_medical/data.json").read_text())
     assert mmlu["questions"] == 20 and mmlu["subjects"] == {"Medjson Medical": 20}
+    # The harness task evaluate scores them with: the layout's own, found for an auto-detected layout too.
+    assert (report["layout"], report["harness_task"]) == ("medqa", "medqa_4options")
+    assert (mmlu["layout"], mmlu["harness_task"]) == ("mmlu", "mmlu")
     assert "metrics/benchmarks/medqa/data.json" in run_dvc(folder, "metrics", "show")
 
 

@@ -86,13 +86,22 @@ def test_a_benchmark_entry_needs_only_its_source(tmp_path):
         raw["benchmarks"] = {"medqa": {"source": "data/benchmarks/medqa_demo.jsonl"}}
 
     bench = load_params(_write(tmp_path, only_source)).benchmarks["medqa"]
-    assert (bench.layout, bench.bad_rows, bench.split, bench.limit, bench.columns) == (
+    assert (bench.layout, bench.bad_rows, bench.split, bench.limit, bench.columns, bench.harness_task) == (
         "auto",
         "error",
         None,
         None,
         None,
+        None,  # the layout's own harness task
     )
+
+
+def test_a_benchmark_harness_task_is_one_the_project_knows(tmp_path):
+    def arc(raw):
+        raw["benchmarks"] = {"medqa": {"source": "data/benchmarks/medqa_demo.jsonl", "harness_task": "arc_easy"}}
+
+    with pytest.raises(ParamsError, match=r"`benchmarks\.medqa\.harness_task` = 'arc_easy'; choose one of"):
+        load_params(_write(tmp_path, arc))
 
 
 def test_unknown_trainer_key_names_the_key(tmp_path):

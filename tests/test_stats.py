@@ -6,9 +6,14 @@ import pytest
 
 from medjson.core.scoring import compare, plot_data, score
 from medjson.core.stats import (
+    BETTER,
+    NO_CLEAR_DIFFERENCE,
+    UNSETTLED,
+    WORSE,
     brier_score,
     expected_calibration_error,
     mcnemar_exact,
+    newcombe_paired_interval,
     paired_comparison,
     reliability_bins,
     wilson_interval,
@@ -57,6 +62,71 @@ def test_paired_comparison():
     assert tied.accuracy_diff == 0 and tied.mcnemar_p == 1.0
     with pytest.raises(ValueError):
         paired_comparison([True], [True, False])
+
+
+# Published worked examples of Newcombe's method 10, as (both, new only, old only, neither):
+# Newcombe RG (1998), Statistics in Medicine 17:2635-2650, Table II, examples (a)-(d); and
+# Fagerland MW, Lydersen S, Laake P (2014), "Recommended tests and confidence intervals for paired
+# binomial proportions", Statistics in Medicine 33:2850-2875, the Cavo et al. (2012) example
+# (-0.0621, 95% CI -0.1186 to -0.0046; also their book, Statistical Analysis of Contingency Tables, ch. 8).
+@pytest.mark.parametrize(
+    "table, interval",
+    [
+        ((36, 12, 2, 0), (0.0569, 0.3404)),
+        ((18, 12, 2, 18), (0.0562, 0.3290)),
+        ((53, 0, 0, 1), (-0.0729, 0.0729)),
+        ((0, 30, 0, 0), (0.8395, 1.0)),
+        ((59, 6, 16, 80), (-0.1186, -0.0046)),
+    ],
+)
+def test_newcombe_interval_matches_published_examples(table, interval):
+    assert newcombe_paired_interval(*table) == pytest.approx(interval, abs=1e-4)
+
+
+def test_four_discordant_pairs_one_way_in_fifty_claim_no_gain():
+    # The normal interval once said +0.080 [+0.004, +0.156] here while the exact test said p = 0.125.
+    for both in range(47):
+        new = [True] * both + [True] * 4 + [False] * (46 - both)
+        old = [True] * both + [False] * 4 + [False] * (46 - both)
+        gain = paired_comparison(new, old)
+        assert gain.accuracy_diff == pytest.approx(0.08) and gain.mcnemar_p == pytest.approx(0.125)
+        assert gain.ci_low < 0 < gain.ci_high, both
+        assert gain.verdict == NO_CLEAR_DIFFERENCE
+        loss = paired_comparison(old, new)
+        assert loss.ci_low < 0 < loss.ci_high and loss.verdict == NO_CLEAR_DIFFERENCE
+
+
+def test_no_discordant_pairs_is_never_a_zero_width_interval():
+    # The normal interval said +0.000 [+0.000, +0.000] on 8 questions, as if certain.
+    for right in range(9):
+        result = paired_comparison([True] * right + [False] * (8 - right), [True] * right + [False] * (8 - right))
+        assert result.ci_low < 0 < result.ci_high and result.ci_high - result.ci_low > 0.2, right
+    assert newcombe_paired_interval(0, 0, 0, 0) == (-1.0, 1.0)
+
+
+def test_interval_holds_its_estimate_and_excludes_zero_only_on_its_side():
+    for n in (5, 12, 40):
+        for new_only in range(n + 1):
+            for old_only in range(n - new_only + 1):
+                for both in range(0, n - new_only - old_only + 1, 3):
+                    neither = n - new_only - old_only - both
+                    low, high = newcombe_paired_interval(both, new_only, old_only, neither)
+                    diff = (new_only - old_only) / n
+                    assert -1 <= low <= diff <= high <= 1 and high > low
+                    if low > 0:
+                        assert new_only > old_only
+                    if high < 0:
+                        assert old_only > new_only
+
+
+def test_verdict_needs_the_interval_and_the_exact_test():
+    ten = [True] * 10
+    assert paired_comparison(ten + [True] * 20, ten + [False] * 20).verdict == BETTER
+    assert paired_comparison(ten + [False] * 20, ten + [True] * 20).verdict == WORSE
+    # Five discordant pairs one way in 20: the score interval excludes zero, the exact test (p = 0.0625) does not.
+    disputed = paired_comparison([True] * 5 + [False] * 15, [False] * 20)
+    assert disputed.ci_low > 0 and disputed.mcnemar_p == pytest.approx(0.0625)
+    assert disputed.verdict == UNSETTLED
 
 
 def test_calibration_maths():

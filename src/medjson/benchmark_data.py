@@ -4,7 +4,9 @@ with those the models were trained on counted and left out.
 A benchmark question whose normalised text also sits in the SFT or GRPO pool would score
 memory, not knowledge: it is left out of the benchmark's questions and counted in its data
 report (``leaked_into_training``). ``limit`` takes the first N questions of the source, before
-that, so the same N are asked whatever the pools hold.
+that, so the same N are asked whatever the pools hold. The report also names the layout the
+source was read in and the lm-evaluation-harness task whose prompt scores its questions
+(``harness_task``: the benchmark's own setting, or the layout's), which ``evaluate`` reads.
 
     python -m medjson.benchmark_data --name medqa --pools data/pools \
         --out data/benchmark_pools/medqa.jsonl --report metrics/benchmarks/medqa/data.json
@@ -19,7 +21,7 @@ from pathlib import Path
 from medjson.cli import run_stage, stage_parser
 from medjson.core.questions import ExamQuestion
 from medjson.core.records import QUESTION_KEYS, read_pool, write_json, write_jsonl
-from medjson.data.layouts import ColumnMapping
+from medjson.data.layouts import ColumnMapping, harness_task_of
 from medjson.data.pools import normalize_question, pool_record, question_summary
 from medjson.data.sources import LoadReport, load_source, validate_rows
 from medjson.errors import DataError, ParamsError
@@ -40,8 +42,11 @@ def training_texts(pools_dir: Path) -> set[str]:
     }
 
 
-def read_benchmark(name: str, bench: BenchmarkParams, params_path: Path | str) -> tuple[list[ExamQuestion], LoadReport]:
-    """The benchmark's first ``limit`` rows, validated; bad rows raise or are counted as ``bad_rows`` says."""
+def read_benchmark(
+    name: str, bench: BenchmarkParams, params_path: Path | str
+) -> tuple[list[ExamQuestion], LoadReport, str]:
+    """The benchmark's first ``limit`` rows, validated (bad rows raise or are counted as ``bad_rows``
+    says), and the layout they were read in."""
     mapping = (
         ColumnMapping.from_params(bench.columns, f"benchmarks.{name}.columns", params_path, bench.layout)
         if bench.columns
@@ -53,7 +58,7 @@ def read_benchmark(name: str, bench: BenchmarkParams, params_path: Path | str) -
         rows = rows[: bench.limit]
     report = LoadReport()
     questions = validate_rows(rows, layout, bench.bad_rows, True, report, mapping, f"benchmarks.{name}.bad_rows")
-    return questions, report
+    return questions, report, layout
 
 
 def split_leaked(questions: list[ExamQuestion], seen: set[str]) -> tuple[list[ExamQuestion], list[ExamQuestion]]:
@@ -64,10 +69,12 @@ def split_leaked(questions: list[ExamQuestion], seen: set[str]) -> tuple[list[Ex
 
 
 def benchmark_report(
-    bench: BenchmarkParams, kept: list[ExamQuestion], leaked: list[ExamQuestion], report: LoadReport
+    bench: BenchmarkParams, layout: str, kept: list[ExamQuestion], leaked: list[ExamQuestion], report: LoadReport
 ) -> dict:
     """What was read, asked and left out, and how the asked questions' letters and subjects spread."""
     return {
+        "layout": layout,
+        "harness_task": bench.harness_task or harness_task_of(layout),
         "rows_read": report.rows_read,
         "questions": len(kept),
         "leaked_into_training": len(leaked),
@@ -91,7 +98,7 @@ def main() -> None:
     bench = params.benchmarks[args.name]
     log_params(f"benchmark_data {args.name}", {f"benchmarks.{args.name}": dataclasses.asdict(bench)})
     seen = training_texts(args.pools)  # checked before the benchmark is read
-    questions, report = read_benchmark(args.name, bench, params.path)
+    questions, report, layout = read_benchmark(args.name, bench, params.path)
     kept, leaked = split_leaked(questions, seen)
     if not kept:
         raise DataError(
@@ -100,7 +107,7 @@ def main() -> None:
             "source and limit"
         )
     write_jsonl(args.out, (pool_record(q, 0, 0.0, 0.0) for q in kept))
-    summary = benchmark_report(bench, kept, leaked, report)
+    summary = benchmark_report(bench, layout, kept, leaked, report)
     write_json(args.report, summary)
     log.info(
         "benchmark %s: %d questions; %d left out as already in the training pools; %d rows dropped %s",

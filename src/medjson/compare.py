@@ -1,8 +1,9 @@
 """Stage `compare`: paired accuracy differences between models on the same questions.
 
 For each pair (sft vs base, grpo vs sft, grpo vs base, and each model under the answer
-grammar vs the same model alone): the accuracy difference with a 95% interval and an
-exact McNemar p-value. A gain whose interval straddles zero is not yet a gain.
+grammar vs the same model alone): the accuracy difference with Newcombe's 95% hybrid score
+interval, an exact McNemar p-value, and a verdict: better or worse only where both see a
+difference, "unsettled" where they disagree. A gain whose interval straddles zero is not yet a gain.
 
     python -m medjson.compare --evaluations evaluation --out metrics/comparison.json
 """
@@ -27,13 +28,14 @@ def main() -> None:
     write_json(args.out, result)
     for pair, r in result.items():
         log.info(
-            "%s: %+.3f [%+.3f, %+.3f], McNemar p = %.3g (n = %d)",
+            "%s: %+.3f [%+.3f, %+.3f], McNemar p = %.3g (n = %d): %s",
             pair,
             r["accuracy_diff"],
             r["ci_low"],
             r["ci_high"],
             r["mcnemar_p"],
             r["n"],
+            r["verdict"],
         )
 
 

@@ -79,13 +79,17 @@ def abstention_table(folder: Path) -> str:
 
 def results_table(folder: Path) -> str:
     """Headline metrics with the accuracy interval, one row per model."""
-    lines = [f"{'model':<17} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}"]
+    lines = [
+        f"{'model':<17} {'accuracy [95% CI]':<24} {'valid_json':>10} {'schema':>8} {'acc_on_schema':>14}  "
+        "loglik_accuracy [95% CI]"
+    ]
     for name in EVALUATED:
         m = json.loads((folder / "metrics" / f"{name}.json").read_text())
         interval = f"{m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]"
+        loglik = f"{m['loglik_accuracy']:.3f} [{m['loglik_accuracy_ci_low']:.3f}, {m['loglik_accuracy_ci_high']:.3f}]"
         lines.append(
             f"{name:<17} {interval:<24} {m['valid_json_rate']:>10.3f} {m['schema_pass_rate']:>8.3f} "
-            f"{m['accuracy_on_schema']:>14.3f}"
+            f"{m['accuracy_on_schema']:>14.3f}  {loglik}"
         )
     lines.append("")
     lines.append(confidence_table(folder))
@@ -98,7 +102,8 @@ def results_table(folder: Path) -> str:
     comparison = json.loads((folder / "metrics" / "comparison.json").read_text())
     for pair, c in comparison.items():
         lines.append(
-            f"{pair}: accuracy {c['accuracy_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], McNemar p = {c['mcnemar_p']:.3g}"
+            f"{pair}: accuracy {c['accuracy_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+            f"McNemar p = {c['mcnemar_p']:.3g}: {c['verdict']}"
         )
     return "\n".join(lines)
 

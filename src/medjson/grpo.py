@@ -195,7 +195,7 @@ def train_grpo(
         )
     # Save.
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, setup.start)
+    write_base_record(adapter_dir, setup.start, setup.source)
     summary = summarize(monitor.history, preflight_stats, trainer.state.global_step)
     write_json(summary_path, summary)
     mark_finished(scratch, identity)

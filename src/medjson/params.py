@@ -24,6 +24,7 @@ from medjson.core.choices import (
     BAD_ROWS,
     CONFIDENCE_SOURCES,
     DECODINGS,
+    HARNESS_TASKS,
     LAYOUTS,
     PRECISIONS,
 )
@@ -77,6 +78,8 @@ class BenchmarkParams:
     revision: str | None = free(default=None)  # hub dataset revision; None: the default branch
     limit: int | None = at_least(1, default=None)  # the first this many questions of the source; None: all
     columns: dict | None = free(default=None)  # with layout: columns, where the question's parts sit
+    # The lm-evaluation-harness task whose zero-shot prompt loglik_accuracy uses; None: the layout's own.
+    harness_task: str | None = one_of(*HARNESS_TASKS, default=None)
 
 
 @dataclass(frozen=True)

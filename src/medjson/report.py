@@ -1,9 +1,12 @@
 """Stage `report`: every model on every benchmark in one markdown table, with paired comparisons.
 
-For each benchmark in params.yaml (and the held-out evaluation pool): accuracy with its 95%
-interval, valid-JSON rate, the majority-letter baseline, the number of questions, and how
-many were left out because they sit in the training pools. Below it, per benchmark, each
-training phase against the one before (accuracy difference with its interval, McNemar p),
+For each benchmark in params.yaml (and the held-out evaluation pool): the accuracy of the
+generated JSON answers with its 95% interval ("answers in JSON"), beside the harness-style
+log-likelihood accuracy with its interval ("knows": the letter the model rates most likely after
+lm-evaluation-harness's zero-shot prompt, comparable with published figures), the valid-JSON
+rate, the majority-letter baseline, the number of questions, and how many were left out
+because they sit in the training pools. Below it, per benchmark, each
+training phase against the one before (accuracy difference with its interval, McNemar p, verdict),
 also written as flat metrics for `dvc metrics diff`.
 
     python -m medjson.report --out reports/benchmarks.md --comparison metrics/benchmark_comparison.json
@@ -50,6 +53,9 @@ def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list
                     "accuracy": m["accuracy"],
                     "ci_low": m["accuracy_ci_low"],
                     "ci_high": m["accuracy_ci_high"],
+                    "loglik": m["loglik_accuracy"],
+                    "loglik_low": m["loglik_accuracy_ci_low"],
+                    "loglik_high": m["loglik_accuracy_ci_high"],
                     "valid_json": m["valid_json_rate"],
                     "majority": m["majority_baseline"],
                     "n": m["n"],
@@ -61,21 +67,27 @@ def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list
 
 def markdown(rows: list[dict], comparisons: dict[str, dict]) -> str:
     lines = [
-        "| benchmark | model | accuracy [95% CI] | valid JSON | majority baseline | n | left out: in training |",
-        "|---|---|---|---|---|---|---|",
+        "| benchmark | model | answers in JSON: accuracy [95% CI] | knows: log-likelihood accuracy [95% CI] "
+        "| valid JSON | majority baseline | n | left out: in training |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         left_out = "-" if r["left_out"] is None else str(r["left_out"])
         lines.append(
             f"| {r['benchmark']} | {r['model']} | {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+            f"| {r['loglik']:.3f} [{r['loglik_low']:.3f}, {r['loglik_high']:.3f}] "
             f"| {r['valid_json']:.3f} | {r['majority']:.3f} | {r['n']} | {left_out} |"
         )
-    lines += ["", "| benchmark | comparison | accuracy difference [95% CI] | McNemar p |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| benchmark | comparison | accuracy difference [95% CI] | McNemar p | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for bench, pairs in comparisons.items():
         for pair, c in pairs.items():
             lines.append(
                 f"| {bench} | {pair.replace('_vs_', ' vs ')} | {c['accuracy_diff']:+.3f} "
-                f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['mcnemar_p']:.3g} |"
+                f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['mcnemar_p']:.3g} | {c['verdict']} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -131,7 +131,7 @@ def train_sft(
     trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, setup.start)
+    write_base_record(adapter_dir, setup.start, setup.source)
     mark_finished(scratch, identity)
     log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
     return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}

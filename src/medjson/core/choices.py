@@ -27,6 +27,11 @@ LAYOUTS = (MEDMCQA_HUB, MEDMCQA_ORIGINAL, "medqa", "medqa_hub", "mmlu", "mmlu_hu
 AUTO_LAYOUT = "auto"
 ANSWER_ENCODINGS = ("letter", "index0", "index1", "text")  # how a mapped source writes its answer
 
+# lm-evaluation-harness's multiple-choice tasks whose zero-shot prompt `loglik_accuracy` uses
+# (``medjson.core.harness``): MedMCQA's, MedQA's 4-option and MMLU's.
+HARNESS_TASKS = ("medmcqa", "medqa_4options", "mmlu")
+MEDMCQA_TASK, MEDQA_TASK, MMLU_TASK = HARNESS_TASKS
+
 # What happens to a source row that breaks the rules.
 BAD_ROWS = ("error", "drop")
 

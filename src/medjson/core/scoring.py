@@ -62,6 +62,30 @@ def prediction_record(question: dict, answer: Answer) -> dict:
     }
 
 
+def loglik_record(question: dict, logliks: list[float]) -> dict:
+    """One pool question scored the harness's way: each letter's log-likelihood, and the highest
+    (the first of equals, as the harness's argmax takes)."""
+    best = max(range(len(LETTERS)), key=lambda i: (logliks[i], -i))
+    return {
+        "id": question["id"],
+        "gold": question["answer"],
+        "logliks": dict(zip(LETTERS, logliks)),
+        "predicted": LETTERS[best],
+        "correct": LETTERS[best] == question["answer"],
+    }
+
+
+def loglik_metrics(records: list[dict]) -> dict:
+    """``loglik_accuracy``, the harness's ``acc``, with its 95% Wilson interval."""
+    correct = sum(r["correct"] for r in records)
+    low, high = wilson_interval(correct, len(records))
+    return {
+        "loglik_accuracy": _share(correct, len(records)),
+        "loglik_accuracy_ci_low": low,
+        "loglik_accuracy_ci_high": high,
+    }
+
+
 def _confidence(prediction: dict, source: str) -> float | None:
     return prediction["confidence"] if source == STATED else prediction["letter_probability"]
 

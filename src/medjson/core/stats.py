@@ -1,8 +1,9 @@
 """The statistics the evaluation reports: intervals, paired tests and calibration. Pure functions.
 
 - Wilson interval for an accuracy (honest near 0 and 1, unlike the normal one);
-- paired accuracy difference with a normal interval on per-question differences;
-- exact two-sided McNemar test on the discordant pairs;
+- paired accuracy difference with Newcombe's hybrid score interval (never zero-width, and
+  unlike a normal interval it does not claim a gain from four discordant pairs in 50);
+- exact two-sided McNemar test on the discordant pairs, and a verdict that needs both;
 - expected calibration error over equal-width bins, and the Brier score.
 """
 
@@ -35,15 +36,22 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return low, high
 
 
+# The verdicts of a paired comparison: a difference is called only when the interval and the
+# exact test both see it; when they disagree (a score interval is less conservative than an
+# exact test on a handful of discordant pairs), the report says so rather than pick one.
+BETTER, WORSE, NO_CLEAR_DIFFERENCE, UNSETTLED = "better", "worse", "no clear difference", "unsettled"
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     n: int
     accuracy_diff: float  # new minus old
-    ci_low: float
+    ci_low: float  # Newcombe's hybrid score interval (method 10), 95%
     ci_high: float
     new_only_correct: int  # discordant pairs in favour of the new model
     old_only_correct: int
     mcnemar_p: float
+    verdict: str  # BETTER / WORSE: interval and test agree there is a difference; UNSETTLED: they disagree
 
 
 def mcnemar_exact(new_only: int, old_only: int) -> float:
@@ -55,17 +63,58 @@ def mcnemar_exact(new_only: int, old_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def newcombe_paired_interval(
+    both: int, new_only: int, old_only: int, neither: int, z: float = Z95
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for a difference of paired proportions (method 10).
+
+    Newcombe RG (1998), "Improved confidence intervals for the difference between binomial
+    proportions based on paired data", Statistics in Medicine 17:2635-2650. It squares and adds
+    the Wilson intervals of the two accuracies, corrected for their correlation (phi, shrunk
+    towards zero by n/2 as the paper prescribes). Unlike the normal interval on per-question
+    differences it is never zero-width and stays honest with few discordant pairs.
+    """
+    n = both + new_only + old_only + neither
+    if n == 0:
+        return -1.0, 1.0
+    new_right, old_right = both + new_only, both + old_only
+    p_new, p_old = new_right / n, old_right / n
+    new_low, new_high = wilson_interval(new_right, n, z)
+    old_low, old_high = wilson_interval(old_right, n, z)
+    margins = new_right * (n - new_right) * old_right * (n - old_right)
+    cross = both * neither - new_only * old_only
+    if margins == 0 or 0 <= cross <= n / 2:
+        phi = 0.0
+    else:
+        phi = (cross - n / 2 if cross > n / 2 else cross) / math.sqrt(margins)
+    diff = p_new - p_old
+    below = (p_new - new_low) ** 2 - 2 * phi * (p_new - new_low) * (old_high - p_old) + (old_high - p_old) ** 2
+    above = (p_old - old_low) ** 2 - 2 * phi * (p_old - old_low) * (new_high - p_new) + (new_high - p_new) ** 2
+    return max(-1.0, diff - math.sqrt(below)), min(1.0, diff + math.sqrt(above))
+
+
+def paired_verdict(ci_low: float, ci_high: float, mcnemar_p: float, alpha: float = 0.05) -> str:
+    """BETTER or WORSE where both the interval and the exact test find a difference, NO_CLEAR_DIFFERENCE
+    where neither does, UNSETTLED where they disagree."""
+    interval_sees = ci_low > 0 or ci_high < 0
+    test_sees = mcnemar_p < alpha
+    if interval_sees and test_sees:
+        return BETTER if ci_low > 0 else WORSE
+    return NO_CLEAR_DIFFERENCE if not (interval_sees or test_sees) else UNSETTLED
+
+
 def paired_comparison(new_correct: list[bool], old_correct: list[bool], z: float = Z95) -> PairedComparison:
-    """Accuracy difference of two models on the same questions, with a 95% interval and McNemar p."""
+    """Accuracy difference of two models on the same questions, with a 95% interval, McNemar p and a verdict."""
     if len(new_correct) != len(old_correct):
         raise ValueError(f"paired comparison needs the same questions: {len(new_correct)} vs {len(old_correct)}")
     n = len(new_correct)
-    diffs = [int(a) - int(b) for a, b in zip(new_correct, old_correct)]
-    new_only, old_only = diffs.count(1), diffs.count(-1)
-    mean = sum(diffs) / n if n else 0.0
-    variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
-    half = z * math.sqrt(variance / n) if n else 0.0
-    return PairedComparison(n, mean, mean - half, mean + half, new_only, old_only, mcnemar_exact(new_only, old_only))
+    both = sum(1 for a, b in zip(new_correct, old_correct) if a and b)
+    new_only = sum(1 for a, b in zip(new_correct, old_correct) if a and not b)
+    old_only = sum(1 for a, b in zip(new_correct, old_correct) if b and not a)
+    low, high = newcombe_paired_interval(both, new_only, old_only, n - both - new_only - old_only, z)
+    p = mcnemar_exact(new_only, old_only)
+    diff = (new_only - old_only) / n if n else 0.0
+    return PairedComparison(n, diff, low, high, new_only, old_only, p, paired_verdict(low, high, p))
 
 
 def reliability_bins(confidences: list[float], correct: list[bool], bins: int = 10) -> list[dict]:

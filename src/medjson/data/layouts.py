@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from medjson.core.choices import ANSWER_ENCODINGS, COLUMNS_LAYOUT, MEDMCQA_HUB, MEDMCQA_ORIGINAL
+from medjson.core.choices import (
+    ANSWER_ENCODINGS,
+    COLUMNS_LAYOUT,
+    MEDMCQA_HUB,
+    MEDMCQA_ORIGINAL,
+    MEDMCQA_TASK,
+    MEDQA_TASK,
+    MMLU_TASK,
+)
 from medjson.core.prompts import LETTERS
 from medjson.errors import ParamsError
 
@@ -219,6 +227,7 @@ class LayoutSpec:
     columns: tuple[str, ...]  # the columns it must have, which also identify it when detected
     convert: Callable[[dict, str], Converted] | None = None  # into MedMCQA's original layout; None: MedMCQA
     cop_offset: int = 1  # what MedMCQA's `cop` counts from, after conversion
+    harness_task: str = MEDMCQA_TASK  # the lm-evaluation-harness task whose prompt scores its questions
 
 
 MEDMCQA_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
@@ -227,11 +236,18 @@ MEDMCQA_COLUMNS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
 LAYOUT_SPECS: dict[str, LayoutSpec] = {
     MEDMCQA_HUB: LayoutSpec(MEDMCQA_COLUMNS, cop_offset=0),
     MEDMCQA_ORIGINAL: LayoutSpec(MEDMCQA_COLUMNS),
-    "medqa": LayoutSpec(("question", "options", "answer_idx"), from_medqa),
-    "medqa_hub": LayoutSpec(("sent1", "ending0", "ending1", "ending2", "ending3", "label"), from_medqa_hub),
-    "mmlu": LayoutSpec(("cells", "subject"), from_mmlu_csv),
-    "mmlu_hub": LayoutSpec(("question", "choices", "answer"), from_mmlu_hub),
+    "medqa": LayoutSpec(("question", "options", "answer_idx"), from_medqa, harness_task=MEDQA_TASK),
+    "medqa_hub": LayoutSpec(
+        ("sent1", "ending0", "ending1", "ending2", "ending3", "label"), from_medqa_hub, harness_task=MEDQA_TASK
+    ),
+    "mmlu": LayoutSpec(("cells", "subject"), from_mmlu_csv, harness_task=MMLU_TASK),
+    "mmlu_hub": LayoutSpec(("question", "choices", "answer"), from_mmlu_hub, harness_task=MMLU_TASK),
 }
+
+
+def harness_task_of(layout: str) -> str:
+    """The harness task whose prompt fits a source read in ``layout`` (MedMCQA's for a mapped set)."""
+    return LAYOUT_SPECS[layout].harness_task if layout in LAYOUT_SPECS else MEDMCQA_TASK
 
 
 def mmlu_subject(path: Path) -> str:

@@ -17,10 +17,11 @@ from typing import Callable
 
 from medjson.core.abstention import Abstention
 from medjson.core.choices import CONSTRAINED, DECODINGS, STATED
+from medjson.core.harness import CONTINUATIONS, harness_context
 from medjson.core.parsing import Answer
 from medjson.core.prompts import build_messages, render_prompt
 from medjson.core.questions import Question
-from medjson.core.scoring import prediction_record
+from medjson.core.scoring import loglik_record, prediction_record
 from medjson.errors import DataError
 
 log = logging.getLogger("medjson.answering")
@@ -95,6 +96,17 @@ class Answerer:
         generation took."""
         answers, seconds = self.run([q["messages"] for q in questions], batch_size, progress)
         return [prediction_record(q, a) for q, a in zip(questions, answers)], seconds
+
+    def score_logliks(self, questions: list[dict], task: str, batch_size: int) -> tuple[list[dict], float]:
+        """Each pool question scored as lm-evaluation-harness's ``task`` does it, zero-shot (records of
+        ``medjson.core.scoring.loglik_record``), and the seconds it took."""
+        from medjson.model.loglik import continuation_logliks
+
+        contexts = [harness_context(task, q["question"], q["options"], q["subject"]) for q in questions]
+        scores, seconds = continuation_logliks(
+            self.model, self.tokenizer, contexts, CONTINUATIONS, batch_size, progress=f"{task} log-likelihood"
+        )
+        return [loglik_record(q, s) for q, s in zip(questions, scores)], seconds
 
     def prompt_tokens(self, question: Question) -> int:
         """How many tokens the question's prompt takes: what the model's context must hold."""

@@ -65,9 +65,27 @@ def base_identity(source: ModelSource, spec: str) -> dict:
     }
 
 
-def write_base_record(adapter_dir: Path, identity: dict) -> None:
-    """Record beside an adapter the ``base_identity`` of the model it was trained on."""
-    (Path(adapter_dir) / RECORD).write_text(json.dumps(identity, indent=2) + "\n")
+def write_base_record(adapter_dir: Path, identity: dict, source: ModelSource) -> None:
+    """Record beside an adapter the ``base_identity`` of the model it was trained on, and make the
+    adapter's own files name that base as params.yaml does.
+
+    PEFT writes the base's resolved location into ``adapter_config.json`` and the model card
+    (an absolute path on this machine, for a local or packaged base) and lists
+    ``target_modules`` in set order, which changes from run to run: two runs of the same
+    commit would give different files. The spec and a sorted list make them the same bytes.
+    """
+    adapter_dir = Path(adapter_dir)
+    (adapter_dir / RECORD).write_text(json.dumps(identity, indent=2) + "\n")
+    config_path = adapter_dir / "adapter_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = identity["base"]
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    card = adapter_dir / "README.md"
+    if card.is_file() and str(source.path) != identity["base"]:
+        card.write_text(card.read_text(encoding="utf-8").replace(str(source.path), identity["base"]), encoding="utf-8")
 
 
 def _read_record(path: Path, writer: str) -> dict:

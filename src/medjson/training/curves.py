@@ -17,6 +17,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 
+def _is_timing(key: str) -> bool:
+    # Wall-clock figures (GRPO's step_time, runtimes, samples per second) differ on every run: on a
+    # curve they would make two runs of one commit differ, and re-run whatever reads the curves.
+    return key == "step_time" or key.endswith(("_runtime", "_per_second"))
+
+
 def curve_points(logs: dict) -> dict[str, float]:
     """The numeric entries of one log record that belong on a curve."""
     # The end-of-training summary (train_runtime, train_loss, total_flos, ...) is not a curve point.
@@ -27,6 +33,7 @@ def curve_points(logs: dict) -> dict[str, float]:
         and not isinstance(v, bool)
         and k not in ("step", "total_flos")
         and not k.startswith("train_")
+        and not _is_timing(k)
     }
 
 
