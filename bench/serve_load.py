@@ -6,16 +6,15 @@ and prints throughput, p50/p95 latency, errors and lost requests (which must be 
 
     python bench/serve_load.py --model demo-run/models/sft_merged --clients 16 --requests 4
     python bench/serve_load.py --model demo-run/models/sft_merged --hostile   # the hostile mix (serve_hostile.py)
+    python bench/serve_load.py --model demo-run/models/sft_merged --routes    # OpenAI's route beside the own one
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
+import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,43 +22,56 @@ from pathlib import Path
 import httpx
 import yaml
 from common import ROOT, conversations, report
-from helpers import wait_until_ready
+from helpers import start_service
+
+from medjson.core.parsing import ANSWER_SCHEMA
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_service(
-    model: str, batch_size: int, wait_ms: float, decoding: str, folder: Path, request_timeout_s: float = 600
-) -> tuple:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    port = _free_port()
-    params["serve"].update(
-        model=model,
-        port=port,
-        max_batch_size=batch_size,
-        max_wait_ms=wait_ms,
-        decoding=decoding,
-        request_timeout_s=request_timeout_s,
-        abstention=None,
+def start(model: str, folder: Path, name: str, **serve) -> tuple:
+    """The real service with the project's serve settings (and ``serve`` overrides), its log in ``folder``."""
+    settings = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
+    (folder / name).mkdir()
+    return start_service(
+        folder / name,
+        model,
+        log=folder / f"serve-{name}.log",
+        ready_timeout_s=300,
+        **{"max_new_tokens": settings["max_new_tokens"], "request_timeout_s": 600, **serve},
     )
-    path = folder / f"params-{batch_size}.yaml"
-    path.write_text(yaml.safe_dump(params))
-    log = (folder / f"serve-{batch_size}.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "medjson.serve", "--params", str(path)], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process, timeout_s=300)
-    except RuntimeError as err:
-        raise SystemExit(f"{err}; see {log.name}") from None
-    return process, url
 
 
-async def load(url: str, questions: list[dict], clients: int, requests: int, timeout_s: float) -> dict:
-    latencies, errors, lost = [], 0, 0
+ANSWER_SCHEMA_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True},
+}
+
+
+async def ask(http: httpx.AsyncClient, url: str, route: str, question: dict, model: str) -> dict | None:
+    """One question through ``route`` (answer: /v1/answer; chat: /v1/chat/completions); the answer's
+    letter and reason, or None for a refused or invalid answer."""
+    if route == "answer":
+        response = await http.post(f"{url}/v1/answer", json=question)
+        body = response.json() if response.status_code == 200 else {}
+        return {"letter": body["predicted_category"], "reason": body["reason"]} if body.get("valid") else None
+    lines = [f"Question: {question['question']}", *(f"{l}. {o}" for l, o in zip("ABCD", question["options"]))]
+    request = {"model": model, "messages": [{"role": "user", "content": "\n".join(lines)}]}
+    response = await http.post(f"{url}/v1/chat/completions", json={**request, "response_format": ANSWER_SCHEMA_FORMAT})
+    if response.status_code != 200 or not response.json()["medjson"]["valid"]:
+        return None
+    answer = json.loads(response.json()["choices"][0]["message"]["content"])
+    return {"letter": answer["predicted_category"], "reason": answer["reason"]}
+
+
+async def load(
+    url: str,
+    questions: list[dict],
+    clients: int,
+    requests: int,
+    timeout_s: float,
+    route: str = "answer",
+    model: str = "",
+) -> dict:
+    latencies, errors, lost, answers = [], 0, 0, {}
 
     async def client(index: int, http: httpx.AsyncClient) -> None:
         nonlocal errors, lost
@@ -67,14 +79,15 @@ async def load(url: str, questions: list[dict], clients: int, requests: int, tim
             question = questions[(index * requests + k) % len(questions)]
             started = time.perf_counter()
             try:
-                response = await http.post(f"{url}/v1/answer", json=question)
+                answer = await ask(http, url, route, question, model)
             except httpx.HTTPError:
                 lost += 1
                 continue
-            if response.status_code != 200 or not response.json().get("valid", False):
+            if answer is None:
                 errors += 1
             else:
                 latencies.append(time.perf_counter() - started)
+                answers[question["id"]] = answer
 
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=timeout_s) as http:
@@ -89,6 +102,7 @@ async def load(url: str, questions: list[dict], clients: int, requests: int, tim
         "answers_per_s": len(latencies) / wall,
         "p50_s": statistics.median(ordered) if ordered else float("nan"),
         "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("nan"),
+        "answers": answers,
     }
 
 
@@ -103,6 +117,7 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=600, help="per request")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.json")
     parser.add_argument("--hostile", action="store_true", help="the hostile mix instead (bench/serve_hostile.py)")
+    parser.add_argument("--routes", action="store_true", help="/v1/answer and /v1/chat/completions side by side")
     args = parser.parse_args()
 
     questions = [
@@ -115,20 +130,63 @@ def main() -> None:
     ]
     if args.hostile:
         return run_hostile(args, questions)
+    if args.routes:
+        return run_routes(args, questions)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, batch_size in (("one at a time", 1), ("dynamic batching", args.batch_size)):
-            process, url = start_service(args.model, batch_size, args.wait_ms, args.decoding, Path(tmp))
+            process, url = start(
+                args.model, Path(tmp), f"batch-{batch_size}", max_batch_size=batch_size, max_wait_ms=args.wait_ms,
+                decoding=args.decoding,
+            )  # fmt: skip
             try:
                 asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
                 result = asyncio.run(load(url, questions, args.clients, args.requests, args.timeout_s))
             finally:
                 process.terminate()
                 process.wait(timeout=60)
+            del result["answers"]
             rows.append({"mode": name, "max_batch_size": batch_size, "clients": args.clients, **result})
     rows[1]["speedup"] = rows[1]["answers_per_s"] / rows[0]["answers_per_s"]
     rows[0]["speedup"] = 1.0
     report(f"serve load: {args.clients} clients x {args.requests} requests, {args.decoding} decoding", rows, args.out)
+
+
+def run_routes(args, questions: list[dict]) -> None:
+    """/v1/answer and /v1/chat/completions at the same time, ``--clients`` each, on one service: the
+    same questions get the same answers, and the shared batcher gives both the same throughput."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start(
+            args.model, Path(tmp), "routes", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
+            decoding=args.decoding,
+        )  # fmt: skip
+        try:
+            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
+            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s, "chat", args.model))
+
+            async def both():
+                return await asyncio.gather(
+                    *(load(url, questions, args.clients, args.requests, args.timeout_s, r, args.model) for r in ROUTES)
+                )
+
+            results = asyncio.run(both())
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    answers = [r.pop("answers") for r in results]
+    same = sum(answers[0][i] == answers[1].get(i) for i in answers[0])
+    rows = [{"route": ROUTES[route], "clients": args.clients, **r} for route, r in zip(ROUTES, results)]
+    ratio = rows[1]["answers_per_s"] / rows[0]["answers_per_s"]
+    for row in rows:
+        row["same_answers"] = f"{same}/{len(answers[0])}"
+        row["throughput_vs_answer"] = row["answers_per_s"] / rows[0]["answers_per_s"]
+    title = f"serve: /v1/answer and /v1/chat/completions at once, {args.clients} clients each x {args.requests}"
+    report(title, rows, args.out.with_name("serve_routes.json"))
+    if same != len(answers[0]) or abs(ratio - 1) > 0.10:
+        raise SystemExit(f"the routes differ: {same}/{len(answers[0])} same answers, throughput ratio {ratio:.3f}")
+
+
+ROUTES = {"answer": "/v1/answer", "chat": "/v1/chat/completions"}
 
 
 def run_hostile(args, questions: list[dict]) -> None:
@@ -139,9 +197,10 @@ def run_hostile(args, questions: list[dict]) -> None:
     settings["request_timeout_s"] = 60
     at_limit = long_question(AutoTokenizer.from_pretrained(args.model), questions[0], settings["max_prompt_tokens"])
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = start_service(
-            args.model, args.batch_size, args.wait_ms, args.decoding, Path(tmp), settings["request_timeout_s"]
-        )
+        process, url = start(
+            args.model, Path(tmp), "hostile", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
+            decoding=args.decoding, request_timeout_s=settings["request_timeout_s"],
+        )  # fmt: skip
         try:
             asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
             rows = asyncio.run(hostile(url, questions, at_limit, settings))

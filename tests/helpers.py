@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from medjson.workspace import dvc
+import yaml
+
+from medjson.workspace import PROJECT_ROOT, dvc
 
 
 def medmcqa_row(i: int, cop: int, **changes) -> dict:
@@ -92,3 +98,35 @@ def wait_until_ready(url: str, process, timeout_s: float) -> None:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"the service at {url} was not ready within {timeout_s:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(
+    folder: Path, model, env: dict | None = None, log: Path | None = None, ready_timeout_s: float = 120, **serve
+) -> tuple[subprocess.Popen, str]:
+    """``medjson serve`` on a free localhost port in a subprocess: the project's params.yaml with
+    ``serve`` overrides (72 new tokens and no abstention file unless given), its output to
+    ``log`` (a pipe without one); returns once it answers ``/health``."""
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    port = free_port()
+    params["serve"].update({"max_new_tokens": 72, "abstention": None, **serve, "model": str(model), "port": port})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medjson.serve", "--params", str(folder / "params.yaml")],
+        cwd=folder,
+        stdout=log.open("w") if log else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process, timeout_s=ready_timeout_s)
+    except RuntimeError as err:
+        raise RuntimeError(f"{err}: {f'see {log}' if log else process.stdout.read()}") from None
+    return process, url

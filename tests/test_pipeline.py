@@ -58,6 +58,7 @@ def test_every_metrics_and_plots_file_is_written(pipeline):
             "risk_coverage_stated.json",
             "risk_coverage_letter.json",
             "subjects.json",
+            "loglik.jsonl",
         ):
             assert (pipeline / "evaluation" / model / name).exists()
         assert (pipeline / "calibration" / model / "abstention.json").exists()
@@ -79,6 +80,29 @@ def test_plots_page_draws_every_chart_offline(pipeline):
     for plot in ("confusion_base", "confusion_grpo", "reliability", "sft_training", "grpo_training"):
         assert marks.get(plot, 0) > 0, f"{plot} is blank: {marks}"
     assert marks and all(marks.values()), f"blank charts: {[p for p, n in marks.items() if not n]}"
+
+
+def test_loglik_accuracy_sits_beside_accuracy_and_speed_in_its_own_file(pipeline):
+    for model in ("base", "sft", "grpo"):
+        metrics, speed = _metrics(pipeline, model), _metrics(pipeline, f"speed/{model}")
+        rows = [json.loads(line) for line in (pipeline / "evaluation" / model / "loglik.jsonl").open()]
+        assert len(rows) == metrics["n"] == 40
+        assert metrics["loglik_accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 40)
+        assert metrics["loglik_accuracy_ci_low"] <= metrics["loglik_accuracy"] <= metrics["loglik_accuracy_ci_high"]
+        assert all(set(r["logliks"]) == {"A", "B", "C", "D"} and r["predicted"] in "ABCD" for r in rows)
+        assert not {"questions_per_s", "new_tokens_per_s", "device"} & set(metrics)
+        assert speed["questions_per_s"] > 0 and speed["loglik_questions_per_s"] > 0 and speed["device"] == "cpu"
+    assert _metrics(pipeline, "benchmarks/mmlu_medical/data")["harness_task"] == "mmlu"
+    assert "loglik_accuracy" in _metrics(pipeline, "benchmarks/mmlu_medical/grpo")
+
+
+def test_adapters_list_their_modules_in_order(pipeline):
+    for adapter in ("sft_adapter", "grpo_adapter"):
+        config = json.loads((pipeline / "models" / adapter / "adapter_config.json").read_text())
+        assert config["target_modules"] == sorted(config["target_modules"]) and len(config["target_modules"]) > 1
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    sft = json.loads((pipeline / "models/sft_adapter/adapter_config.json").read_text())
+    assert sft["base_model_name_or_path"] == params["model"]["base"]
 
 
 def test_sft_teaches_the_json_format(pipeline):
@@ -216,6 +240,8 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
         "metrics/benchmarks/medqa/grpo.json",
         "metrics/benchmarks/mmlu_medical/grpo.json",
         "metrics/benchmark_comparison.json",
+        *(f"metrics/speed/{m}.json" for m in ("grpo", "grpo_constrained")),
+        *(f"metrics/speed/benchmarks/{b}/grpo.json" for b in ("medqa", "mmlu_medical")),
     }
     assert "metrics/sft.json" not in diff and "metrics/base.json" not in diff
     assert "metrics/benchmarks/medqa/sft.json" not in diff
@@ -247,6 +273,9 @@ def test_every_model_is_scored_on_every_benchmark_and_reported_in_one_table(pipe
     assert _metrics(pipeline, "benchmarks/mmlu_medical/data")["questions"] == 12  # its limit
     table = (pipeline / "reports/benchmarks.md").read_text()
     sft = _metrics(pipeline, "benchmarks/medqa/sft")
-    row = f"| medqa | sft | {sft['accuracy']:.3f} [{sft['accuracy_ci_low']:.3f}, {sft['accuracy_ci_high']:.3f}] "
+    row = (
+        f"| medqa | sft | {sft['accuracy']:.3f} [{sft['accuracy_ci_low']:.3f}, {sft['accuracy_ci_high']:.3f}] "
+        f"| {sft['loglik_accuracy']:.3f} [{sft['loglik_accuracy_ci_low']:.3f}, {sft['loglik_accuracy_ci_high']:.3f}] |"
+    )
     assert row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft |" in table
     assert "metrics/benchmarks/medqa/grpo.json" in run_dvc(pipeline, "metrics", "show")

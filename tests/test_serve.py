@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 from conftest import PROJECT_ROOT
-from helpers import wait_until_ready, write_abstention_file
+from helpers import start_service, write_abstention_file
 
 pytestmark = pytest.mark.slow  # a real service in a subprocess, with a model
 
@@ -23,36 +23,9 @@ QUESTION = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(folder, model, **serve) -> tuple[subprocess.Popen, str]:
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    port = _free_port()
-    params["serve"].update(model=str(model), port=port, max_new_tokens=72, abstention=None)
-    params["serve"].update(serve)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medjson.serve", "--params", str(folder / "params.yaml")],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process, timeout_s=120)
-    except RuntimeError as err:
-        raise AssertionError(f"{err}:\n{process.stdout.read()}") from None
-    return process, url
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model):
-    process, url = _start(tmp_path_factory.mktemp("serve"), tiny_model, max_wait_ms=50, max_batch_size=8)
+    process, url = start_service(tmp_path_factory.mktemp("serve"), tiny_model, max_wait_ms=50, max_batch_size=8)
     yield url
     process.terminate()
     process.wait(timeout=30)
@@ -135,7 +108,7 @@ def test_schema_health_and_docs(service):
 
 
 def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
-    process, url = _start(tmp_path, tiny_model, request_timeout_s=0.001)
+    process, url = start_service(tmp_path, tiny_model, request_timeout_s=0.001)
     try:
         response = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=30)
         assert response.status_code == 504 and "request_timeout_s" in response.json()["detail"]
@@ -147,7 +120,7 @@ def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
 
 def test_the_service_marks_answers_below_the_fitted_threshold(tmp_path, tiny_model):
     fitted = write_abstention_file(tmp_path / "abstention.json", tiny_model, "constrained", threshold=None)
-    process, url = _start(tmp_path, tiny_model, abstention=str(fitted))
+    process, url = start_service(tmp_path, tiny_model, abstention=str(fitted))
     try:
         health = httpx.get(f"{url}/health").json()
         assert health["abstention"] == str(fitted) and health["abstention_threshold"] is None
@@ -166,7 +139,7 @@ def test_the_service_marks_answers_below_the_fitted_threshold(tmp_path, tiny_mod
 def guarded(tmp_path_factory, tiny_model):
     """A service with short limits."""
     folder = tmp_path_factory.mktemp("guarded")
-    process, url = _start(
+    process, url = start_service(
         folder,
         tiny_model,
         max_prompt_tokens=300,
@@ -258,7 +231,7 @@ def test_stalled_clients_are_cut_off(guarded):
 
 
 def test_no_question_text_reaches_the_log(tmp_path, tiny_model):
-    process, url = _start(tmp_path, tiny_model)
+    process, url = start_service(tmp_path, tiny_model)
     secret = "Patient Zebediah Quarrington, 43, presents with"
     httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + " chest pain?"}, timeout=60)
     httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + "?", "options": ["a"]}, timeout=60)

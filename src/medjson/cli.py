@@ -48,6 +48,7 @@ PATH_FLAGS = {
     "predictions": "the folder of <benchmark>/<model>/predictions.jsonl",
     "report": "the data report (a metrics file)",
     "scratch": "checkpoints of an unfinished run (not a DVC output)",
+    "speed": "the speed metrics file (questions and tokens per second, device)",
     "summary": "the training summary (a metrics file)",
     "train": "the pool to train on",
 }

@@ -147,6 +147,8 @@ class ServeParams:
     body_timeout_s: float = between(0.1, 3600)  # a request body that takes longer gets a 408
     host: str = free()
     port: int = between(0, 65535)
+    # A file of API keys, one per line (with MEDJSON_API_KEYS): every route but /health then needs one.
+    api_keys_file: str | None = free(default=None)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from medjson.core.questions import Question
 from medjson.model.answering import Answerer
@@ -21,8 +22,15 @@ log = logging.getLogger("medjson.serve")
 class Batcher:
     """Collects questions into batches (up to B, or what arrives within T ms) for one model."""
 
-    def __init__(self, answerer: Answerer, max_batch_size: int, max_wait_ms: float):
+    def __init__(
+        self,
+        answerer: Answerer,
+        max_batch_size: int,
+        max_wait_ms: float,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self.answerer = answerer
+        self.on_batch = on_batch  # told each batch's size as it starts (the service's metrics)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -59,6 +67,8 @@ class Batcher:
             if not batch:
                 continue
             self.batches += 1
+            if self.on_batch:
+                self.on_batch(len(batch))
             # A question whose caller gave up (its future cancelled by the request's timeout) stops generating.
             answer = functools.partial(self.answerer.answer, stopped=lambda row: batch[row][1].done())
             try:

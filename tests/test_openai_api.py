@@ -1,0 +1,210 @@
+"""OpenAI's interface on the service: request reading (fast), then the real `openai` client against uvicorn."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Literal
+
+import httpx
+import pytest
+from helpers import start_service
+from pydantic import BaseModel, Field
+
+from medjson.core.parsing import ANSWER_SCHEMA
+from medjson.serving.openai_api import ChatRequestError, is_answer_schema, read_chat_request, read_question_text
+
+MODEL = "models/grpo_merged"
+MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
+
+
+class MedAnswer(BaseModel):
+    """The answer as a client's own Pydantic model: what the openai client's structured-output helper sends."""
+
+    predicted_category: Literal["A", "B", "C", "D"]
+    confidence: float = Field(ge=0, le=1)
+    reason: str
+
+
+def _body(**changes) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": MESSAGE}], **changes}
+
+
+def test_a_message_in_the_prompt_layout_gives_question_and_options():
+    assert read_question_text(MESSAGE) == (
+        "Which nerve supplies the deltoid?",
+        ["Radial", "Axillary", "Ulnar", "Median"],
+    )
+    lettered = "Two lines\nof question\nA) one\nB) two\nC) three\nD) four\nAnswer:"
+    assert read_question_text(lettered) == ("Two lines\nof question", ["one", "two", "three", "four"])
+    for bad in (
+        "Which nerve?\nA. Radial\nB. Axillary\nC. Ulnar",
+        "A. a\nB. b\nC. c\nD. d",
+        "Q?\nA. a\nC. c\nB. b\nD. d",
+    ):
+        with pytest.raises(ChatRequestError, match="A. ...', 'B. ...'") as refused:
+            read_question_text(bad)
+        assert refused.value.status == 400 and refused.value.param == "messages"
+
+
+def test_the_body_can_carry_question_and_options_and_content_parts_are_read():
+    chat = read_chat_request({"model": MODEL, "messages": [], "question": "Q?", "options": list("abcd")}, MODEL)
+    assert (chat.question, chat.options) == ("Q?", list("abcd"))
+    parts = _body(messages=[{"role": "user", "content": [{"type": "text", "text": MESSAGE}]}])
+    assert read_chat_request(parts, MODEL).options == ["Radial", "Axillary", "Ulnar", "Median"]
+
+
+def test_schemas_equivalent_to_the_answer_pass_and_others_are_refused():
+    assert is_answer_schema(ANSWER_SCHEMA)
+    assert is_answer_schema(MedAnswer.model_json_schema())
+    unbounded = json.loads(json.dumps(ANSWER_SCHEMA))
+    del unbounded["properties"]["confidence"]["minimum"], unbounded["properties"]["confidence"]["maximum"]
+    assert is_answer_schema(unbounded)
+    for change in (
+        lambda s: s["properties"].update(extra={"type": "string"}),
+        lambda s: s["properties"]["predicted_category"].update(enum=["A", "B", "C", "D", "E"]),
+        lambda s: s["properties"]["confidence"].update(type="string"),
+        lambda s: s["properties"]["confidence"].update(minimum=0.5),
+        lambda s: s.update(required=["reason"]),
+    ):
+        other = json.loads(json.dumps(ANSWER_SCHEMA))
+        change(other)
+        assert not is_answer_schema(other)
+        fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": other, "strict": True}}
+        with pytest.raises(ChatRequestError, match="GET /v1/schema"):
+            read_chat_request(_body(response_format=fmt), MODEL)
+
+
+def test_what_greedy_decoding_cannot_honour_is_refused_or_reported():
+    for change, param in (
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+    ):
+        with pytest.raises(ChatRequestError) as refused:
+            read_chat_request(_body(**change), MODEL)
+        assert refused.value.param == param and refused.value.status == 400
+    with pytest.raises(ChatRequestError, match="serves 'models/grpo_merged'") as other_model:
+        read_chat_request(_body(model="gpt-4o"), MODEL)
+    assert other_model.value.status == 404 and other_model.value.code == "model_not_found"
+    chat = read_chat_request(_body(temperature=0.7, top_p=0.9, max_tokens=500, max_completion_tokens=40), MODEL)
+    assert chat.ignored == ["temperature", "top_p"] and chat.max_tokens == 40
+
+
+def test_serving_beyond_this_machine_without_keys_warns(caplog):
+    from medjson.serve import warn_if_open
+
+    with caplog.at_level(logging.WARNING, logger="medjson.serve"):
+        warn_if_open("127.0.0.1", [])
+        warn_if_open("0.0.0.0", ["k"])
+        assert not caplog.records
+        warn_if_open("0.0.0.0", [])
+    assert "no API key" in caplog.text
+
+
+KEY = "sk-medjson-test-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_service(tmp_path_factory, tiny_model):
+    process, url = start_service(
+        tmp_path_factory.mktemp("openai"), tiny_model, env={"MEDJSON_API_KEYS": f"other-key,{KEY}"}, max_wait_ms=20
+    )
+    yield url, str(tiny_model)
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _client(url: str, key: str = KEY):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def _check_answer(content: str) -> dict:
+    answer = json.loads(content)
+    assert set(answer) == {"predicted_category", "confidence", "reason"}
+    assert answer["predicted_category"] in "ABCD" and 0 <= answer["confidence"] <= 1
+    return answer
+
+
+@pytest.mark.slow
+def test_the_openai_client_gets_schema_valid_answers_parsed_and_streamed(keyed_service):
+    url, model = keyed_service
+    client = _client(url)
+    assert [m.id for m in client.models.list()] == [model]
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}}
+    messages = [{"role": "user", "content": MESSAGE}]
+    completion = client.chat.completions.create(model=model, messages=messages, response_format=schema, temperature=0.2)
+    answer = _check_answer(completion.choices[0].message.content)
+    assert completion.choices[0].finish_reason == "stop" and completion.object == "chat.completion"
+    usage = completion.usage
+    assert usage.prompt_tokens > 20 and usage.completion_tokens > 5
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    extra = completion.model_extra["medjson"]
+    assert extra["valid"] and extra["ignored"] == ["temperature"] and extra["decoding"] == "constrained"
+    # The same question through the service's own route: the same answer (one answering path).
+    own = httpx.post(
+        f"{url}/v1/answer",
+        json={"question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=120,
+    ).json()
+    assert own["predicted_category"] == answer["predicted_category"] and own["reason"] == answer["reason"]
+
+    parsed = client.chat.completions.parse(model=model, messages=messages, response_format=MedAnswer)
+    assert isinstance(parsed.choices[0].message.parsed, MedAnswer)
+    assert parsed.choices[0].message.parsed.predicted_category == answer["predicted_category"]
+
+    stream = client.chat.completions.create(
+        model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert _check_answer(streamed) == answer
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.total_tokens == usage.total_tokens
+
+    cut = client.chat.completions.create(model=model, messages=messages, max_tokens=5)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    assert completion.choices[0].message.content.startswith(cut.choices[0].message.content)
+
+
+@pytest.mark.slow
+def test_keys_foreign_schemas_and_unreadable_messages_get_openai_errors_and_metrics_count_them(keyed_service):
+    import openai
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, model = keyed_service
+    messages = [{"role": "user", "content": MESSAGE}]
+    for key in ("sk-wrong", f"{KEY}x", KEY[:-1]):
+        with pytest.raises(openai.AuthenticationError, match="valid API key"):
+            _client(url, key).chat.completions.create(model=model, messages=messages)
+    keyless = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": messages})
+    assert keyless.status_code == 401 and keyless.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{url}/health").status_code == 200  # the probe needs no key
+    assert httpx.get(f"{url}/metrics").status_code == 401
+
+    client = _client(url)
+    foreign = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError, match="GET /v1/schema"):
+        client.chat.completions.create(model=model, messages=messages, response_format=foreign)
+    with pytest.raises(openai.BadRequestError, match="four lines"):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is the deltoid?"}])
+    client.chat.completions.create(model=model, messages=messages)
+
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def requests(status: str) -> float:
+        return samples.get(("medjson_requests_total", (("route", "/v1/chat/completions"), ("status", status))), 0)
+
+    assert requests("401") >= 4 and requests("400") >= 2 and requests("200") >= 1
+    assert samples[("medjson_answers_total", ())] >= 1 and samples[("medjson_generated_tokens_total", ())] > 0
+    assert samples[("medjson_batch_size_count", ())] >= 1 and ("medjson_queue_depth", ()) in samples
+    assert ("medjson_abstention_rate", ()) in samples
+    assert samples[("medjson_request_seconds_count", (("route", "/v1/chat/completions"),))] >= 5
