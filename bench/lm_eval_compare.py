@@ -145,9 +145,9 @@ def main() -> None:
     spec = params["model"]["base"] if args.model == "base" else str(args.run / "models" / f"{args.model}_merged")
     source = resolve_source(spec, params["model"].get("revision") if args.model == "base" else None)
     pools = {"eval_pool": ("medmcqa", args.run / "data" / "pools" / "eval.jsonl", args.run / "evaluation")}
-    for bench, settings in sorted(params.get("benchmarks", {}).items()):
-        pool = args.run / "data" / "benchmark_pools" / f"{bench}.jsonl"
-        pools[bench] = (settings["harness_task"], pool, args.run / "benchmarks" / bench)
+    for bench in sorted(params.get("benchmarks", {})):
+        task = json.loads((args.run / "metrics" / "benchmarks" / bench / "data.json").read_text())["harness_task"]
+        pools[bench] = (task, args.run / "data" / "benchmark_pools" / f"{bench}.jsonl", args.run / "benchmarks" / bench)
 
     harness = ensure_lm_eval()
     with tempfile.TemporaryDirectory() as scratch:
@@ -155,13 +155,13 @@ def main() -> None:
         task_dir.mkdir()
         for name, (task, pool, _) in pools.items():
             write_task(task_dir, f"medjson_{name}", task, read_jsonl(pool), harness)
-        model_args = f"pretrained={source.path},dtype=float32,device=cpu"
+        model_args = f"pretrained={source.path},dtype=float32"
         if source.gguf_file:
             model_args += f",gguf_file={source.gguf_file}"
         command = [
             sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", model_args,
             "--tasks", ",".join(f"medjson_{name}" for name in pools), "--include_path", str(task_dir),
-            "--batch_size", str(args.batch_size), "--log_samples", "--output_path", str(out_dir),
+            "--batch_size", str(args.batch_size), "--device", "cpu", "--log_samples", "--output_path", str(out_dir),
         ]  # fmt: skip
         print(" ".join(command), flush=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

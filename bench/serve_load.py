@@ -68,42 +68,48 @@ async def load(
     clients: int,
     requests: int,
     timeout_s: float,
-    route: str = "answer",
+    routes: tuple[str, ...] = ("answer",),
     model: str = "",
-) -> dict:
-    latencies, errors, lost, answers = [], 0, 0, {}
+) -> dict[str, dict]:
+    """``clients`` concurrent clients per route, each asking ``requests`` questions in turn; the clients
+    of the routes alternate, so every batch mixes them. Per route: answers, errors, lost requests, its
+    own time to its last answer, throughput and latency, and each question's answer."""
+    stats = {route: {"latencies": [], "errors": 0, "lost": 0, "answers": {}, "last": 0.0} for route in routes}
+    started = time.perf_counter()
 
-    async def client(index: int, http: httpx.AsyncClient) -> None:
-        nonlocal errors, lost
+    async def client(index: int, route: str, http: httpx.AsyncClient) -> None:
+        mine = stats[route]
         for k in range(requests):
             question = questions[(index * requests + k) % len(questions)]
-            started = time.perf_counter()
+            asked = time.perf_counter()
             try:
                 answer = await ask(http, url, route, question, model)
             except httpx.HTTPError:
-                lost += 1
+                mine["lost"] += 1
                 continue
             if answer is None:
-                errors += 1
+                mine["errors"] += 1
             else:
-                latencies.append(time.perf_counter() - started)
-                answers[question["id"]] = answer
+                mine["latencies"].append(time.perf_counter() - asked)
+                mine["answers"][question["id"]] = answer
+            mine["last"] = time.perf_counter() - started
 
-    started = time.perf_counter()
     async with httpx.AsyncClient(timeout=timeout_s) as http:
-        await asyncio.gather(*(client(i, http) for i in range(clients)))
-    wall = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {
-        "answered": len(latencies),
-        "errors": errors,
-        "lost": lost,
-        "seconds": wall,
-        "answers_per_s": len(latencies) / wall,
-        "p50_s": statistics.median(ordered) if ordered else float("nan"),
-        "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("nan"),
-        "answers": answers,
-    }
+        await asyncio.gather(*(client(i, route, http) for i in range(clients) for route in routes))
+    results = {}
+    for route, mine in stats.items():
+        ordered = sorted(mine["latencies"])
+        results[route] = {
+            "answered": len(ordered),
+            "errors": mine["errors"],
+            "lost": mine["lost"],
+            "seconds": mine["last"],
+            "answers_per_s": len(ordered) / mine["last"] if mine["last"] else 0.0,
+            "p50_s": statistics.median(ordered) if ordered else float("nan"),
+            "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("nan"),
+            "answers": mine["answers"],
+        }
+    return results
 
 
 def main() -> None:
@@ -141,7 +147,7 @@ def main() -> None:
             )  # fmt: skip
             try:
                 asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
-                result = asyncio.run(load(url, questions, args.clients, args.requests, args.timeout_s))
+                result = asyncio.run(load(url, questions, args.clients, args.requests, args.timeout_s))["answer"]
             finally:
                 process.terminate()
                 process.wait(timeout=60)
@@ -153,26 +159,23 @@ def main() -> None:
 
 
 def run_routes(args, questions: list[dict]) -> None:
-    """/v1/answer and /v1/chat/completions at the same time, ``--clients`` each, on one service: the
-    same questions get the same answers, and the shared batcher gives both the same throughput."""
+    """/v1/answer and /v1/chat/completions at the same time, ``--clients`` each (alternating, so every batch
+    mixes them), on one service: the same questions get the same answers, and the shared batcher gives
+    both the same throughput."""
     with tempfile.TemporaryDirectory() as tmp:
         process, url = start(
             args.model, Path(tmp), "routes", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
             decoding=args.decoding,
         )  # fmt: skip
         try:
-            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
-            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s, "chat", args.model))
-
-            async def both():
-                return await asyncio.gather(
-                    *(load(url, questions, args.clients, args.requests, args.timeout_s, r, args.model) for r in ROUTES)
-                )
-
-            results = asyncio.run(both())
+            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s, tuple(ROUTES), args.model))  # warm-up
+            by_route = asyncio.run(
+                load(url, questions, args.clients, args.requests, args.timeout_s, tuple(ROUTES), args.model)
+            )
         finally:
             process.terminate()
             process.wait(timeout=60)
+    results = [by_route[route] for route in ROUTES]
     answers = [r.pop("answers") for r in results]
     same = sum(answers[0][i] == answers[1].get(i) for i in answers[0])
     rows = [{"route": ROUTES[route], "clients": args.clients, **r} for route, r in zip(ROUTES, results)]

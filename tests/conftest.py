@@ -88,3 +88,19 @@ def tiny_overrides(model: Path, questions: Path) -> dict:
             )
         },
     }
+
+
+@pytest.fixture
+def tiny_params(tmp_path, tiny_model, questions_path):
+    """The project's params.yaml with the tiny overrides, loaded and checked."""
+    import yaml
+
+    from medjson.params import load_params
+    from medjson.workspace import deep_update
+
+    raw = deep_update(
+        yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), tiny_overrides(tiny_model, questions_path)
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_params(path)

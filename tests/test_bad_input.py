@@ -41,12 +41,13 @@ READS_PARAMS = {"prepare", "sft", "grpo", "evaluate"}
 ARGS = {
     "prepare": ["--out-dir", "data/pools", "--report", "metrics/data.json"],
     "sft": ["--train", "data/pools/sft.jsonl", "--adapter", "models/sft_adapter"]
-    + ["--curves", "training/sft", "--scratch", "checkpoints/sft"],
+    + ["--curves", "training/sft", "--summary", "metrics/sft_training.json", "--scratch", "checkpoints/sft"],
     "grpo": ["--model", "models/sft_merged", "--train", "data/pools/grpo.jsonl", "--adapter", "models/grpo_adapter"]
     + ["--curves", "training/grpo", "--summary", "metrics/grpo_training.json", "--scratch", "checkpoints/grpo"],
     "merge": ["--adapter", "models/sft_adapter", "--out", "models/out_merged"],
     "evaluate": ["--model", "models/m", "--name", "m", "--eval", "data/pools/eval.jsonl"]
-    + ["--out-dir", "evaluation/m", "--metrics", "metrics/m.json"],
+    + ["--harness-task", "medmcqa", "--out-dir", "evaluation/m", "--metrics", "metrics/m.json"]
+    + ["--speed", "metrics/speed/m.json"],
     "compare": ["--evaluations", "evaluation", "--out", "metrics/comparison.json"],
 }
 

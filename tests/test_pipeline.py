@@ -154,7 +154,7 @@ def test_evaluate_refuses_an_abstention_file_fitted_on_its_questions(pipeline, t
     result = subprocess.run(
         [sys.executable, "-m", "medjson.evaluate", "--model", "models/sft_merged", "--name", "sft"]
         + ["--eval", "data/pools/eval.jsonl", "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
-        + ["--abstention", str(doctored)],
+        + ["--harness-task", "medmcqa", "--speed", str(tmp_path / "speed.json"), "--abstention", str(doctored)],
         cwd=pipeline,
         env=dvc_env(),
         capture_output=True,

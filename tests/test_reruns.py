@@ -1,5 +1,7 @@
 """Re-runs through DVC train exactly what they should: an interrupted SFT resumes and ends at its
-configured step with an unbroken curve; a finished one never resumes, even when a setting changes."""
+configured step with an unbroken curve; a finished one never resumes, even when a setting changes.
+SFT runs in two processes here (torchrun, gloo): every rank resumes from the same checkpoint.
+One process resuming is tested in test_training."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from medjson.workspace import create_workspace, deep_update, dvc_env
 
 pytestmark = pytest.mark.slow
 
-STEPS, SAVE_EVERY, LOG_EVERY = 60, 10, 5
+STEPS, SAVE_EVERY, LOG_EVERY = 30, 10, 5
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def workspace(tmp_path_factory, tiny_model, questions_path):
         tiny_overrides(tiny_model, questions_path),
         {"sft": {"trainer": {"max_steps": STEPS, "save_steps": SAVE_EVERY, "logging_steps": LOG_EVERY}}},
     )
-    return create_workspace(tmp_path_factory.mktemp("reruns"), overrides, git=True)
+    return create_workspace(tmp_path_factory.mktemp("reruns"), {**overrides, "launch": {"processes": 2}}, git=True)
 
 
 def _interrupt_when(folder, path, timeout=120):
@@ -55,7 +57,8 @@ def test_interrupted_sft_resumes_and_ends_at_its_configured_step(workspace):
     marker = json.loads((workspace / "checkpoints/sft/medjson_run.json").read_text())
     assert marker["finished"] is False
     _, log = dvc_output(workspace, "repro", "sft")
-    assert "resuming the interrupted run from" in log
+    assert "launching medjson.sft in 2 processes" in log
+    assert log.count("resuming the interrupted run from") == 1  # the main process says it; both resume
     resumed_at = int(log.split("resuming the interrupted run from")[1].split("checkpoint-")[1].split()[0])
     assert SAVE_EVERY <= resumed_at < STEPS
     assert curve_steps(workspace / "training/sft", "loss") == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import yaml
-from conftest import tiny_overrides
 from transformers import TrainerCallback, TrainerControl
 
 from medjson.core.prompts import build_messages, render_prompt, target_json
@@ -14,18 +12,6 @@ from medjson.core.records import write_jsonl
 from medjson.errors import StageError
 from medjson.grpo import GrpoMonitor
 from medjson.model.lineage import check_starts_from_sft
-from medjson.params import load_params
-from medjson.workspace import PROJECT_ROOT, deep_update
-
-
-@pytest.fixture
-def tiny_params(tmp_path, tiny_model, questions_path):
-    raw = deep_update(
-        yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), tiny_overrides(tiny_model, questions_path)
-    )
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_params(path)
 
 
 @pytest.fixture
@@ -123,7 +109,7 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
     first = _FirstStep()
     result = train_sft(params, **paths, extra_callbacks=[first])
     assert result["resumed_from"].endswith("checkpoint-5")
-    assert first.first == 5 and result["global_step"] == 12
+    assert first.first == 5 and result["steps"] == 12
     assert (tmp_path / "adapter/adapter_model.safetensors").exists()
     # Another setting makes the old checkpoints stale: they are cleared, not resumed.
     other = dataclasses.replace(params, seed=params.seed + 1)

@@ -18,6 +18,8 @@ log = logging.getLogger("medjson")
 
 def setup_logging() -> None:
     level = os.environ.get("MEDJSON_LOG_LEVEL", "INFO").upper()
+    if os.environ.get("RANK", "0") != "0":
+        level = "WARNING"  # the other processes of a data-parallel run: their warnings and errors, no repeats
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -27,13 +28,24 @@ from medjson.errors import StageError
 from medjson.model.lineage import check_starts_from_sft, write_base_record
 from medjson.model.modeling import lora_config
 from medjson.params import Params, load_params, log_params
-from medjson.training.checkpoints import mark_finished, resume_point, run_identity
+from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import set_up_training, stage_trainer_config
+from medjson.training.parallel import (
+    add_processes_argument,
+    check_vllm,
+    from_main_process,
+    grpo_batch_layout,
+    is_main_process,
+    launch,
+    log_layout,
+    needs_launch,
+    trainer_values,
+)
 from medjson.training.rewards import REWARDS, check_reward_weights
 
 log = logging.getLogger("medjson.grpo")
 
-PARAMS_READ = ("seed", "model", "grpo")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+PARAMS_READ = ("seed", "model", "grpo", "launch")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 COLLAPSE_CAUSES = (
     "likely causes: rollouts never valid JSON (temperature too high, or the SFT model did not learn the format), "
@@ -151,6 +163,7 @@ def train_grpo(
     curves_dir: Path,
     summary_path: Path,
     scratch: Path,
+    processes: int = 1,
 ) -> dict:
     from datasets import Dataset
     from transformers import set_seed
@@ -160,19 +173,19 @@ def train_grpo(
     from medjson.training.guards import FiniteGuard
 
     # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
-    check_reward_weights(params.grpo.rewards, params.path)
-    setup = set_up_training(params, lambda precision: grpo_config(params, scratch, precision), str(model_dir), None)
+    setup, layout = grpo_setup(params, model_dir, scratch, processes)
     check_starts_from_sft(model_dir, params.model.base)
     records = read_pool(train_path, GRPO_KEYS, LETTERS)
-    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ), train_path, setup.start)
-    resume = resume_point(scratch, identity)
+    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
+    resume = shared_resume_point(scratch, identity)
     set_seed(params.seed)
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
     log.info("GRPO prompts: %d", len(dataset))
     # Tokenizer and model.
     tokenizer = setup.load_tokenizer()
     model = setup.load_model()
-    preflight_stats = preflight(model, tokenizer, records, params, setup.config)
+    # Once, on the main process; every process gets its verdict.
+    preflight_stats = from_main_process(lambda: preflight(model, tokenizer, records, params, setup.config))
     # Rewards, by name, weighted in the config.
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
@@ -193,23 +206,50 @@ def train_grpo(
             f"GRPO stopped at step {monitor.collapsed_at}: every prompt group had zero reward variance for "
             f"{params.grpo.guard.max_zero_std_logs} logged steps in a row, so nothing was being learned; {COLLAPSE_CAUSES}"
         )
-    # Save.
+    # Save: the Trainer writes the adapter from the main process; the rest is written there too.
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, setup.start, setup.source)
-    summary = summarize(monitor.history, preflight_stats, trainer.state.global_step)
-    write_json(summary_path, summary)
-    mark_finished(scratch, identity)
-    log.info("GRPO summary: %s", summary)
+    summary = {**summarize(monitor.history, preflight_stats, trainer.state.global_step), **layout}
+    if is_main_process():
+        write_base_record(adapter_dir, setup.start, setup.source)
+        write_json(summary_path, summary)
+        mark_finished(scratch, identity)
+        log.info("GRPO summary: %s", summary)
     return summary
+
+
+def grpo_setup(params: Params, model_dir: Path, scratch: Path, processes: int):
+    """The run's settings checked for this many processes (``check_launch``), then precision,
+    ``GRPOConfig`` and starting model resolved once; and the batch layout."""
+    layout = check_launch(params, processes)
+    setup = set_up_training(params, lambda precision: grpo_config(params, scratch, precision), str(model_dir), None)
+    return setup, layout
+
+
+def check_launch(params: Params, processes: int) -> dict:
+    """The settings of a run in ``processes`` processes, checked before any starts: rewards, vLLM and the
+    batch layout (from the trainer section over TRL's defaults)."""
+    from trl import GRPOConfig
+
+    check_reward_weights(params.grpo.rewards, params.path)
+    values = trainer_values(GRPOConfig, params.grpo.trainer)
+    check_vllm(values)
+    layout = grpo_batch_layout(values, processes)
+    log_layout("grpo", layout)
+    return layout
 
 
 def main() -> None:
     parser = stage_parser(__doc__, "model", "train", "adapter", "curves", "summary", "scratch")
+    add_processes_argument(parser)
     args = parser.parse_args()
 
     params = load_params(args.params)
-    log_params("grpo", params.view(*PARAMS_READ))
-    train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch)
+    if needs_launch(args.processes):
+        check_launch(params, args.processes)  # refused here, before any process starts
+        sys.exit(launch("medjson.grpo", sys.argv[1:], args.processes))
+    if is_main_process():
+        log_params("grpo", params.view(*PARAMS_READ))
+    train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch, args.processes)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,13 @@ class GrpoParams:
 
 
 @dataclass(frozen=True)
+class LaunchParams:
+    # Training processes for sft and grpo (dvc.yaml passes it as --processes): 1 runs the stage as a
+    # plain process; more run it data-parallel under torchrun, one process per GPU.
+    processes: int = at_least(1)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = at_least(0)
     model: ModelParams = free()
@@ -177,6 +184,7 @@ class Params:
     calibrate: CalibrateParams = free()
     benchmarks: dict[str, Any] = free()  # name -> BenchmarkParams, built entry by entry on load
     serve: ServeParams = free()
+    launch: LaunchParams = free()
     # Where these values were read from, for messages; not a key of the file.
     path: Path = field(default=DEFAULT_PARAMS, compare=False, metadata={"not_a_key": True})
 

@@ -5,26 +5,36 @@ learns to stop after the JSON. Prompts are rendered with the same
 ``enable_thinking`` setting that GRPO rollouts and evaluation use.
 
     python -m medjson.sft --train data/pools/sft.jsonl --adapter models/sft_adapter \
-        --curves training/sft --scratch checkpoints/sft
+        --curves training/sft --summary metrics/sft_training.json --scratch checkpoints/sft [--processes 2]
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from medjson.cli import run_stage, stage_parser
-from medjson.core.records import SFT_KEYS, read_pool
+from medjson.core.records import SFT_KEYS, read_pool, write_json
 from medjson.errors import StageError
 from medjson.model.lineage import write_base_record
 from medjson.model.modeling import lora_config
 from medjson.params import Params, load_params, log_params
-from medjson.training.checkpoints import mark_finished, resume_point, run_identity
+from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config
+from medjson.training.parallel import (
+    add_processes_argument,
+    batch_layout,
+    is_main_process,
+    launch,
+    log_layout,
+    needs_launch,
+    trainer_values,
+)
 
 log = logging.getLogger("medjson.sft")
 
-PARAMS_READ = ("seed", "model", "sft")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+PARAMS_READ = ("seed", "model", "sft", "launch")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
 def sft_config(params: Params, scratch: Path, precision: str):
@@ -115,35 +125,59 @@ def train_sft(
     adapter_dir: Path,
     curves_dir: Path,
     scratch: Path,
+    summary_path: Path | None = None,
+    processes: int = 1,
     extra_callbacks: list | None = None,
 ) -> dict:
-    """Train, resuming only an interrupted run of the same identity, and save the adapter."""
+    """Train, resuming only an interrupted run of the same identity, and save the adapter (in every
+    process of a data-parallel run; the main one writes)."""
     from medjson.training.curves import LiveCurves
     from medjson.training.guards import FiniteGuard
 
     # Cheap checks first: settings, data and scratch folder, before the model loads.
+    layout = check_launch(params, processes)
     setup = sft_setup(params, scratch)
     records = read_pool(train_path, SFT_KEYS)
-    identity = run_identity("medjson.sft", params.view(*PARAMS_READ), train_path, setup.start)
-    resume = resume_point(scratch, identity)
+    identity = run_identity("medjson.sft", params.view(*PARAMS_READ) | layout, train_path, setup.start)
+    resume = shared_resume_point(scratch, identity)
     callbacks = [LiveCurves(curves_dir), FiniteGuard(setup.precision, "sft"), *(extra_callbacks or [])]
     trainer = build_trainer(setup, records, train_path, callbacks)
-    trainer.model.print_trainable_parameters()
+    if is_main_process():
+        trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
-    write_base_record(adapter_dir, setup.start, setup.source)
-    mark_finished(scratch, identity)
-    log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
-    return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, "resumed_from": resume}
+    summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss, **layout}
+    if is_main_process():
+        write_base_record(adapter_dir, setup.start, setup.source)
+        if summary_path is not None:
+            write_json(summary_path, summary)
+        mark_finished(scratch, identity)
+        log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
+    return {**summary, "resumed_from": resume}
+
+
+def check_launch(params: Params, processes: int) -> dict:
+    """The batch layout of a run in ``processes`` processes (the trainer section over TRL's defaults),
+    logged before any starts; params.yaml itself was checked when it was read."""
+    from trl import SFTConfig
+
+    layout = batch_layout(trainer_values(SFTConfig, params.sft.trainer), processes)
+    log_layout("sft", layout)
+    return layout
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, "train", "adapter", "curves", "scratch")
+    parser = stage_parser(__doc__, "train", "adapter", "curves", "summary", "scratch")
+    add_processes_argument(parser)
     args = parser.parse_args()
 
     params = load_params(args.params)
-    log_params("sft", params.view(*PARAMS_READ))
-    train_sft(params, args.train, args.adapter, args.curves, args.scratch)
+    if needs_launch(args.processes):
+        check_launch(params, args.processes)
+        sys.exit(launch("medjson.sft", sys.argv[1:], args.processes))
+    if is_main_process():
+        log_params("sft", params.view(*PARAMS_READ))
+    train_sft(params, args.train, args.adapter, args.curves, args.scratch, args.summary, args.processes)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 from medjson.core.records import digest_files
 from medjson.errors import StageError
 from medjson.training.closure import code_digest
+from medjson.training.parallel import main_process_first
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +104,25 @@ def _trainer_state(checkpoint: Path) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
-def _last_complete_checkpoint(scratch: Path) -> str | None:
+def _last_complete_checkpoint(scratch: Path, tidy: bool = True) -> str | None:
     """The newest checkpoint that was written whole. Trainer writes ``trainer_state.json`` last, so a
-    run killed while saving leaves a folder without it (or with half of it): that one is removed."""
+    run killed while saving leaves a folder without it (or with half of it): that one is removed
+    (``tidy``; the other processes of a data-parallel run only read)."""
     for checkpoint in sorted(_checkpoints(scratch), key=_step, reverse=True):
         if _trainer_state(checkpoint) is not None:
             return str(checkpoint)
-        log.info("removing %s: the run was stopped while saving it", checkpoint)
-        shutil.rmtree(checkpoint)
+        if tidy:
+            log.info("removing %s: the run was stopped while saving it", checkpoint)
+            shutil.rmtree(checkpoint)
     return None
+
+
+def shared_resume_point(scratch: Path, identity: str) -> str | None:
+    """``resume_point`` for every process of a run: the main one clears and marks the scratch folder,
+    then the others read the checkpoint it left, so all of them resume from the same one."""
+    return main_process_first(
+        lambda: resume_point(scratch, identity), lambda: _last_complete_checkpoint(Path(scratch), tidy=False)
+    )
 
 
 def _reached_its_end(checkpoint: Path) -> bool:

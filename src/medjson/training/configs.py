@@ -20,6 +20,7 @@ from medjson.model.modeling import (
     trainer_precision_flags,
 )
 from medjson.params import Params, trainer_config
+from medjson.training.parallel import world_size
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,17 @@ def stage_trainer_config(config_cls: type, params: Params, stage: str, scratch: 
         data_seed=params.seed,
         logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
         **trainer_precision_flags(precision),
+        **cpu_processes_flag(),
         **overrides,
     )
+
+
+def cpu_processes_flag() -> dict:
+    """Several processes on a machine without a GPU: the Trainer trains data-parallel over gloo only
+    when told it runs on the CPU (otherwise each process would train alone, on all the data)."""
+    import torch
+
+    return {"use_cpu": True} if world_size() > 1 and not torch.cuda.is_available() else {}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from medjson.training.parallel import is_main_process
+
 
 def _is_timing(key: str) -> bool:
     # Wall-clock figures (GRPO's step_time, runtimes, samples per second) differ on every run: on a
@@ -38,14 +40,17 @@ def curve_points(logs: dict) -> dict[str, float]:
 
 
 class LiveCurves(TrainerCallback):
+    """The curves, written by the main process only: in a data-parallel run the other processes log
+    the same (reduced) values, and a second writer would double every row."""
+
     def __init__(self, folder: Path | str):
         from dvclive import Live
 
-        self.live = Live(str(folder), dvcyaml=None, save_dvc_exp=False, report=None)
+        self.live = Live(str(folder), dvcyaml=None, save_dvc_exp=False, report=None) if is_main_process() else None
 
     def _write(self, step: int, logs: dict) -> None:
         points = curve_points(logs)
-        if not points:
+        if not points or self.live is None:
             return
         self.live.step = step
         for key, value in points.items():
@@ -60,4 +65,5 @@ class LiveCurves(TrainerCallback):
         self._write(state.global_step, logs or {})
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.live.end()
+        if self.live is not None:
+            self.live.end()
