@@ -208,3 +208,19 @@ def test_keys_foreign_schemas_and_unreadable_messages_get_openai_errors_and_metr
     assert samples[("medjson_batch_size_count", ())] >= 1 and ("medjson_queue_depth", ()) in samples
     assert ("medjson_abstention_rate", ()) in samples
     assert samples[("medjson_request_seconds_count", (("route", "/v1/chat/completions"),))] >= 5
+
+
+def test_metrics_count_answers_tokens_and_the_abstention_rate():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from medjson.serving.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics({"/v1/answer"})
+    records = [{"meta": {"new_tokens": n, "abstained": a}} for n, a in ((30, True), (40, False), (50, None))]
+    metrics.answered(records)
+    metrics.answered(records[:1])
+    text, _ = metrics.exposition()
+    values = {s.name: s.value for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+    assert values["medjson_answers_total"] == 4 and values["medjson_generated_tokens_total"] == 150
+    assert values["medjson_abstained_answers_total"] == 2 and values["medjson_abstention_rate"] == 0.5
+    assert metrics.route("/v1/answer") == "/v1/answer" and metrics.route("/wp-admin") == "other"

@@ -44,6 +44,7 @@ class ServiceMetrics:
         self.abstention_rate = Gauge(
             "medjson_abstention_rate", "Share of answers abstained on since the start", registry=self.registry
         )
+        self._totals = (0, 0)  # answers and abstentions since the start, for the rate
 
     def route(self, path: str) -> str:
         return path if path in self.known_routes else "other"
@@ -53,11 +54,12 @@ class ServiceMetrics:
 
     def answered(self, records: list[dict]) -> None:
         """Count answers, their tokens and abstentions (None: no abstention file, never counted)."""
+        abstained = sum(1 for r in records if r["meta"]["abstained"])
         self.answers.inc(len(records))
         self.tokens.inc(sum(r["meta"]["new_tokens"] for r in records))
-        self.abstained.inc(sum(1 for r in records if r["meta"]["abstained"]))
-        answered = self.answers._value.get()
-        self.abstention_rate.set(self.abstained._value.get() / answered if answered else 0.0)
+        self.abstained.inc(abstained)
+        self._totals = (self._totals[0] + len(records), self._totals[1] + abstained)
+        self.abstention_rate.set(self._totals[1] / self._totals[0] if self._totals[0] else 0.0)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
