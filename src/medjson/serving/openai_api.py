@@ -275,8 +275,12 @@ def completion_object(completion: Completion, model: str) -> dict:
 
 def stream_events(completion: Completion, model: str, include_usage: bool) -> list[str]:
     """Server-sent events a streaming client reads: the role, the whole answer as one chunk, the end."""
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
-    base["model"] = model
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
 
     def chunk(delta: dict, finish: str | None, **extra) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
