@@ -25,8 +25,11 @@ from pathlib import Path
 
 from common import ROOT, report
 
+from medjson.core.prompts import LETTERS
+from medjson.core.records import read_jsonl
+from medjson.core.scoring import best_letter
+
 LM_EVAL = "lm-eval==0.4.13"
-LETTERS = ("A", "B", "C", "D")
 
 # Each harness task as the harness defines it, with its documents in the fields its prompt code reads.
 # "prompt_file": the harness's own module (under lm_eval/tasks/) holding doc_to_text, copied beside the task.
@@ -82,10 +85,6 @@ def ensure_lm_eval() -> Path:
     return Path(spec.origin).parent
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def write_task(task_dir: Path, name: str, task: str, questions: list[dict], harness: Path) -> None:
     """A harness task over ``questions``: the named task's prompt, choices and metric, local documents."""
     import yaml
@@ -124,8 +123,7 @@ def harness_samples(out_dir: Path, name: str) -> dict[str, dict]:
     samples = {}
     for sample in read_jsonl(files[-1]):
         logliks = [float(r[0]) for r in sample["filtered_resps"]]
-        best = max(range(len(LETTERS)), key=lambda i: (logliks[i], -i))
-        samples[sample["doc"]["id"]] = {"logliks": logliks, "predicted": LETTERS[best], "acc": sample["acc"]}
+        samples[sample["doc"]["id"]] = {"logliks": logliks, "predicted": best_letter(logliks), "acc": sample["acc"]}
     return samples
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -36,9 +35,8 @@ from medjson.training.parallel import (
     from_main_process,
     grpo_batch_layout,
     is_main_process,
-    launch,
+    launch_if_needed,
     log_layout,
-    needs_launch,
     trainer_values,
 )
 from medjson.training.rewards import REWARDS, check_reward_weights
@@ -244,9 +242,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    if needs_launch(args.processes):
-        check_launch(params, args.processes)  # refused here, before any process starts
-        sys.exit(launch("medjson.grpo", sys.argv[1:], args.processes))
+    # Several processes: settings refused here, before any starts; then the stage runs in each.
+    launch_if_needed("medjson.grpo", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("grpo", params.view(*PARAMS_READ))
     train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch, args.processes)

@@ -70,9 +70,6 @@ from medjson.serving.openai_api import (
 log = logging.getLogger("medjson.serve")
 
 
-ROUTES = {"/v1/answer", "/v1/answer/batch", "/health", "/v1/schema", CHAT_ROUTE, "/v1/models", "/metrics"}
-
-
 def create_app(settings: ServeParams, answerer: Answerer, metrics: ServiceMetrics):
     """The FastAPI application around a loaded ``Answerer``; its batcher starts with the server."""
     from fastapi import HTTPException, Request
@@ -297,8 +294,10 @@ def warn_if_open(host: str, keys: list[str]) -> None:
 def service_app(settings: ServeParams, answerer: Answerer, keys: list[str]):
     """The whole ASGI stack: metrics count every request, keys are checked before any body is read,
     bodies are bounded, then the application."""
-    metrics = ServiceMetrics(ROUTES)
-    app = BodyLimits(create_app(settings, answerer, metrics), settings.max_body_bytes, settings.body_timeout_s)
+    metrics = ServiceMetrics()
+    application = create_app(settings, answerer, metrics)
+    metrics.known_routes = {route.path for route in application.routes}
+    app = BodyLimits(application, settings.max_body_bytes, settings.body_timeout_s)
     return RequestMetrics(ApiKeys(app, keys), metrics)
 
 

@@ -11,7 +11,6 @@ learns to stop after the JSON. Prompts are rendered with the same
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from medjson.cli import run_stage, stage_parser
@@ -26,9 +25,8 @@ from medjson.training.parallel import (
     add_processes_argument,
     batch_layout,
     is_main_process,
-    launch,
+    launch_if_needed,
     log_layout,
-    needs_launch,
     trainer_values,
 )
 
@@ -172,9 +170,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    if needs_launch(args.processes):
-        check_launch(params, args.processes)
-        sys.exit(launch("medjson.sft", sys.argv[1:], args.processes))
+    # Several processes: settings refused here, before any starts; then the stage runs in each.
+    launch_if_needed("medjson.sft", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("sft", params.view(*PARAMS_READ))
     train_sft(params, args.train, args.adapter, args.curves, args.scratch, args.summary, args.processes)

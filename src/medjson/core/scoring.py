@@ -62,16 +62,20 @@ def prediction_record(question: dict, answer: Answer) -> dict:
     }
 
 
+def best_letter(logliks: list[float]) -> str:
+    """The letter of the highest log-likelihood, the first of equals (as the harness's argmax takes it)."""
+    return LETTERS[max(range(len(LETTERS)), key=lambda i: (logliks[i], -i))]
+
+
 def loglik_record(question: dict, logliks: list[float]) -> dict:
-    """One pool question scored the harness's way: each letter's log-likelihood, and the highest
-    (the first of equals, as the harness's argmax takes)."""
-    best = max(range(len(LETTERS)), key=lambda i: (logliks[i], -i))
+    """One pool question scored the harness's way: each letter's log-likelihood, and the highest."""
+    predicted = best_letter(logliks)
     return {
         "id": question["id"],
         "gold": question["answer"],
         "logliks": dict(zip(LETTERS, logliks)),
-        "predicted": LETTERS[best],
-        "correct": LETTERS[best] == question["answer"],
+        "predicted": predicted,
+        "correct": predicted == question["answer"],
     }
 
 

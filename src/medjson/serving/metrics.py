@@ -19,9 +19,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 class ServiceMetrics:
     """The service's counters, histograms and gauges, in one registry."""
 
-    def __init__(self, known_routes: set[str]):
+    def __init__(self, known_routes: set[str] | None = None):
         self.registry = CollectorRegistry()
-        self.known_routes = known_routes  # any other path counts as "other": a scanner cannot grow the series
+        # The application's routes; any other path counts as "other", so a scanner cannot grow the series.
+        self.known_routes = known_routes or set()
         self.requests = Counter(
             "medjson_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )

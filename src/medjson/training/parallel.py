@@ -70,14 +70,19 @@ def _die_with_launcher() -> None:
         os._exit(1)
 
 
-def launch(module: str, argv: list[str], processes: int) -> int:
-    """``python -m module argv`` in ``processes`` processes under torchrun; its exit status (1 on any failure)."""
+def launch_if_needed(module: str, processes: int, check: Callable[[], Any]) -> None:
+    """Where this command must start ``processes`` processes (``needs_launch``): ``check()`` the settings
+    first, run ``python -m module`` with this command's arguments under torchrun, and exit with its
+    status (1 on any failure). Otherwise return: this process trains."""
+    if not needs_launch(processes):
+        return
+    check()
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-        "-m", module, *argv,
+        "-m", module, *sys.argv[1:],
     ]  # fmt: skip
     log.info("launching %s in %d processes: %s", module, processes, " ".join(command))
-    return 1 if subprocess.run(command).returncode else 0
+    sys.exit(1 if subprocess.run(command).returncode else 0)
 
 
 def world_size() -> int:
