@@ -50,7 +50,13 @@ def tiny_overrides(model: Path, questions: Path) -> dict:
     return {
         "model": {"base": str(model), "revision": None},
         "data": {"source": str(questions)},
-        "prepare": {"sft_size": 100, "grpo_size": 40, "calibration_size": 20, "reason_max_chars": 0},
+        "prepare": {
+            "sft_size": 92,  # with the held-out pool's 8, the evaluation pool keeps its 40 of the 200 questions
+            "grpo_size": 40,
+            "calibration_size": 20,
+            "heldout_size": 8,
+            "reason_max_chars": 0,
+        },
         "sft": {
             "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
             "trainer": {

@@ -40,9 +40,10 @@ READS_PARAMS = {"prepare", "sft", "grpo", "evaluate"}
 # The paths dvc.yaml passes each stage (a stage has no path defaults of its own).
 ARGS = {
     "prepare": ["--out-dir", "data/pools", "--report", "metrics/data.json"],
-    "sft": ["--train", "data/pools/sft.jsonl", "--adapter", "models/sft_adapter"]
+    "sft": ["--train", "data/pools/sft.jsonl", "--heldout", "data/pools/heldout.jsonl", "--adapter", "models/sft_adapter"]
     + ["--curves", "training/sft", "--summary", "metrics/sft_training.json", "--scratch", "checkpoints/sft"],
-    "grpo": ["--model", "models/sft_merged", "--train", "data/pools/grpo.jsonl", "--adapter", "models/grpo_adapter"]
+    "grpo": ["--model", "models/sft_merged", "--train", "data/pools/grpo.jsonl", "--heldout", "data/pools/heldout.jsonl"]
+    + ["--adapter", "models/grpo_adapter"]
     + ["--curves", "training/grpo", "--summary", "metrics/grpo_training.json", "--scratch", "checkpoints/grpo"],
     "merge": ["--adapter", "models/sft_adapter", "--out", "models/out_merged"],
     "evaluate": ["--model", "models/m", "--name", "m", "--eval", "data/pools/eval.jsonl"]
@@ -65,7 +66,7 @@ class Case:
 def _params(tiny_model: Path) -> dict:
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params = deep_update(raw, tiny_overrides(tiny_model, QUESTIONS))
-    params["prepare"].update(sft_size=4, grpo_size=2, calibration_size=2, eval_size=None)
+    params["prepare"].update(sft_size=4, grpo_size=2, calibration_size=2, heldout_size=2, eval_size=None)
     return params
 
 

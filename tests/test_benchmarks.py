@@ -59,7 +59,7 @@ def test_a_bad_benchmark_entry_is_a_params_error_naming_it(tmp_path):
 def _workspace(tmp_path, questions_path, benchmarks: dict):
     overrides = {
         "data": {"source": str(questions_path)},
-        "prepare": {"sft_size": 100, "grpo_size": 40, "calibration_size": 20},
+        "prepare": {"sft_size": 100, "grpo_size": 40, "calibration_size": 20, "heldout_size": 8},
         "benchmarks": benchmarks,
     }
     return create_workspace(tmp_path / "ws", overrides)

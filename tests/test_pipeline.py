@@ -45,7 +45,10 @@ def test_every_metrics_and_plots_file_is_written(pipeline):
     for path in METRICS + [
         "plots/headline_metrics.png",
         "plots/change_vs_base.png",
+        "plots/training_curves.png",
         "training/sft/plots/metrics/loss.tsv",
+        "training/sft/plots/metrics/eval_loss.tsv",
+        "training/grpo/plots/metrics/heldout_reward.tsv",
         "training/grpo/plots/metrics/reward.tsv",
     ]:
         assert (pipeline / path).stat().st_size > 0, path
@@ -279,3 +282,20 @@ def test_every_model_is_scored_on_every_benchmark_and_reported_in_one_table(pipe
     )
     assert row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft |" in table
     assert "metrics/benchmarks/medqa/grpo.json" in run_dvc(pipeline, "metrics", "show")
+
+
+def test_both_phases_are_measured_on_the_heldout_pool_before_and_during_training(pipeline):
+    sft, grpo = _metrics(pipeline, "sft_training"), _metrics(pipeline, "grpo_training")
+    # The tiny model learns the format from nothing: its loss on questions it never saw falls.
+    assert sft["heldout_loss_end"] < sft["heldout_loss_start"]
+    evaluated = curve_steps(pipeline / "training/sft", "eval_loss")
+    assert evaluated[0] == 0 and evaluated[-1] > 0
+    # GRPO: before the first step and at the last (its 3 steps are fewer than heldout.eval_steps).
+    assert curve_steps(pipeline / "training/grpo", "heldout_reward") == [0, 3]
+    for key in ("heldout_reward", "heldout_valid_json", "heldout_correct_answer", "heldout_top_letter_share"):
+        assert 0 <= grpo[f"{key}_start"] <= 2 and 0 <= grpo[f"{key}_end"] <= 2, key
+    # The start is the SFT model itself, answering greedily as the evaluation does: it writes JSON.
+    assert grpo["heldout_valid_json_start"] > 0.5
+    heldout = {json.loads(line)["id"] for line in (pipeline / "data/pools/heldout.jsonl").open()}
+    for pool in ("sft", "grpo", "calibration", "eval"):
+        assert not heldout & {json.loads(line)["id"] for line in (pipeline / f"data/pools/{pool}.jsonl").open()}

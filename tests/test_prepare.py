@@ -29,6 +29,7 @@ def _prep(**changes) -> PrepareParams:
         sft_size=10,
         grpo_size=5,
         calibration_size=3,
+        heldout_size=2,
         eval_size=None,
         allow_short_pools=False,
         keep_multi=True,
@@ -108,13 +109,13 @@ def _prepare_in(tmp_path, name, source, **prepare):
 
 @pytest.mark.slow
 def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_path):
-    sizes = {"sft_size": 90, "grpo_size": 40, "calibration_size": 20}
+    sizes = {"sft_size": 90, "grpo_size": 40, "calibration_size": 20, "heldout_size": 10}
     first = _prepare_in(tmp_path, "one", questions_path, **sizes)
     second = _prepare_in(tmp_path, "two", questions_path, **sizes)
-    for pool in ("sft", "grpo", "calibration", "eval"):
+    for pool in POOLS:
         assert (first / f"data/pools/{pool}.jsonl").read_bytes() == (second / f"data/pools/{pool}.jsonl").read_bytes()
     report = json.loads((first / "metrics/data.json").read_text())
-    assert report["rows"] == {"sft": 90, "grpo": 40, "calibration": 20, "eval": 50}
+    assert report["rows"] == {"sft": 90, "grpo": 40, "calibration": 20, "heldout": 10, "eval": 40}
     assert len(report["subjects"]["eval"]) >= 10
     other_seed = create_workspace(
         tmp_path / "three",
@@ -128,7 +129,7 @@ def test_dvc_prepare_on_project_questions_is_deterministic(tmp_path, questions_p
 def test_dvc_prepare_on_real_medmcqa_has_zero_leakage(tmp_path, medmcqa_dev):
     folder = _prepare_in(tmp_path, "real", medmcqa_dev)
     pools = {p: [json.loads(l) for l in (folder / f"data/pools/{p}.jsonl").open()] for p in POOLS}
-    assert [len(pools["sft"]), len(pools["grpo"]), len(pools["calibration"])] == [1000, 500, 500]
+    assert [len(pools[p]) for p in ("sft", "grpo", "calibration", "heldout")] == [1000, 500, 500, 64]
     texts = {
         p: {normalize_question(r["messages"][1]["content"].split("\n")[0]) for r in rows} for p, rows in pools.items()
     }
@@ -148,7 +149,10 @@ def test_dvc_prepare_fails_cleanly_on_a_bad_row(tmp_path):
     source = write_rows(tmp_path / "bad.json", rows)
     folder = create_workspace(
         tmp_path / "ws",
-        {"data": {"source": str(source)}, "prepare": {"sft_size": 4, "grpo_size": 2, "calibration_size": 2}},
+        {
+            "data": {"source": str(source)},
+            "prepare": {"sft_size": 4, "grpo_size": 2, "calibration_size": 2, "heldout_size": 1},
+        },
     )
     from medjson.workspace import dvc
 
@@ -178,8 +182,8 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
     )
     assert {q.id for q in pools["eval"]} == {r["id"] for r in validation}
     assert [q.answer for q in pools["eval"]][:4] == list("ABCD")  # hub layout: cop 0 is A
-    training_ids = {q.id for q in pools["sft"] + pools["grpo"] + pools["calibration"]}
-    assert len(pools["sft"]) == 10 and len(pools["grpo"]) == 5 and len(pools["calibration"]) == 3
+    training_ids = {q.id for q in pools["sft"] + pools["grpo"] + pools["calibration"] + pools["heldout"]}
+    assert [len(pools[p]) for p in ("sft", "grpo", "calibration", "heldout")] == [10, 5, 3, 2]
     assert training_ids <= {r["id"] for r in train} and "row-100" not in training_ids
     assert drops["train_question_also_in_eval"] == 1
 
@@ -192,7 +196,7 @@ def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp
     prep = _prep(sft_size=10, grpo_size=5, eval_size=8, bad_rows="drop", max_dropped_share=0.1)
     pools, report, drops, not_used = make_pools(DataParams(str(path), "auto", None, None), prep, seed=3)
     summary = pools_report(pools, report, drops, not_used, pool_sizes(prep))
-    assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 26
+    assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 28
     assert summary["rows_read"] == sum(summary["rows"][p] for p in POOLS) + summary["rows_dropped"] + not_used
     assert summary["dropped"] == {"cop_out_of_range": 1} and summary["short_pools"] == {}
 
@@ -203,7 +207,7 @@ def test_a_short_pool_is_allowed_only_when_asked_and_then_reported(tmp_path):
     with pytest.raises(DataError, match="pool `grpo` has 2 rows, fewer than the 5"):
         make_pools(data, _prep(sft_size=10, grpo_size=5), seed=0)
     with pytest.raises(DataError, match="pool `eval` is empty"):
-        make_pools(data, _prep(sft_size=9, grpo_size=2, calibration_size=1), seed=0)
-    short = _prep(sft_size=9, grpo_size=1, calibration_size=1, eval_size=5, allow_short_pools=True)
+        make_pools(data, _prep(sft_size=9, grpo_size=1, calibration_size=1, heldout_size=1), seed=0)
+    short = _prep(sft_size=8, grpo_size=1, calibration_size=1, heldout_size=1, eval_size=5, allow_short_pools=True)
     pools, *_ = make_pools(data, short, seed=0)
-    assert [len(pools[p]) for p in POOLS] == [9, 1, 1, 1]
+    assert [len(pools[p]) for p in POOLS] == [8, 1, 1, 1, 1]

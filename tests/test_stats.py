@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medjson.core.scoring import compare, plot_data, score
+from medjson.core.scoring import compare, comparison_rows, plot_data, score
 from medjson.core.stats import (
     BETTER,
     NO_CLEAR_DIFFERENCE,
@@ -15,7 +15,10 @@ from medjson.core.stats import (
     mcnemar_exact,
     newcombe_paired_interval,
     paired_comparison,
+    paired_loss_comparison,
     reliability_bins,
+    student_t_quantile,
+    student_t_two_sided_p,
     wilson_interval,
 )
 
@@ -54,12 +57,12 @@ def test_paired_comparison():
     new = [True] * 6 + [False] * 4
     old = [True] * 3 + [False] * 7
     result = paired_comparison(new, old)
-    assert result.accuracy_diff == pytest.approx(0.3)
-    assert (result.new_only_correct, result.old_only_correct) == (3, 0)
-    assert result.mcnemar_p == pytest.approx(0.25)
+    assert result.diff == pytest.approx(0.3)
+    assert (result.new_only, result.old_only) == (3, 0)
+    assert result.p == pytest.approx(0.25)
     assert result.ci_low < 0.3 < result.ci_high
     tied = paired_comparison([True, False], [False, True])
-    assert tied.accuracy_diff == 0 and tied.mcnemar_p == 1.0
+    assert tied.diff == 0 and tied.p == 1.0
     with pytest.raises(ValueError):
         paired_comparison([True], [True, False])
 
@@ -89,7 +92,7 @@ def test_four_discordant_pairs_one_way_in_fifty_claim_no_gain():
         new = [True] * both + [True] * 4 + [False] * (46 - both)
         old = [True] * both + [False] * 4 + [False] * (46 - both)
         gain = paired_comparison(new, old)
-        assert gain.accuracy_diff == pytest.approx(0.08) and gain.mcnemar_p == pytest.approx(0.125)
+        assert gain.diff == pytest.approx(0.08) and gain.p == pytest.approx(0.125)
         assert gain.ci_low < 0 < gain.ci_high, both
         assert gain.verdict == NO_CLEAR_DIFFERENCE
         loss = paired_comparison(old, new)
@@ -125,7 +128,7 @@ def test_verdict_needs_the_interval_and_the_exact_test():
     assert paired_comparison(ten + [False] * 20, ten + [True] * 20).verdict == WORSE
     # Five discordant pairs one way in 20: the score interval excludes zero, the exact test (p = 0.0625) does not.
     disputed = paired_comparison([True] * 5 + [False] * 15, [False] * 20)
-    assert disputed.ci_low > 0 and disputed.mcnemar_p == pytest.approx(0.0625)
+    assert disputed.ci_low > 0 and disputed.p == pytest.approx(0.0625)
     assert disputed.verdict == UNSETTLED
 
 
@@ -285,3 +288,52 @@ def test_risk_coverage_aurc_and_accuracy_at_coverage_by_hand():
     assert accuracy_at_coverage(confidences, correct, 0.8) == pytest.approx(0.5)
     assert aurc([0.7] * 3, [True] * 3) == 0.0 and aurc([0.7] * 3, [False] * 3) == 1.0  # all right, all wrong
     assert aurc([], []) is None and accuracy_at_coverage([], [], 0.5) is None
+
+
+# Student's t, checked against the printed table (two-sided critical values; e.g. Fisher & Yates,
+# Statistical Tables, Table III): df 1, 9, 30 at 0.05, and df 5 at 0.10, 0.05 and 0.01.
+@pytest.mark.parametrize(
+    "df, two_sided, critical",
+    [(1, 0.05, 12.706), (9, 0.05, 2.262), (30, 0.05, 2.042), (5, 0.10, 2.015), (5, 0.05, 2.571), (5, 0.01, 4.032)],
+)
+def test_student_t_matches_the_printed_table(df, two_sided, critical):
+    assert student_t_quantile(1 - two_sided / 2, df) == pytest.approx(critical, abs=5e-4)
+    assert student_t_two_sided_p(critical, df) == pytest.approx(two_sided, rel=2e-3)
+
+
+def test_paired_loss_comparison_matches_students_sleep_data():
+    # Cushny & Peebles' hours of extra sleep under two drugs, the paired example of Student (1908),
+    # "The probable error of a mean", Biometrika 6:1-25; R's t.test(extra ~ group, data = sleep,
+    # paired = TRUE) gives t = 4.0621, df = 9, p = 0.002833, 95% CI [0.7001, 2.4599], mean 1.58.
+    first = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+    second = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+    result = paired_loss_comparison(second, first)
+    assert result.diff == pytest.approx(1.58) and result.t == pytest.approx(4.0621, abs=1e-4)
+    assert result.p == pytest.approx(0.002833, abs=1e-6)
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.7001, 2.4599), abs=1e-4)
+    assert result.verdict == WORSE  # a higher loss
+    assert paired_loss_comparison(first, second).verdict == BETTER
+
+
+def test_paired_loss_comparison_without_evidence_claims_nothing():
+    same = [0.3, 0.5, 0.1]
+    assert paired_loss_comparison(same, same).verdict == NO_CLEAR_DIFFERENCE
+    noisy = paired_loss_comparison([0.2, 0.8, 0.2, 0.8], [0.8, 0.2, 0.8, 0.2])
+    assert noisy.diff == 0 and noisy.p == pytest.approx(1.0) and noisy.verdict == NO_CLEAR_DIFFERENCE
+    assert paired_loss_comparison([0.1], [0.9]).verdict == NO_CLEAR_DIFFERENCE  # one question: no interval
+
+
+def test_compare_covers_every_measure_and_its_brier_is_the_scores_difference():
+    gold = "AABBCCDD"
+    old = [_prediction(str(i), g, "A", confidence=0.9) for i, g in enumerate(gold)]
+    new = [_prediction(str(i), g, g if i % 2 else None, confidence=0.6) for i, g in enumerate(gold)]
+    result = compare({"sft": old, "grpo": new}, (("grpo", "sft"),))["grpo_vs_sft"]
+    assert set(result) == {"n", "accuracy", "valid_json", "schema_pass", "brier_stated"}
+    assert result["valid_json"]["diff"] == -0.5 and result["valid_json"]["old_only"] == 4
+    assert result["accuracy"]["diff"] == pytest.approx(score(new)["accuracy"] - score(old)["accuracy"])
+    brier = score(new)["brier_stated_all"] - score(old)["brier_stated_all"]
+    assert result["brier_stated"]["diff"] == pytest.approx(brier)
+    # Four invalid answers score 1 each, four right ones 0.16: (4 + 0.64) / 8 against the old's.
+    assert score(new)["brier_stated_all"] == pytest.approx((4 + 4 * 0.16) / 8)
+    rows = comparison_rows({"grpo_vs_sft": result})
+    assert [r["measure"] for r in rows] == ["accuracy", "valid JSON", "schema pass", "Brier (stated)"]

@@ -31,12 +31,21 @@ def train_file(tmp_path):
     return write_jsonl(tmp_path / "sft.jsonl", records) and tmp_path / "sft.jsonl"
 
 
-def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, tmp_path):
+@pytest.fixture
+def heldout_file(train_file, tmp_path):
+    """Four questions of the training file's kind, as prepare writes the held-out pool."""
+    from medjson.core.records import read_jsonl
+
+    rows = [{**r, "id": f"heldout-{r['id']}"} for r in read_jsonl(train_file)[:4]]
+    return write_jsonl(tmp_path / "heldout.jsonl", rows) and tmp_path / "heldout.jsonl"
+
+
+def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, heldout_file, tmp_path):
     from medjson.core.records import SFT_KEYS, read_pool
     from medjson.sft import build_trainer, sft_setup
 
     setup = sft_setup(tiny_params, tmp_path / "scratch")
-    trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), train_file, [])
+    trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), read_pool(heldout_file, SFT_KEYS), train_file, [])
     batch = next(iter(trainer.get_train_dataloader()))
     tokenizer = trainer.processing_class
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -52,12 +61,12 @@ def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_fil
     assert answer.startswith('{"predicted_category": "B"') and im_end in [row_ids[i] for i in labelled]
 
 
-def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, tmp_path):
+def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, heldout_file, tmp_path):
     from medjson.core.records import SFT_KEYS, read_pool
     from medjson.sft import build_trainer, sft_setup
 
     setup = sft_setup(tiny_params, tmp_path / "scratch")
-    trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), train_file, [])
+    trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), read_pool(heldout_file, SFT_KEYS), train_file, [])
     tokenizer = trainer.processing_class
     row = trainer.train_dataset[0]
     sft_prompt = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
@@ -92,13 +101,14 @@ class _FirstStep(TrainerCallback):
 
 
 @pytest.mark.slow
-def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_file, tmp_path):
+def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_file, heldout_file, tmp_path):
     from medjson.sft import train_sft
 
     trainer_params = {**tiny_params.sft.trainer, "max_steps": 12, "save_steps": 5, "logging_steps": 1}
     params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
     paths = dict(
         train_path=train_file,
+        heldout_path=heldout_file,
         adapter_dir=tmp_path / "adapter",
         curves_dir=tmp_path / "curves",
         scratch=tmp_path / "scratch",
@@ -165,6 +175,7 @@ def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny
         {"id": str(i), "messages": build_messages(f"Q{i}?", ["a", "b", "c", "d"]), "answer": "A"} for i in range(16)
     ]
     write_jsonl(tmp_path / "grpo.jsonl", records)
+    write_jsonl(tmp_path / "heldout.jsonl", records[:2])
     trainer = {**tiny_params.grpo.trainer, "max_steps": 6, "max_completion_length": 8}
     guard = dataclasses.replace(tiny_params.grpo.guard, max_zero_std_logs=2, preflight_prompts=2)
     params = dataclasses.replace(tiny_params, grpo=dataclasses.replace(tiny_params.grpo, trainer=trainer, guard=guard))
@@ -173,6 +184,7 @@ def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny
             params,
             model_dir,
             tmp_path / "grpo.jsonl",
+            tmp_path / "heldout.jsonl",
             tmp_path / "adapter",
             tmp_path / "curves",
             tmp_path / "summary.json",
@@ -212,7 +224,7 @@ def test_finite_guard_stops_on_a_non_finite_loss_or_gradient(precision, logs, fa
 
 
 @pytest.mark.slow
-def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(tiny_params, train_file, tmp_path, monkeypatch):
+def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(tiny_params, train_file, heldout_file, tmp_path, monkeypatch):
     from trl import SFTTrainer
 
     from medjson.sft import train_sft
@@ -229,6 +241,6 @@ def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(tiny_params, train_
     trainer_params = {**tiny_params.sft.trainer, "max_steps": 4, "logging_steps": 1, "save_steps": 2}
     params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
     with pytest.raises(StageError, match="loss became nan at step 1 in fp32"):
-        train_sft(params, train_file, tmp_path / "adapter", tmp_path / "curves", tmp_path / "scratch")
+        train_sft(params, train_file, heldout_file, tmp_path / "adapter", tmp_path / "curves", tmp_path / "scratch")
     assert not (tmp_path / "adapter").exists()
     assert not list((tmp_path / "scratch").glob("checkpoint-*"))  # stopped before the first save

@@ -40,6 +40,7 @@ PATH_FLAGS = {
     "curves": "the DVCLive folder of the training curves",
     "eval": "the pool of questions to answer",
     "evaluations": "the folder of <model>/predictions.jsonl",
+    "heldout": "the held-out pool training is measured on every few steps (trained on by no stage)",
     "held_out": "the folder of the evaluation pool's <model>.json",
     "metrics": "a metrics file, or the folder of them",
     "model": "a local model folder",
@@ -53,6 +54,7 @@ PATH_FLAGS = {
     "speed": "the speed metrics file (questions and tokens per second, device)",
     "summary": "the training summary (a metrics file)",
     "train": "the pool to train on",
+    "training": "the folder of each phase's training curves (<phase>/plots/metrics/*.tsv)",
 }
 
 

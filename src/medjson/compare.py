@@ -1,9 +1,13 @@
-"""Stage `compare`: paired accuracy differences between models on the same questions.
+"""Stage `compare`: paired differences between models on the same questions.
 
 For each pair (sft vs base, grpo vs sft, grpo vs base, and each model under the answer
-grammar vs the same model alone): the accuracy difference with Newcombe's 95% hybrid score
-interval, an exact McNemar p-value, and a verdict: better or worse only where both see a
-difference, "unsettled" where they disagree. A gain whose interval straddles zero is not yet a gain.
+grammar vs the same model alone), on every measure a phase is trained towards:
+- accuracy, valid JSON and schema pass: the difference of the rates with Newcombe's 95% hybrid
+  score interval and an exact McNemar p-value;
+- the stated confidence's Brier error over every question (``brier_stated_all``): the mean
+  per-question difference with a Student t interval and the paired t-test (Diebold-Mariano);
+each with a verdict: better or worse only where interval and test both see a difference,
+"unsettled" where they disagree. A gain whose interval straddles zero is not yet a gain.
 
     python -m medjson.compare --evaluations evaluation --out metrics/comparison.json
 """
@@ -14,7 +18,7 @@ import logging
 
 from medjson.cli import run_stage, stage_parser
 from medjson.core.records import read_jsonl, write_json
-from medjson.core.scoring import PAIRS, compare
+from medjson.core.scoring import PAIRS, compare, comparison_rows
 
 log = logging.getLogger("medjson.compare")
 
@@ -26,16 +30,17 @@ def main() -> None:
     predictions = {name: read_jsonl(args.evaluations / name / "predictions.jsonl") for name in names}
     result = compare(predictions)
     write_json(args.out, result)
-    for pair, r in result.items():
+    for row in comparison_rows(result):
         log.info(
-            "%s: %+.3f [%+.3f, %+.3f], McNemar p = %.3g (n = %d): %s",
-            pair,
-            r["accuracy_diff"],
-            r["ci_low"],
-            r["ci_high"],
-            r["mcnemar_p"],
-            r["n"],
-            r["verdict"],
+            "%s, %s: %+.3f [%+.3f, %+.3f], %s p = %.3g: %s",
+            row["pair"],
+            row["measure"],
+            row["diff"],
+            row["ci_low"],
+            row["ci_high"],
+            row["test"],
+            row["p"],
+            row["verdict"],
         )
 
 

@@ -8,6 +8,10 @@ diff``, ``dvc plots diff``. A second run finds everything up to date in DVC and 
 prints the table again.
 
     python -m medjson.demo [--source ../shared/data/medmcqa/dev.json] [--folder demo-run]
+    python -m medjson.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run   # make medmcqa-cpu
+
+``--config`` names another overrides file of the same kind: ``configs/medmcqa-cpu.yaml`` is the
+real-data run (MedMCQA's validation questions, ``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ from pathlib import Path
 import yaml
 
 from medjson.core.choices import EVALUATED, PHASES
+from medjson.core.scoring import TRAINING_PAIRS, comparison_rows
 from medjson.workspace import PROJECT_ROOT, commit_all, create_workspace, dvc_env
 
 
-def demo_overrides(source: str | None) -> dict:
-    overrides = yaml.safe_load((PROJECT_ROOT / "configs" / "demo.yaml").read_text())
+DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+
+
+def demo_overrides(source: str | None, config: Path = DEMO_CONFIG) -> dict:
+    """The overrides of ``config`` with every path in it made absolute from the project root (the
+    workspace lives elsewhere); ``source`` replaces ``data.source``."""
+    if not config.is_file():
+        raise SystemExit(f"{config}: no such overrides file (see configs/)")
+    overrides = yaml.safe_load(config.read_text())
     data_source = Path(source) if source else PROJECT_ROOT / overrides["data"]["source"]
     overrides["data"]["source"] = str(data_source.resolve())
     for benchmark in overrides["benchmarks"].values():  # the demo's own files, wherever the demo runs
@@ -99,12 +111,20 @@ def results_table(folder: Path) -> str:
     lines.append(
         f"n = {first['n']} questions; always answering the majority letter scores {first['majority_baseline']:.3f}"
     )
+    lines.append("")
+    lines.append(comparison_table(folder))
+    return "\n".join(lines)
+
+
+def comparison_table(folder: Path) -> str:
+    """Each training phase against the one before (and GRPO against the base), on every paired measure."""
     comparison = json.loads((folder / "metrics" / "comparison.json").read_text())
-    for pair, c in comparison.items():
-        lines.append(
-            f"{pair}: accuracy {c['accuracy_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
-            f"McNemar p = {c['mcnemar_p']:.3g}: {c['verdict']}"
-        )
+    pairs = {f"{new}_vs_{old}": comparison[f"{new}_vs_{old}"] for new, old in TRAINING_PAIRS}
+    lines = [f"{'comparison':<13} {'measure':<15} {'difference [95% CI]':<26} {'test':<9} {'p':>8}  verdict"]
+    for r in comparison_rows(pairs):
+        interval = f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        lines.append(f"{r['pair']:<13} {r['measure']:<15} {interval:<26} {r['test']:<9} {r['p']:>8.3g}  {r['verdict']}")
+    lines.append("Brier (stated): the stated confidence's squared error over every question (1 without a valid answer); lower is better")
     return "\n".join(lines)
 
 
@@ -112,9 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", help="data source instead of the project's questions (e.g. MedMCQA dev.json)")
     parser.add_argument("--folder", type=Path, default=PROJECT_ROOT / "demo-run")
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="the overrides of params.yaml (%(default)s)")
     args = parser.parse_args()
 
-    folder = create_workspace(args.folder, demo_overrides(args.source), git=True)
+    folder = create_workspace(args.folder, demo_overrides(args.source, args.config), git=True)
     print(f"demo workspace: {folder}", flush=True)
     started = time.perf_counter()
     # The demo is offline by design: any attempt to reach the hub fails at once instead of hanging.

@@ -5,10 +5,13 @@ Guards against the ways GRPO can silently learn nothing:
 - before training, rollouts sampled at the configured temperature show whether the
   rewards can vary at all (GRPO learns nothing from groups of equal rewards);
 - during training, N logged steps in a row with zero reward variance in every group
-  stop the run with an error naming the likely causes.
+  stop the run with an error naming the likely causes;
+- every few steps the policy answers the held-out prompts greedily, as the evaluation does,
+  and every reward is measured on those answers (``medjson.training.heldout``): the on-policy
+  training reward alone cannot show whether anything was learned.
 
     python -m medjson.grpo --model models/sft_merged --train data/pools/grpo.jsonl \
-        --adapter models/grpo_adapter --curves training/grpo --summary metrics/grpo_training.json \
+        --heldout data/pools/heldout.jsonl --adapter models/grpo_adapter --curves training/grpo --summary metrics/grpo_training.json \
         --scratch checkpoints/grpo
 """
 
@@ -39,7 +42,8 @@ from medjson.training.parallel import (
     log_layout,
     trainer_values,
 )
-from medjson.training.rewards import REWARDS, check_reward_weights
+from medjson.training.heldout import first_last
+from medjson.training.rewards import REWARDS, check_reward_weights, weighted_rewards
 
 log = logging.getLogger("medjson.grpo")
 
@@ -113,10 +117,7 @@ def preflight(model, tokenizer, records: list[dict], params: Params, config) -> 
         temperature=config.temperature,
     )
     texts = [o.text for o in run.outputs]
-    totals = [0.0] * len(texts)
-    for name, weight in params.grpo.rewards.items():
-        for i, value in enumerate(REWARDS[name](texts, answer=answers)):
-            totals[i] += weight * value
+    totals, _ = weighted_rewards(texts, answers, params.grpo.rewards)
     groups = [totals[i : i + generations] for i in range(0, len(totals), generations)]
     varying = sum(1 for g in groups if len(set(g)) > 1)
     valid = sum(REWARDS["valid_json"](texts))
@@ -137,9 +138,11 @@ def preflight(model, tokenizer, records: list[dict], params: Params, config) -> 
     }
 
 
-def summarize(history: list[dict], preflight_stats: dict, steps: int) -> dict:
-    """Reward at the start and end of training, and how often groups had nothing to learn from."""
+def summarize(history: list[dict], heldout: list[dict], preflight_stats: dict, steps: int) -> dict:
+    """Reward at the start and end of training, on-policy (``history``) and on the held-out prompts
+    (``heldout``: first and last measurement), and how often groups had nothing to learn from."""
     rewards = [h["reward"] for h in history if "reward" in h]
+    heldout_keys = [key for key in (heldout[0] if heldout else {}) if key != "step"]
     window = max(1, len(rewards) // 4)
     return {
         "steps": steps,
@@ -149,6 +152,7 @@ def summarize(history: list[dict], preflight_stats: dict, steps: int) -> dict:
         "clipped_ratio_mean": statistics.fmean(h.get("completions/clipped_ratio", 0.0) for h in history)
         if history
         else 0.0,
+        **{name: value for key in heldout_keys for name, value in first_last(heldout, key).items()},
         **preflight_stats,
     }
 
@@ -157,6 +161,7 @@ def train_grpo(
     params: Params,
     model_dir: Path,
     train_path: Path,
+    heldout_path: Path,
     adapter_dir: Path,
     curves_dir: Path,
     summary_path: Path,
@@ -169,11 +174,13 @@ def train_grpo(
 
     from medjson.training.curves import LiveCurves
     from medjson.training.guards import FiniteGuard
+    from medjson.training.heldout_rewards import HeldoutRewards
 
     # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
     setup, layout = grpo_setup(params, model_dir, scratch, processes)
     check_starts_from_sft(model_dir, params.model.base)
     records = read_pool(train_path, GRPO_KEYS, LETTERS)
+    heldout = read_pool(heldout_path, GRPO_KEYS, LETTERS)
     identity = run_identity("medjson.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
     resume = shared_resume_point(scratch, identity)
     set_seed(params.seed)
@@ -188,6 +195,17 @@ def train_grpo(
     reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
     # Trainer.
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
+    curves = LiveCurves(curves_dir)
+    watch = HeldoutRewards(
+        tokenizer,
+        heldout,
+        params.grpo.rewards,
+        params.model.enable_thinking,
+        max_new_tokens=setup.config.max_completion_length,  # the budget the policy is trained to answer within
+        batch_size=params.grpo.heldout.batch_size,
+        every=params.grpo.heldout.eval_steps,
+        curves=curves,
+    )
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -195,7 +213,7 @@ def train_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(params.grpo.lora),
-        callbacks=[LiveCurves(curves_dir), monitor, FiniteGuard(setup.precision, "grpo")],
+        callbacks=[curves, monitor, watch, FiniteGuard(setup.precision, "grpo")],
     )
     # Train.
     trainer.train(resume_from_checkpoint=resume)
@@ -206,7 +224,7 @@ def train_grpo(
         )
     # Save: the Trainer writes the adapter from the main process; the rest is written there too.
     trainer.save_model(str(adapter_dir))
-    summary = {**summarize(monitor.history, preflight_stats, trainer.state.global_step), **layout}
+    summary = {**summarize(monitor.history, watch.history, preflight_stats, trainer.state.global_step), **layout}
     if is_main_process():
         write_base_record(adapter_dir, setup.start, setup.source)
         write_json(summary_path, summary)
@@ -237,7 +255,7 @@ def check_launch(params: Params, processes: int) -> dict:
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, "model", "train", "adapter", "curves", "summary", "scratch")
+    parser = stage_parser(__doc__, "model", "train", "heldout", "adapter", "curves", "summary", "scratch")
     add_processes_argument(parser)
     args = parser.parse_args()
 
@@ -246,7 +264,7 @@ def main() -> None:
     launch_if_needed("medjson.grpo", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("grpo", params.view(*PARAMS_READ))
-    train_grpo(params, args.model, args.train, args.adapter, args.curves, args.summary, args.scratch, args.processes)
+    train_grpo(params, args.model, args.train, args.heldout, args.adapter, args.curves, args.summary, args.scratch, args.processes)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ class PrepareParams:
     sft_size: int = at_least(1)
     grpo_size: int = at_least(1)
     calibration_size: int = at_least(1)  # questions the abstention threshold is fitted on, in no other pool
+    heldout_size: int = at_least(1)  # questions training watches (SFT's held-out loss, GRPO's held-out rewards)
     eval_size: int | None = at_least(1)  # None: every evaluation row
     allow_short_pools: bool = free()  # a pool smaller than asked: an error, or (true) a loud line in the report
     keep_multi: bool = free()  # keep `multi` choice-type questions
@@ -109,6 +110,12 @@ class LoraParams:
 class GuardParams:
     preflight_prompts: int = at_least(0)  # prompts sampled from the SFT model before GRPO starts
     max_zero_std_logs: int = at_least(1)  # logged steps in a row with no reward variance before stopping
+
+
+@dataclass(frozen=True)
+class GrpoHeldoutParams:
+    eval_steps: int = at_least(1)  # greedy answers to the held-out pool every this many optimizer steps
+    batch_size: int = at_least(1)  # held-out prompts generated together
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class GrpoParams:
     lora: LoraParams
     rewards: dict[str, float]  # reward name -> weight, checked by rewards.check_reward_weights
     guard: GuardParams
+    heldout: GrpoHeldoutParams
     trainer: dict[str, Any]  # trl.GRPOConfig fields, checked by trainer_config
 
 

@@ -1,14 +1,16 @@
-"""Stage `plot`: the two headline charts as PNG, drawn from the metrics files.
+"""Stage `plot`: the two headline charts, drawn from the metrics files, and each phase's training
+and held-out curves side by side, drawn from the training curves, as PNG.
 
-PNG charts render in ``dvc plots show`` even offline; the interactive plots (confusion,
-reliability, per-subject accuracy, training curves) are declared in ``dvc.yaml`` over
+PNG charts render in ``dvc plots show`` even offline, and in a README; the interactive plots
+(confusion, reliability, per-subject accuracy, training curves) are declared in ``dvc.yaml`` over
 the evaluation and training data.
 
-    python -m medjson.plot --metrics metrics --out plots
+    python -m medjson.plot --metrics metrics --training training --out plots
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -76,14 +78,51 @@ def change_chart(metrics: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+# Each phase's panel: (curve folder, [(metric, label)]): what it trains on beside what it is watched on.
+TRAINING_PANELS = {
+    "SFT loss (lower is better)": ("sft", [("loss", "training batches"), ("eval_loss", "held-out pool")]),
+    "GRPO reward (higher is better)": (
+        "grpo",
+        [("reward", "on-policy rollouts (sampled)"), ("heldout_reward", "held-out pool (greedy)")],
+    ),
+}
+
+
+def read_curve(folder: Path, metric: str) -> tuple[list[int], list[float]]:
+    """The steps and values of one DVCLive curve (``plots/metrics/<metric>.tsv``); empty if never logged."""
+    path = folder / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.is_file():
+        return [], []
+    rows = list(csv.DictReader(path.open(encoding="utf-8"), delimiter="\t"))
+    return [int(r["step"]) for r in rows], [float(r[metric]) for r in rows]
+
+
+def training_chart(training: Path, path: Path) -> None:
+    """Each phase's training curve and held-out curve in one panel: a phase helps only if the held-out one moves."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(TRAINING_PANELS), figsize=(11, 4))
+    for ax, (title, (phase, curves)) in zip(axes, TRAINING_PANELS.items()):
+        for metric, label in curves:
+            steps, values = read_curve(training / phase, metric)
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
-    parser = stage_parser(__doc__, "metrics", "out", reads_params=False)
+    parser = stage_parser(__doc__, "metrics", "training", "out", reads_params=False)
     args = parser.parse_args()
     metrics = {name: read_json(args.metrics / f"{name}.json") for name in PHASES}
     args.out.mkdir(parents=True, exist_ok=True)
     headline_chart(metrics, args.out / "headline_metrics.png")
     change_chart(metrics, args.out / "change_vs_base.png")
-    log.info("wrote %s and %s", args.out / "headline_metrics.png", args.out / "change_vs_base.png")
+    training_chart(args.training, args.out / "training_curves.png")
+    log.info("wrote %s", ", ".join(str(args.out / n) for n in ("headline_metrics.png", "change_vs_base.png", "training_curves.png")))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Stage `prepare`: deterministic, disjoint SFT, GRPO, calibration and evaluation pools, and a data report.
+"""Stage `prepare`: deterministic, disjoint SFT, GRPO, calibration, held-out and evaluation pools, and a data report.
 
-Hub source: the train split feeds the SFT, GRPO and calibration pools, the validation split
-the evaluation pool. Local file: one file is carved into all four. The calibration pool is
+Hub source: the train split feeds the SFT, GRPO, calibration and held-out pools, the validation
+split the evaluation pool. Local file: one file is carved into all five. The calibration pool is
 where the abstention threshold is fitted (stage ``calibrate``), so that the evaluation pool
-measures it out of sample.
+measures it out of sample. The held-out pool is what training watches: SFT's held-out loss and
+GRPO's held-out rewards are measured on it every few steps, so a phase's curves say whether it
+learns without touching the questions it is finally judged on.
 
     python -m medjson.prepare --out-dir data/pools --report metrics/data.json
 """
@@ -36,7 +38,7 @@ from medjson.params import DEFAULT_PARAMS, DataParams, PrepareParams, load_param
 
 log = logging.getLogger("medjson.prepare")
 
-POOLS = ("sft", "grpo", "calibration", "eval")
+POOLS = ("sft", "grpo", "calibration", "heldout", "eval")
 PARAMS_READ = ("seed", "data", "prepare")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
 
 
@@ -106,6 +108,7 @@ def pool_sizes(prep: PrepareParams) -> dict[str, int | None]:
         "sft": prep.sft_size,
         "grpo": prep.grpo_size,
         "calibration": prep.calibration_size,
+        "heldout": prep.heldout_size,
         "eval": prep.eval_size,
     }
 

@@ -5,9 +5,11 @@ generated JSON answers with its 95% interval ("answers in JSON"), beside the har
 log-likelihood accuracy with its interval ("knows": the letter the model rates most likely after
 lm-evaluation-harness's zero-shot prompt, comparable with published figures), the valid-JSON
 rate, the majority-letter baseline, the number of questions, and how many were left out
-because they sit in the training pools. Below it, per benchmark, each
-training phase against the one before (accuracy difference with its interval, McNemar p, verdict),
-also written as flat metrics for `dvc metrics diff`.
+because they sit in the training pools. Below it, each model's predicted-letter shares beside
+the gold ones on the evaluation pool (a model collapsing onto one letter shows there), then, per
+benchmark, each training phase against the one before on accuracy, valid JSON, schema pass and
+the stated confidence's Brier error (difference with its interval, p-value, verdict: ``compare``'s
+measures), also written as metrics for `dvc metrics diff`.
 
     python -m medjson.report --out reports/benchmarks.md --comparison metrics/benchmark_comparison.json
 """
@@ -20,7 +22,8 @@ from pathlib import Path
 from medjson.cli import run_stage, stage_parser
 from medjson.core.choices import PHASES
 from medjson.core.records import read_json, read_jsonl, write_json
-from medjson.core.scoring import TRAINING_PAIRS, compare
+from medjson.core.prompts import LETTERS
+from medjson.core.scoring import INVALID, TRAINING_PAIRS, compare, comparison_rows
 from medjson.errors import StageError
 from medjson.params import load_params
 
@@ -65,7 +68,24 @@ def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list
     return rows
 
 
-def markdown(rows: list[dict], comparisons: dict[str, dict]) -> str:
+def letter_share_table(held_out: Path) -> list[str]:
+    """Each model's share of answers per letter (and invalid) on the evaluation pool, under the gold shares."""
+    labels = (*LETTERS, INVALID)
+    lines = [
+        "| eval pool | " + " | ".join(labels) + " | largest letter share |",
+        "|---|" + "---|" * (len(labels) + 1),
+    ]
+    first = _read(held_out / f"{PHASES[0]}.json", f"evaluate@{PHASES[0]}")
+    gold = [first[f"gold_share_{letter}"] for letter in LETTERS]
+    lines.append("| gold | " + " | ".join(f"{g:.3f}" for g in gold) + f" | - | {max(gold):.3f} |")
+    for model in PHASES:
+        m = _read(held_out / f"{model}.json", f"evaluate@{model}")
+        shares = [m[f"predicted_share_{label}"] for label in labels]
+        lines.append(f"| {model} | " + " | ".join(f"{s:.3f}" for s in shares) + f" | {max(shares[:-1]):.3f} |")
+    return lines
+
+
+def markdown(rows: list[dict], comparisons: dict[str, dict], letter_shares: list[str]) -> str:
     lines = [
         "| benchmark | model | answers in JSON: accuracy [95% CI] | knows: log-likelihood accuracy [95% CI] "
         "| valid JSON | majority baseline | n | left out: in training |",
@@ -78,16 +98,17 @@ def markdown(rows: list[dict], comparisons: dict[str, dict]) -> str:
             f"| {r['loglik']:.3f} [{r['loglik_low']:.3f}, {r['loglik_high']:.3f}] "
             f"| {r['valid_json']:.3f} | {r['majority']:.3f} | {r['n']} | {left_out} |"
         )
+    lines += ["", *letter_shares]
     lines += [
         "",
-        "| benchmark | comparison | accuracy difference [95% CI] | McNemar p | verdict |",
-        "|---|---|---|---|---|",
+        "| benchmark | comparison | measure | difference [95% CI] | test | p | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for bench, pairs in comparisons.items():
-        for pair, c in pairs.items():
+        for r in comparison_rows(pairs):
             lines.append(
-                f"| {bench} | {pair.replace('_vs_', ' vs ')} | {c['accuracy_diff']:+.3f} "
-                f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['mcnemar_p']:.3g} | {c['verdict']} |"
+                f"| {bench} | {r['pair']} | {r['measure']} | {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
+                f"| {r['test']} | {r['p']:.3g} | {r['verdict']} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -106,7 +127,7 @@ def main() -> None:
     }
     write_json(args.comparison, comparisons)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(rows, comparisons), encoding="utf-8")
+    args.out.write_text(markdown(rows, comparisons, letter_share_table(args.held_out)), encoding="utf-8")
     log.info("wrote %s (%d benchmarks x %d models) and %s", args.out, len(benchmarks) + 1, len(PHASES), args.comparison)
 
 

@@ -2,9 +2,11 @@
 
 The loss covers the assistant turn only, end-of-turn token included, so the model
 learns to stop after the JSON. Prompts are rendered with the same
-``enable_thinking`` setting that GRPO rollouts and evaluation use.
+``enable_thinking`` setting that GRPO rollouts and evaluation use. The loss on the held-out
+pool, which no stage trains on, is measured before the first step and every
+``sft.trainer.eval_steps`` after (``medjson.training.heldout``), so overfitting shows.
 
-    python -m medjson.sft --train data/pools/sft.jsonl --adapter models/sft_adapter \
+    python -m medjson.sft --train data/pools/sft.jsonl --heldout data/pools/heldout.jsonl --adapter models/sft_adapter \
         --curves training/sft --summary metrics/sft_training.json --scratch checkpoints/sft [--processes 2]
 """
 
@@ -90,9 +92,9 @@ def sft_setup(params: Params, scratch: Path) -> TrainingSetup:
     )
 
 
-def build_trainer(setup: TrainingSetup, records: list[dict], train_path: Path, callbacks: list):
-    """An SFTTrainer ready to train from the setup's base; split out so tests can inspect its
-    collated batches."""
+def build_trainer(setup: TrainingSetup, records: list[dict], heldout: list[dict], train_path: Path, callbacks: list):
+    """An SFTTrainer ready to train from the setup's base on ``records``, measuring its loss on
+    ``heldout`` as ``sft.trainer``'s eval settings say; split out so tests can inspect its collated batches."""
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -107,10 +109,12 @@ def build_trainer(setup: TrainingSetup, records: list[dict], train_path: Path, c
         )
     dataset = sft_dataset(records, params.model.enable_thinking)
     log.info("SFT examples: %d", len(dataset))
+    heldout = drop_overlong(heldout, tokenizer, config.max_length, params.model.enable_thinking)
     return SFTTrainer(
         model=setup.load_model(),
         args=config,
         train_dataset=dataset,
+        eval_dataset=sft_dataset(heldout, params.model.enable_thinking),
         processing_class=tokenizer,
         peft_config=lora_config(params.sft.lora),
         callbacks=callbacks,
@@ -120,6 +124,7 @@ def build_trainer(setup: TrainingSetup, records: list[dict], train_path: Path, c
 def train_sft(
     params: Params,
     train_path: Path,
+    heldout_path: Path,
     adapter_dir: Path,
     curves_dir: Path,
     scratch: Path,
@@ -131,20 +136,29 @@ def train_sft(
     process of a data-parallel run; the main one writes)."""
     from medjson.training.curves import LiveCurves
     from medjson.training.guards import FiniteGuard
+    from medjson.training.heldout import HeldoutLossWatch, first_last
 
     # Cheap checks first: settings, data and scratch folder, before the model loads.
     layout = check_launch(params, processes)
     setup = sft_setup(params, scratch)
     records = read_pool(train_path, SFT_KEYS)
+    heldout = read_pool(heldout_path, SFT_KEYS)
     identity = run_identity("medjson.sft", params.view(*PARAMS_READ) | layout, train_path, setup.start)
     resume = shared_resume_point(scratch, identity)
-    callbacks = [LiveCurves(curves_dir), FiniteGuard(setup.precision, "sft"), *(extra_callbacks or [])]
-    trainer = build_trainer(setup, records, train_path, callbacks)
+    if resume:  # the first held-out loss is in the checkpoint's log history already
+        setup.config.eval_on_start = False
+    callbacks = [LiveCurves(curves_dir), HeldoutLossWatch(), FiniteGuard(setup.precision, "sft"), *(extra_callbacks or [])]
+    trainer = build_trainer(setup, records, heldout, train_path, callbacks)
     if is_main_process():
         trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(adapter_dir))
-    summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss, **layout}
+    summary = {
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        **first_last(trainer.state.log_history, "eval_loss", "heldout_loss"),
+        **layout,
+    }
     if is_main_process():
         write_base_record(adapter_dir, setup.start, setup.source)
         if summary_path is not None:
@@ -165,7 +179,7 @@ def check_launch(params: Params, processes: int) -> dict:
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, "train", "adapter", "curves", "summary", "scratch")
+    parser = stage_parser(__doc__, "train", "heldout", "adapter", "curves", "summary", "scratch")
     add_processes_argument(parser)
     args = parser.parse_args()
 
@@ -174,7 +188,7 @@ def main() -> None:
     launch_if_needed("medjson.sft", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("sft", params.view(*PARAMS_READ))
-    train_sft(params, args.train, args.adapter, args.curves, args.scratch, args.summary, args.processes)
+    train_sft(params, args.train, args.heldout, args.adapter, args.curves, args.scratch, args.summary, args.processes)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from medjson.core.stats import (
     expected_calibration_error,
     majority_accuracy,
     paired_comparison,
+    paired_loss_comparison,
     reliability_bins,
     risk_coverage,
     wilson_interval,
@@ -90,6 +91,16 @@ def loglik_metrics(records: list[dict]) -> dict:
     }
 
 
+def stated_confidence_error(prediction: dict) -> float:
+    """The squared error of the stated confidence against the 0/1 outcome; 1, the worst, for an answer
+    that states none (not schema-valid). One minus GRPO's ``calibration`` reward, question by question,
+    and what ``brier_stated_all`` averages: unlike ``brier`` it covers every question, so two models
+    compare on the same ones."""
+    if not prediction["schema_valid"]:
+        return 1.0
+    return (prediction["confidence"] - float(prediction["correct"])) ** 2
+
+
 def _confidence(prediction: dict, source: str) -> float | None:
     return prediction["confidence"] if source == STATED else prediction["letter_probability"]
 
@@ -153,6 +164,8 @@ def score(predictions: list[dict]) -> dict:
         "calibration_n": len(on_schema),
         "ece": expected_calibration_error(confidences, outcomes),
         "brier": brier_score(confidences, outcomes),
+        "brier_stated_all": sum(stated_confidence_error(p) for p in predictions) / n if n else 0.0,
+        **{f"gold_share_{letter}": _share(sum(p["gold"] == letter for p in predictions), n) for letter in LETTERS},
         **confidence_metrics(predictions),
     }
 
@@ -219,20 +232,50 @@ def plot_data(predictions: list[dict]) -> dict[str, list[dict]]:
     }
 
 
+# What a paired comparison covers: the yes/no outcomes each phase is trained towards (a rate, compared by
+# McNemar's test and Newcombe's interval), and the stated confidence's Brier error over every question.
+PAIRED_RATES = {"accuracy": "correct", "valid_json": "valid_json", "schema_pass": "schema_valid"}
+PAIRED_LOSS = "brier_stated"
+
+
 def compare(predictions: dict[str, list[dict]], pairs: tuple[tuple[str, str], ...] = PAIRS) -> dict[str, dict]:
-    """Paired comparisons for every pair; the two models must have answered the same questions."""
-    correct = {}
+    """Paired comparisons for every pair, one per measure of ``PAIRED_RATES`` and ``PAIRED_LOSS``;
+    the two models must have answered the same questions."""
+    by_id = {}
     for name, rows in predictions.items():
         if not rows or any(not isinstance(r.get("correct"), bool) or "id" not in r for r in rows):
             raise StageError(
                 f"the {name} predictions are empty or lack `id`/`correct`: re-run evaluate@{name} (dvc repro)"
             )
-        correct[name] = {r["id"]: r["correct"] for r in rows}
+        by_id[name] = {r["id"]: r for r in rows}
     out = {}
     for new, old in pairs:
-        if set(correct[new]) != set(correct[old]):
+        if set(by_id[new]) != set(by_id[old]):
             raise StageError(f"{new} and {old} were evaluated on different questions: re-run evaluate for both")
-        ids = sorted(correct[new])
-        result = paired_comparison([correct[new][i] for i in ids], [correct[old][i] for i in ids])
-        out[f"{new}_vs_{old}"] = dataclasses.asdict(result)
+        ids = sorted(by_id[new])
+        newer, older = [by_id[new][i] for i in ids], [by_id[old][i] for i in ids]
+        result: dict = {"n": len(ids)}
+        for measure, key in PAIRED_RATES.items():
+            compared = paired_comparison([bool(r[key]) for r in newer], [bool(r[key]) for r in older])
+            result[measure] = {k: v for k, v in dataclasses.asdict(compared).items() if k != "n"}
+        loss = paired_loss_comparison([stated_confidence_error(r) for r in newer], [stated_confidence_error(r) for r in older])
+        result[PAIRED_LOSS] = {k: v for k, v in dataclasses.asdict(loss).items() if k != "n"}
+        out[f"{new}_vs_{old}"] = result
     return out
+
+
+MEASURE_LABELS = {"accuracy": "accuracy", "valid_json": "valid JSON", "schema_pass": "schema pass", PAIRED_LOSS: "Brier (stated)"}
+
+
+def comparison_rows(comparisons: dict[str, dict]) -> list[dict]:
+    """One row per pair and measure, for the tables the report and the demo print."""
+    return [
+        {
+            "pair": pair.replace("_vs_", " vs "),
+            "measure": MEASURE_LABELS[measure],
+            "test": "paired t" if measure == PAIRED_LOSS else "McNemar",
+            **{k: c[measure][k] for k in ("diff", "ci_low", "ci_high", "p", "verdict")},
+        }
+        for pair, c in comparisons.items()
+        for measure in MEASURE_LABELS
+    ]

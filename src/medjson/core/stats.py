@@ -4,6 +4,8 @@
 - paired accuracy difference with Newcombe's hybrid score interval (never zero-width, and
   unlike a normal interval it does not claim a gain from four discordant pairs in 50);
 - exact two-sided McNemar test on the discordant pairs, and a verdict that needs both;
+- paired difference of two models' mean per-question losses (the Brier score's squared errors)
+  with a Student t interval and test: the Diebold-Mariano comparison for independent questions;
 - expected calibration error over equal-width bins, and the Brier score.
 """
 
@@ -44,14 +46,29 @@ BETTER, WORSE, NO_CLEAR_DIFFERENCE, UNSETTLED = "better", "worse", "no clear dif
 
 @dataclass(frozen=True)
 class PairedComparison:
+    """Two models' rates of one yes/no outcome (right, valid JSON, schema-valid) on the same questions."""
+
     n: int
-    accuracy_diff: float  # new minus old
+    diff: float  # new rate minus old rate
     ci_low: float  # Newcombe's hybrid score interval (method 10), 95%
     ci_high: float
-    new_only_correct: int  # discordant pairs in favour of the new model
-    old_only_correct: int
-    mcnemar_p: float
+    new_only: int  # discordant pairs in favour of the new model
+    old_only: int
+    p: float  # exact McNemar
     verdict: str  # BETTER / WORSE: interval and test agree there is a difference; UNSETTLED: they disagree
+
+
+@dataclass(frozen=True)
+class PairedLossComparison:
+    """Two models' mean per-question losses (lower is better) on the same questions."""
+
+    n: int
+    diff: float  # new mean loss minus old: negative is better
+    ci_low: float  # Student t interval of the mean paired difference, 95%
+    ci_high: float
+    t: float
+    p: float  # two-sided paired t-test
+    verdict: str  # BETTER: a lower loss by both; WORSE: a higher one
 
 
 def mcnemar_exact(new_only: int, old_only: int) -> float:
@@ -93,18 +110,19 @@ def newcombe_paired_interval(
     return max(-1.0, diff - math.sqrt(below)), min(1.0, diff + math.sqrt(above))
 
 
-def paired_verdict(ci_low: float, ci_high: float, mcnemar_p: float, alpha: float = 0.05) -> str:
-    """BETTER or WORSE where both the interval and the exact test find a difference, NO_CLEAR_DIFFERENCE
+def paired_verdict(ci_low: float, ci_high: float, p: float, alpha: float = 0.05, higher_is_better: bool = True) -> str:
+    """BETTER or WORSE where both the interval and the test find a difference, NO_CLEAR_DIFFERENCE
     where neither does, UNSETTLED where they disagree."""
     interval_sees = ci_low > 0 or ci_high < 0
-    test_sees = mcnemar_p < alpha
+    test_sees = p < alpha
     if interval_sees and test_sees:
-        return BETTER if ci_low > 0 else WORSE
+        return BETTER if (ci_low > 0) == higher_is_better else WORSE
     return NO_CLEAR_DIFFERENCE if not (interval_sees or test_sees) else UNSETTLED
 
 
 def paired_comparison(new_correct: list[bool], old_correct: list[bool], z: float = Z95) -> PairedComparison:
-    """Accuracy difference of two models on the same questions, with a 95% interval, McNemar p and a verdict."""
+    """Difference of two models' rates of a yes/no outcome on the same questions (accuracy: ``correct``),
+    with a 95% interval, McNemar p and a verdict."""
     if len(new_correct) != len(old_correct):
         raise ValueError(f"paired comparison needs the same questions: {len(new_correct)} vs {len(old_correct)}")
     n = len(new_correct)
@@ -115,6 +133,88 @@ def paired_comparison(new_correct: list[bool], old_correct: list[bool], z: float
     p = mcnemar_exact(new_only, old_only)
     diff = (new_only - old_only) / n if n else 0.0
     return PairedComparison(n, diff, low, high, new_only, old_only, p, paired_verdict(low, high, p))
+
+
+def _continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz), as in Numerical
+    Recipes (Press et al., 3rd ed., section 6.4)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the CDF of a Beta(a, b) distribution at ``x``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _continued_fraction(b, a, 1.0 - x) / b
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+def student_t_quantile(probability: float, df: float) -> float:
+    """The ``probability`` quantile (above 0.5) of Student's t, by bisection on the two-sided p-value."""
+    tail = 2.0 * (1.0 - probability)
+    low, high = 0.0, 1.0
+    while student_t_two_sided_p(high, df) > tail:
+        high *= 2.0
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        low, high = (middle, high) if student_t_two_sided_p(middle, df) > tail else (low, middle)
+    return (low + high) / 2.0
+
+
+def paired_loss_comparison(new_losses: list[float], old_losses: list[float]) -> PairedLossComparison:
+    """Difference of two models' mean per-question losses on the same questions, with a 95% Student t
+    interval, the paired t-test and a verdict (lower is better).
+
+    For a mean score such as Brier's, this is the Diebold-Mariano test of equal predictive accuracy
+    (Diebold & Mariano 1995, J. Business & Economic Statistics 13:253-263) on independent questions:
+    a t-test of the mean per-question loss difference. It tests the mean, which is what the score is;
+    a rank test (Wilcoxon) tests a median shift instead and can disagree in sign with the scores'
+    difference. With n in the tens or more, the mean of bounded differences is close to normal.
+    Every difference zero (or fewer than two questions): no evidence either way, p = 1.
+    """
+    if len(new_losses) != len(old_losses):
+        raise ValueError(f"paired comparison needs the same questions: {len(new_losses)} vs {len(old_losses)}")
+    n = len(new_losses)
+    differences = [a - b for a, b in zip(new_losses, old_losses)]
+    mean = sum(differences) / n if n else 0.0
+    if n < 2:
+        return PairedLossComparison(n, mean, -math.inf, math.inf, 0.0, 1.0, NO_CLEAR_DIFFERENCE)
+    variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    standard_error = math.sqrt(variance / n)
+    if standard_error == 0.0:  # every question moved by the same amount, or none moved
+        t = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+        p = 1.0 if mean == 0 else 0.0
+        return PairedLossComparison(n, mean, mean, mean, t, p, paired_verdict(mean, mean, p, higher_is_better=False))
+    t = mean / standard_error
+    half = student_t_quantile(0.975, n - 1) * standard_error
+    p = student_t_two_sided_p(t, n - 1)
+    low, high = mean - half, mean + half
+    return PairedLossComparison(n, mean, low, high, t, p, paired_verdict(low, high, p, higher_is_better=False))
 
 
 def reliability_bins(confidences: list[float], correct: list[bool], bins: int = 10) -> list[dict]:

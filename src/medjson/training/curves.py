@@ -48,7 +48,8 @@ class LiveCurves(TrainerCallback):
 
         self.live = Live(str(folder), dvcyaml=None, save_dvc_exp=False, report=None) if is_main_process() else None
 
-    def _write(self, step: int, logs: dict) -> None:
+    def write(self, step: int, logs: dict) -> None:
+        """The curve points of one log record, at ``step``."""
         points = curve_points(logs)
         if not points or self.live is None:
             return
@@ -59,10 +60,10 @@ class LiveCurves(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         for record in state.log_history:  # empty unless resumed from a checkpoint
-            self._write(record["step"], record)
+            self.write(record["step"], record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        self._write(state.global_step, logs or {})
+        self.write(state.global_step, logs or {})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.live is not None:

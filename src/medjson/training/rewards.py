@@ -66,6 +66,16 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
 }
 
 
+def weighted_rewards(
+    texts: list[str], answers: list[str], weights: dict[str, float]
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Each completion's weighted total over the rewards of ``weights``, and each reward's own values:
+    the sum GRPO optimises, computed as TRL computes it (a weighted sum of the reward functions)."""
+    components = {name: REWARDS[name](texts, answer=answers) for name in weights}
+    totals = [sum(weights[name] * components[name][i] for name in weights) for i in range(len(texts))]
+    return totals, components
+
+
 def check_reward_weights(weights: dict[str, float], params_file: str | Path) -> None:
     """Every reward named in ``grpo.rewards`` exists, and at least one carries a positive weight."""
     for name, weight in weights.items():

@@ -1,0 +1,108 @@
+"""GRPO's held-out rewards: the policy's greedy answers to the held-out pool, scored by every reward.
+
+GRPO's own ``reward`` is measured on the sampled rollouts it is trained on; these answers are
+generated greedily and parsed exactly as the evaluation does, on prompts no stage trains on
+(``medjson.training.heldout`` says why and how the records are kept).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from transformers import TrainerCallback
+
+from medjson.core.parsing import parse_answer
+from medjson.training.heldout import warn_if_worsening
+from medjson.training.parallel import is_main_process
+from medjson.training.rewards import weighted_rewards
+
+log = logging.getLogger("medjson.heldout")
+
+HELDOUT_REWARD = "heldout_reward"  # the weighted total, as GRPO's own `reward` is
+HELDOUT_TOP_LETTER = "heldout_top_letter_share"  # the largest predicted-letter share: collapse onto one letter
+
+
+def heldout_scores(texts: list[str], answers: list[str], weights: dict[str, float]) -> dict[str, float]:
+    """Every reward's mean over the held-out answers, their weighted total, and the largest share of
+    answers naming one letter."""
+    totals, components = weighted_rewards(texts, answers, weights)
+    letters = Counter(parse_answer(text).predicted for text in texts)
+    letters.pop(None, None)  # no schema-valid letter: not a letter the policy collapsed onto
+    n = max(len(texts), 1)
+    return {
+        HELDOUT_REWARD: sum(totals) / n,
+        **{f"heldout_{name}": sum(values) / n for name, values in components.items()},
+        HELDOUT_TOP_LETTER: max(letters.values(), default=0) / n,
+    }
+
+
+class HeldoutRewards(TrainerCallback):
+    """GRPO: before the first step and every ``every`` optimizer steps (and at the last), the policy's
+    greedy answers to the held-out prompts, scored by every reward of ``weights``.
+
+    Written by the main process only, into the trainer's log history (so checkpoints keep them) and
+    onto the curves through ``curves`` (a ``LiveCurves``). Greedy generation draws no random numbers,
+    so watching leaves the training itself exactly as it would be unwatched.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        records: list[dict],
+        weights: dict[str, float],
+        enable_thinking: bool,
+        max_new_tokens: int,
+        batch_size: int,
+        every: int,
+        curves,
+    ):
+        self.tokenizer, self.records, self.weights = tokenizer, records, weights
+        self.enable_thinking, self.max_new_tokens, self.batch_size = enable_thinking, max_new_tokens, batch_size
+        self.every, self.curves = every, curves
+        self.history: list[dict] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.history = [dict(r) for r in state.log_history if HELDOUT_REWARD in r]  # resumed: the ones before
+        if state.global_step == 0:
+            self._measure(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
+            self._measure(state, model)
+
+    def _measure(self, state, model) -> None:
+        if not is_main_process() or not self.records:
+            return
+        from medjson.model.generation import generate
+
+        was_training = model.training
+        model.eval()
+        try:
+            run = generate(
+                model,
+                self.tokenizer,
+                [r["messages"] for r in self.records],
+                self.enable_thinking,
+                batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+            )
+        finally:
+            model.train(was_training)
+        record = {"step": state.global_step, **heldout_scores([o.text for o in run.outputs], self._answers(), self.weights)}
+        state.log_history.append(record)
+        self.history.append(record)
+        self.curves.write(state.global_step, record)
+        log.info(
+            "held-out at step %d: reward %.4f (%s); top letter share %.2f",
+            state.global_step,
+            record[HELDOUT_REWARD],
+            ", ".join(f"{name} {record[f'heldout_{name}']:.3f}" for name in self.weights),
+            record[HELDOUT_TOP_LETTER],
+        )
+        warn_if_worsening(
+            [r[HELDOUT_REWARD] for r in self.history], "reward", higher_is_better=True, step=state.global_step
+        )
+
+    def _answers(self) -> list[str]:
+        return [r["answer"] for r in self.records]
