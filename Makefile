@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medjson-installed
 
-.PHONY: setup test test-fast demo bench clean-demo
+.PHONY: setup test test-fast demo medmcqa-cpu bench clean-demo
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m medjson.demo $(DEMO_ARGS)
 
+# The real-data run of docs/results.md: MedMCQA's validation file (../shared/data/medmcqa/dev.json),
+# SmolLM2-135M-Instruct, under an hour on 2 cores. Not part of `make test`.
+medmcqa-cpu: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m medjson.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run
+
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/run_cpu.py
 
 clean-demo:
-	rm -rf demo-run
+	rm -rf demo-run medmcqa-run

@@ -280,7 +280,11 @@ def test_every_model_is_scored_on_every_benchmark_and_reported_in_one_table(pipe
         f"| medqa | sft | {sft['accuracy']:.3f} [{sft['accuracy_ci_low']:.3f}, {sft['accuracy_ci_high']:.3f}] "
         f"| {sft['loglik_accuracy']:.3f} [{sft['loglik_accuracy_ci_low']:.3f}, {sft['loglik_accuracy_ci_high']:.3f}] |"
     )
-    assert row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft |" in table
+    assert row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft | Brier (stated) |" in table
+    grpo = _metrics(pipeline, "grpo")
+    shares = " | ".join(f"{grpo[f'predicted_share_{label}']:.3f}" for label in ("A", "B", "C", "D", "invalid"))
+    assert f"| grpo | {shares} |" in table  # each model's letters, under the gold shares
+    assert "| gold | " + " | ".join(f"{grpo[f'gold_share_{letter}']:.3f}" for letter in "ABCD") in table
     assert "metrics/benchmarks/medqa/grpo.json" in run_dvc(pipeline, "metrics", "show")
 
 

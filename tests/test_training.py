@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 from transformers import TrainerCallback, TrainerControl
 
+from helpers import curve_steps
+
 from medjson.core.prompts import build_messages, render_prompt, target_json
 from medjson.core.records import write_jsonl
 from medjson.errors import StageError
@@ -121,6 +123,9 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
     assert result["resumed_from"].endswith("checkpoint-5")
     assert first.first == 5 and result["steps"] == 12
     assert (tmp_path / "adapter/adapter_model.safetensors").exists()
+    # The held-out loss before the first step came back from the checkpoint; it was not measured twice.
+    assert curve_steps(tmp_path / "curves", "eval_loss") == [0, 10, 12]  # eval_steps 10, and the last step
+    assert result["heldout_loss_start"] is not None and result["heldout_loss_end"] is not None
     # Another setting makes the old checkpoints stale: they are cleared, not resumed.
     other = dataclasses.replace(params, seed=params.seed + 1)
     assert train_sft(other, **paths)["resumed_from"] is None

@@ -40,6 +40,8 @@ def demo_overrides(source: str | None, config: Path = DEMO_CONFIG) -> dict:
         raise SystemExit(f"{config}: no such overrides file (see configs/)")
     overrides = yaml.safe_load(config.read_text())
     data_source = Path(source) if source else PROJECT_ROOT / overrides["data"]["source"]
+    if not data_source.exists():
+        raise SystemExit(f"{config}: data.source {data_source} does not exist; pass --source with the file to use")
     overrides["data"]["source"] = str(data_source.resolve())
     for benchmark in overrides["benchmarks"].values():  # the demo's own files, wherever the demo runs
         benchmark["source"] = str((PROJECT_ROOT / benchmark["source"]).resolve())
