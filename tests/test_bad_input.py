@@ -40,9 +40,23 @@ READS_PARAMS = {"prepare", "sft", "grpo", "evaluate"}
 # The paths dvc.yaml passes each stage (a stage has no path defaults of its own).
 ARGS = {
     "prepare": ["--out-dir", "data/pools", "--report", "metrics/data.json"],
-    "sft": ["--train", "data/pools/sft.jsonl", "--heldout", "data/pools/heldout.jsonl", "--adapter", "models/sft_adapter"]
+    "sft": [
+        "--train",
+        "data/pools/sft.jsonl",
+        "--heldout",
+        "data/pools/heldout.jsonl",
+        "--adapter",
+        "models/sft_adapter",
+    ]
     + ["--curves", "training/sft", "--summary", "metrics/sft_training.json", "--scratch", "checkpoints/sft"],
-    "grpo": ["--model", "models/sft_merged", "--train", "data/pools/grpo.jsonl", "--heldout", "data/pools/heldout.jsonl"]
+    "grpo": [
+        "--model",
+        "models/sft_merged",
+        "--train",
+        "data/pools/grpo.jsonl",
+        "--heldout",
+        "data/pools/heldout.jsonl",
+    ]
     + ["--adapter", "models/grpo_adapter"]
     + ["--curves", "training/grpo", "--summary", "metrics/grpo_training.json", "--scratch", "checkpoints/grpo"],
     "merge": ["--adapter", "models/sft_adapter", "--out", "models/out_merged"],

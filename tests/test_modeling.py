@@ -67,7 +67,9 @@ def test_a_gguf_base_is_dequantized_once_and_loads_exactly_as_the_file_does(tmp_
     direct = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, gguf_file=source.gguf_file)
     direct_tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
     prompt = render_prompt(tokenizer, build_messages("Which nerve supplies the deltoid?", list("abcd")), False)
-    assert prompt == render_prompt(direct_tokenizer, build_messages("Which nerve supplies the deltoid?", list("abcd")), False)
+    assert prompt == render_prompt(
+        direct_tokenizer, build_messages("Which nerve supplies the deltoid?", list("abcd")), False
+    )
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     assert ids.tolist() == direct_tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].tolist()
     with torch.no_grad():

@@ -91,7 +91,8 @@ def test_a_guard_tripping_in_one_rank_ends_both_processes(two_processes, tmp_pat
     )
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-        "--train", "data/pools/sft.jsonl", "--heldout", "data/pools/heldout.jsonl", "--adapter", str(tmp_path / "adapter"), "--curves", str(tmp_path / "curves"),
+        "--train", "data/pools/sft.jsonl", "--heldout", "data/pools/heldout.jsonl",
+        "--adapter", str(tmp_path / "adapter"), "--curves", str(tmp_path / "curves"),
         "--summary", str(tmp_path / "summary.json"), "--scratch", str(tmp_path / "scratch"), "--processes", "2",
     ]  # fmt: skip
     started = time.monotonic()

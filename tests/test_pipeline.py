@@ -280,7 +280,9 @@ def test_every_model_is_scored_on_every_benchmark_and_reported_in_one_table(pipe
         f"| medqa | sft | {sft['accuracy']:.3f} [{sft['accuracy_ci_low']:.3f}, {sft['accuracy_ci_high']:.3f}] "
         f"| {sft['loglik_accuracy']:.3f} [{sft['loglik_accuracy_ci_low']:.3f}, {sft['loglik_accuracy_ci_high']:.3f}] |"
     )
-    assert row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft | Brier (stated) |" in table
+    assert (
+        row in table and "| eval pool | grpo |" in table and "| mmlu_medical | grpo vs sft | Brier (stated) |" in table
+    )
     grpo = _metrics(pipeline, "grpo")
     shares = " | ".join(f"{grpo[f'predicted_share_{label}']:.3f}" for label in ("A", "B", "C", "D", "invalid"))
     assert f"| grpo | {shares} |" in table  # each model's letters, under the gold shares

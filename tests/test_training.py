@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from transformers import TrainerCallback, TrainerControl
-
 from helpers import curve_steps
+from transformers import TrainerCallback, TrainerControl
 
 from medjson.core.prompts import build_messages, render_prompt, target_json
 from medjson.core.records import write_jsonl
@@ -229,7 +228,9 @@ def test_finite_guard_stops_on_a_non_finite_loss_or_gradient(precision, logs, fa
 
 
 @pytest.mark.slow
-def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(tiny_params, train_file, heldout_file, tmp_path, monkeypatch):
+def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(
+    tiny_params, train_file, heldout_file, tmp_path, monkeypatch
+):
     from trl import SFTTrainer
 
     from medjson.sft import train_sft

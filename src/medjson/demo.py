@@ -29,7 +29,6 @@ from medjson.core.choices import EVALUATED, PHASES
 from medjson.core.scoring import TRAINING_PAIRS, comparison_rows
 from medjson.workspace import PROJECT_ROOT, commit_all, create_workspace, dvc_env
 
-
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 
 
@@ -126,7 +125,10 @@ def comparison_table(folder: Path) -> str:
     for r in comparison_rows(pairs):
         interval = f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         lines.append(f"{r['pair']:<13} {r['measure']:<15} {interval:<26} {r['test']:<9} {r['p']:>8.3g}  {r['verdict']}")
-    lines.append("Brier (stated): the stated confidence's squared error over every question (1 without a valid answer); lower is better")
+    lines.append(
+        "Brier (stated): the stated confidence's squared error over every question (1 without a valid answer); "
+        "lower is better"
+    )
     return "\n".join(lines)
 
 

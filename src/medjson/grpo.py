@@ -7,12 +7,12 @@ Guards against the ways GRPO can silently learn nothing:
 - during training, N logged steps in a row with zero reward variance in every group
   stop the run with an error naming the likely causes;
 - every few steps the policy answers the held-out prompts greedily, as the evaluation does,
-  and every reward is measured on those answers (``medjson.training.heldout``): the on-policy
+  and every reward is measured on those answers (``medjson.training.heldout_rewards``): the on-policy
   training reward alone cannot show whether anything was learned.
 
     python -m medjson.grpo --model models/sft_merged --train data/pools/grpo.jsonl \
-        --heldout data/pools/heldout.jsonl --adapter models/grpo_adapter --curves training/grpo --summary metrics/grpo_training.json \
-        --scratch checkpoints/grpo
+        --heldout data/pools/heldout.jsonl --adapter models/grpo_adapter --curves training/grpo \
+        --summary metrics/grpo_training.json --scratch checkpoints/grpo
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from medjson.model.modeling import lora_config
 from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import set_up_training, stage_trainer_config
+from medjson.training.heldout import first_last
 from medjson.training.parallel import (
     add_processes_argument,
     check_vllm,
@@ -42,7 +43,6 @@ from medjson.training.parallel import (
     log_layout,
     trainer_values,
 )
-from medjson.training.heldout import first_last
 from medjson.training.rewards import REWARDS, check_reward_weights, weighted_rewards
 
 log = logging.getLogger("medjson.grpo")
@@ -264,7 +264,17 @@ def main() -> None:
     launch_if_needed("medjson.grpo", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("grpo", params.view(*PARAMS_READ))
-    train_grpo(params, args.model, args.train, args.heldout, args.adapter, args.curves, args.summary, args.scratch, args.processes)
+    train_grpo(
+        params,
+        args.model,
+        args.train,
+        args.heldout,
+        args.adapter,
+        args.curves,
+        args.summary,
+        args.scratch,
+        args.processes,
+    )
 
 
 if __name__ == "__main__":

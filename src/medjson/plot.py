@@ -122,7 +122,10 @@ def main() -> None:
     headline_chart(metrics, args.out / "headline_metrics.png")
     change_chart(metrics, args.out / "change_vs_base.png")
     training_chart(args.training, args.out / "training_curves.png")
-    log.info("wrote %s", ", ".join(str(args.out / n) for n in ("headline_metrics.png", "change_vs_base.png", "training_curves.png")))
+    log.info(
+        "wrote %s",
+        ", ".join(str(args.out / n) for n in ("headline_metrics.png", "change_vs_base.png", "training_curves.png")),
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from medjson.cli import run_stage, stage_parser
 from medjson.core.choices import PHASES
-from medjson.core.records import read_json, read_jsonl, write_json
 from medjson.core.prompts import LETTERS
+from medjson.core.records import read_json, read_jsonl, write_json
 from medjson.core.scoring import INVALID, TRAINING_PAIRS, compare, comparison_rows
 from medjson.errors import StageError
 from medjson.params import load_params
@@ -107,7 +107,8 @@ def markdown(rows: list[dict], comparisons: dict[str, dict], letter_shares: list
     for bench, pairs in comparisons.items():
         for r in comparison_rows(pairs):
             lines.append(
-                f"| {bench} | {r['pair']} | {r['measure']} | {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
+                f"| {bench} | {r['pair']} | {r['measure']} "
+                f"| {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
                 f"| {r['test']} | {r['p']:.3g} | {r['verdict']} |"
             )
     return "\n".join(lines) + "\n"

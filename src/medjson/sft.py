@@ -147,7 +147,12 @@ def train_sft(
     resume = shared_resume_point(scratch, identity)
     if resume:  # the first held-out loss is in the checkpoint's log history already
         setup.config.eval_on_start = False
-    callbacks = [LiveCurves(curves_dir), HeldoutLossWatch(), FiniteGuard(setup.precision, "sft"), *(extra_callbacks or [])]
+    callbacks = [
+        LiveCurves(curves_dir),
+        HeldoutLossWatch(),
+        FiniteGuard(setup.precision, "sft"),
+        *(extra_callbacks or []),
+    ]
     trainer = build_trainer(setup, records, heldout, train_path, callbacks)
     if is_main_process():
         trainer.model.print_trainable_parameters()

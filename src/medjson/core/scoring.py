@@ -258,13 +258,20 @@ def compare(predictions: dict[str, list[dict]], pairs: tuple[tuple[str, str], ..
         for measure, key in PAIRED_RATES.items():
             compared = paired_comparison([bool(r[key]) for r in newer], [bool(r[key]) for r in older])
             result[measure] = {k: v for k, v in dataclasses.asdict(compared).items() if k != "n"}
-        loss = paired_loss_comparison([stated_confidence_error(r) for r in newer], [stated_confidence_error(r) for r in older])
+        loss = paired_loss_comparison(
+            [stated_confidence_error(r) for r in newer], [stated_confidence_error(r) for r in older]
+        )
         result[PAIRED_LOSS] = {k: v for k, v in dataclasses.asdict(loss).items() if k != "n"}
         out[f"{new}_vs_{old}"] = result
     return out
 
 
-MEASURE_LABELS = {"accuracy": "accuracy", "valid_json": "valid JSON", "schema_pass": "schema pass", PAIRED_LOSS: "Brier (stated)"}
+MEASURE_LABELS = {
+    "accuracy": "accuracy",
+    "valid_json": "valid JSON",
+    "schema_pass": "schema pass",
+    PAIRED_LOSS: "Brier (stated)",
+}
 
 
 def comparison_rows(comparisons: dict[str, dict]) -> list[dict]:

@@ -220,7 +220,9 @@ def load_model(source: ModelSource, precision: str, on_accelerator: bool = True,
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
     path, kwargs = _loadable(source)
     with _clear_load_errors(source, "model"):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation=attn_implementation, **kwargs
+        )
     return model.to(device()) if on_accelerator else model
 
 

@@ -4,14 +4,16 @@ A phase's own training curve cannot show that it helps: SFT's loss falls on exam
 seen, and GRPO's reward is measured on the rollouts it is being trained on. Both phases are
 therefore measured every few steps on ``data/pools/heldout.jsonl``, a pool no stage trains on:
 SFT's loss there (the Trainer's own evaluation), and GRPO's rewards of greedy answers, generated
-and parsed exactly as the evaluation does (``medjson.training.heldout_rewards``). The records go into the trainer's log history, so a
-resumed run's checkpoint carries them and the curves are rewritten whole; a held-out figure that
-worsens for several evaluations running is logged as a warning.
+and parsed exactly as the evaluation does (``medjson.training.heldout_rewards``). The records go
+into the trainer's log history, so a resumed run's checkpoint carries them and the curves are
+rewritten whole; a held-out figure that worsens for several evaluations running is logged as a
+warning.
 """
 
 from __future__ import annotations
 
 import logging
+
 from transformers import TrainerCallback
 
 from medjson.training.parallel import is_main_process

@@ -89,7 +89,10 @@ class HeldoutRewards(TrainerCallback):
             )
         finally:
             model.train(was_training)
-        record = {"step": state.global_step, **heldout_scores([o.text for o in run.outputs], self._answers(), self.weights)}
+        record = {
+            "step": state.global_step,
+            **heldout_scores([o.text for o in run.outputs], self._answers(), self.weights),
+        }
         state.log_history.append(record)
         self.history.append(record)
         self.curves.write(state.global_step, record)
