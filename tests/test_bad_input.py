@@ -177,8 +177,14 @@ def _adapter(record: dict | str | None, weights: bool = True):
     return run
 
 
-def _foreign_scratch(folder: Path, params: dict) -> None:
+def _sft_pools(folder: Path, params: dict) -> None:
+    """The pools SFT reads: its training pool and the held-out pool it is measured on."""
     _pool(folder, "sft", _pool_rows())
+    _pool(folder, "heldout", _pool_rows())
+
+
+def _foreign_scratch(folder: Path, params: dict) -> None:
+    _sft_pools(folder, params)
     scratch = folder / "checkpoints/sft"
     scratch.mkdir(parents=True)
     (scratch / "results-i-need.csv").write_text("a,b\n1,2\n")
@@ -281,7 +287,7 @@ CASES = {
     ),
     "no SFT example fits max_length": Case(
         "sft",
-        _steps(lambda f, p: _pool(f, "sft", _pool_rows()), _set("sft.trainer.max_length", 8)),
+        _steps(_sft_pools, _set("sft.trainer.max_length", 8)),
         r"no SFT example fits sft\.trainer\.max_length = 8",
     ),
     "empty predictions": Case("compare", _predictions, r"predictions are empty"),
