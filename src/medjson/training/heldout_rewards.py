@@ -42,8 +42,8 @@ class HeldoutRewards(TrainerCallback):
     greedy answers to the held-out prompts, scored by every reward of ``weights``.
 
     Written by the main process only, into the trainer's log history (so checkpoints keep them) and
-    onto the curves through ``curves`` (a ``LiveCurves``). Greedy generation draws no random numbers,
-    so watching leaves the training itself exactly as it would be unwatched.
+    onto the curves through ``curves`` (a ``LiveCurves``). Generation is greedy, so the measurement
+    itself is deterministic: the same policy always scores the same.
     """
 
     def __init__(
