@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from medjson.core.scoring import compare, comparison_rows, plot_data, score
@@ -320,7 +323,11 @@ def test_paired_loss_comparison_without_evidence_claims_nothing():
     assert paired_loss_comparison(same, same).verdict == NO_CLEAR_DIFFERENCE
     noisy = paired_loss_comparison([0.2, 0.8, 0.2, 0.8], [0.8, 0.2, 0.8, 0.2])
     assert noisy.diff == 0 and noisy.p == pytest.approx(1.0) and noisy.verdict == NO_CLEAR_DIFFERENCE
-    assert paired_loss_comparison([0.1], [0.9]).verdict == NO_CLEAR_DIFFERENCE  # one question: no interval
+    one = paired_loss_comparison([0.1], [0.9])  # one question: no interval to speak of
+    assert one.verdict == NO_CLEAR_DIFFERENCE and (one.ci_low, one.ci_high) == (-1.0, 1.0)
+    # Every comparison is written as JSON, which holds no infinity.
+    for result in (one, paired_loss_comparison(same, same), paired_loss_comparison([0.5, 0.5], [0.25, 0.25])):
+        json.dumps(dataclasses.asdict(result), allow_nan=False)
 
 
 def test_compare_covers_every_measure_and_its_brier_is_the_scores_difference():

@@ -60,13 +60,13 @@ class PairedComparison:
 
 @dataclass(frozen=True)
 class PairedLossComparison:
-    """Two models' mean per-question losses (lower is better) on the same questions."""
+    """Two models' mean per-question losses in [0, 1] (lower is better) on the same questions."""
 
     n: int
     diff: float  # new mean loss minus old: negative is better
     ci_low: float  # Student t interval of the mean paired difference, 95%
     ci_high: float
-    t: float
+    t: float | None  # None where the differences have no spread to divide by
     p: float  # two-sided paired t-test
     verdict: str  # BETTER: a lower loss by both; WORSE: a higher one
 
@@ -198,7 +198,8 @@ def paired_loss_comparison(new_losses: list[float], old_losses: list[float]) -> 
     a t-test of the mean per-question loss difference. It tests the mean, which is what the score is;
     a rank test (Wilcoxon) tests a median shift instead and can disagree in sign with the scores'
     difference. With n in the tens or more, the mean of bounded differences is close to normal.
-    Every difference zero (or fewer than two questions): no evidence either way, p = 1.
+    Fewer than two questions: no interval to speak of, so the widest possible one, [-1, 1], and p = 1.
+    Every question moved by the same amount: that amount, with no spread (p = 1 when it is zero).
     """
     if len(new_losses) != len(old_losses):
         raise ValueError(f"paired comparison needs the same questions: {len(new_losses)} vs {len(old_losses)}")
@@ -206,13 +207,12 @@ def paired_loss_comparison(new_losses: list[float], old_losses: list[float]) -> 
     differences = [a - b for a, b in zip(new_losses, old_losses)]
     mean = sum(differences) / n if n else 0.0
     if n < 2:
-        return PairedLossComparison(n, mean, -math.inf, math.inf, 0.0, 1.0, NO_CLEAR_DIFFERENCE)
+        return PairedLossComparison(n, mean, -1.0, 1.0, None, 1.0, NO_CLEAR_DIFFERENCE)
     variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
     standard_error = math.sqrt(variance / n)
     if standard_error == 0.0:  # every question moved by the same amount, or none moved
-        t = 0.0 if mean == 0 else math.copysign(math.inf, mean)
         p = 1.0 if mean == 0 else 0.0
-        return PairedLossComparison(n, mean, mean, mean, t, p, paired_verdict(mean, mean, p, higher_is_better=False))
+        return PairedLossComparison(n, mean, mean, mean, None, p, paired_verdict(mean, mean, p, higher_is_better=False))
     t = mean / standard_error
     half = student_t_quantile(0.975, n - 1) * standard_error
     p = student_t_two_sided_p(t, n - 1)
