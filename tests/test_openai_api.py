@@ -12,7 +12,8 @@ from helpers import start_service
 from pydantic import BaseModel, Field
 
 from medjson.core.parsing import ANSWER_SCHEMA
-from medjson.serving.openai_api import ChatRequestError, is_answer_schema, read_chat_request, read_question_text
+from medjson.serving.errors import ApiError
+from medjson.serving.openai_requests import is_answer_schema, read_chat_request, read_question_text
 
 MODEL = "models/grpo_merged"
 MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
@@ -42,13 +43,21 @@ def test_a_message_in_the_prompt_layout_gives_question_and_options():
         "A. a\nB. b\nC. c\nD. d",
         "Q?\nA. a\nC. c\nB. b\nD. d",
     ):
-        with pytest.raises(ChatRequestError, match="A. ...', 'B. ...'") as refused:
+        with pytest.raises(ApiError, match="A. ...', 'B. ...'") as refused:
             read_question_text(bad)
         assert refused.value.status == 400 and refused.value.param == "messages"
 
 
 def test_the_body_can_carry_question_and_options_and_content_parts_are_read():
-    chat = read_chat_request({"model": MODEL, "messages": [], "question": "Q?", "options": list("abcd")}, MODEL)
+    chat = read_chat_request(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "see below"}],
+            "question": "Q?",
+            "options": list("abcd"),
+        },
+        MODEL,
+    )
     assert (chat.question, chat.options) == ("Q?", list("abcd"))
     parts = _body(messages=[{"role": "user", "content": [{"type": "text", "text": MESSAGE}]}])
     assert read_chat_request(parts, MODEL).options == ["Radial", "Axillary", "Ulnar", "Median"]
@@ -71,20 +80,20 @@ def test_schemas_equivalent_to_the_answer_pass_and_others_are_refused():
         change(other)
         assert not is_answer_schema(other)
         fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": other, "strict": True}}
-        with pytest.raises(ChatRequestError, match="GET /v1/schema"):
+        with pytest.raises(ApiError, match="GET /v1/schema"):
             read_chat_request(_body(response_format=fmt), MODEL)
 
 
 def test_what_greedy_decoding_cannot_honour_is_refused_or_reported():
     for change, param in (
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "answer"}}]}, "tools"),
         ({"logprobs": True}, "logprobs"),
     ):
-        with pytest.raises(ChatRequestError) as refused:
+        with pytest.raises(ApiError) as refused:
             read_chat_request(_body(**change), MODEL)
         assert refused.value.param == param and refused.value.status == 400
-    with pytest.raises(ChatRequestError, match="serves 'models/grpo_merged'") as other_model:
+    with pytest.raises(ApiError, match="serves 'models/grpo_merged'") as other_model:
         read_chat_request(_body(model="gpt-4o"), MODEL)
     assert other_model.value.status == 404 and other_model.value.code == "model_not_found"
     chat = read_chat_request(_body(temperature=0.7, top_p=0.9, max_tokens=500, max_completion_tokens=40), MODEL)
@@ -130,6 +139,8 @@ def _check_answer(content: str) -> dict:
 
 @pytest.mark.slow
 def test_the_openai_client_gets_schema_valid_answers_parsed_and_streamed(keyed_service):
+    import openai
+
     url, model = keyed_service
     client = _client(url)
     assert [m.id for m in client.models.list()] == [model]
@@ -137,8 +148,10 @@ def test_the_openai_client_gets_schema_valid_answers_parsed_and_streamed(keyed_s
     messages = [{"role": "user", "content": MESSAGE}]
     completion = client.chat.completions.create(model=model, messages=messages, response_format=schema, temperature=0.2)
     answer = _check_answer(completion.choices[0].message.content)
-    assert completion.choices[0].finish_reason == "stop" and completion.object == "chat.completion"
     usage = completion.usage
+    # The service's budget is 72 tokens: an answer that reached its closing tokens was cut by it.
+    finish = "length" if usage.completion_tokens >= 71 else "stop"
+    assert completion.choices[0].finish_reason == finish and completion.object == "chat.completion"
     assert usage.prompt_tokens > 20 and usage.completion_tokens > 5
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     extra = completion.model_extra["medjson"]
@@ -152,9 +165,13 @@ def test_the_openai_client_gets_schema_valid_answers_parsed_and_streamed(keyed_s
     ).json()
     assert own["predicted_category"] == answer["predicted_category"] and own["reason"] == answer["reason"]
 
-    parsed = client.chat.completions.parse(model=model, messages=messages, response_format=MedAnswer)
-    assert isinstance(parsed.choices[0].message.parsed, MedAnswer)
-    assert parsed.choices[0].message.parsed.predicted_category == answer["predicted_category"]
+    if finish == "stop":
+        parsed = client.chat.completions.parse(model=model, messages=messages, response_format=MedAnswer)
+        assert isinstance(parsed.choices[0].message.parsed, MedAnswer)
+        assert parsed.choices[0].message.parsed.predicted_category == answer["predicted_category"]
+    else:  # the tiny random model writes its reason to the budget: the client's helper refuses a cut answer
+        with pytest.raises(openai.LengthFinishReasonError):
+            client.chat.completions.parse(model=model, messages=messages, response_format=MedAnswer)
 
     stream = client.chat.completions.create(
         model=model, messages=messages, stream=True, stream_options={"include_usage": True}
@@ -162,7 +179,7 @@ def test_the_openai_client_gets_schema_valid_answers_parsed_and_streamed(keyed_s
     chunks = list(stream)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert _check_answer(streamed) == answer
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == finish
     assert chunks[-1].usage.total_tokens == usage.total_tokens
 
     cut = client.chat.completions.create(model=model, messages=messages, max_tokens=5)
@@ -215,12 +232,14 @@ def test_metrics_count_answers_tokens_and_the_abstention_rate():
 
     from medjson.serving.metrics import ServiceMetrics
 
-    metrics = ServiceMetrics({"/v1/answer"})
+    metrics = ServiceMetrics({"/v1/answer", "/v1/models/{model_id:path}"})
     records = [{"meta": {"new_tokens": n, "abstained": a}} for n, a in ((30, True), (40, False), (50, None))]
+    metrics.generated(records)  # a batch: every row's tokens, delivered or not
     metrics.answered(records)
     metrics.answered(records[:1])
     text, _ = metrics.exposition()
     values = {s.name: s.value for f in text_string_to_metric_families(text.decode()) for s in f.samples}
-    assert values["medjson_answers_total"] == 4 and values["medjson_generated_tokens_total"] == 150
+    assert values["medjson_answers_total"] == 4 and values["medjson_generated_tokens_total"] == 120
     assert values["medjson_abstained_answers_total"] == 2 and values["medjson_abstention_rate"] == 0.5
     assert metrics.route("/v1/answer") == "/v1/answer" and metrics.route("/wp-admin") == "other"
+    assert metrics.route("/v1/models/models/grpo_merged") == "/v1/models/{model_id:path}"

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from medjson.core.choices import (
+    ANSWER_CONFIDENCES,
     ATTENTIONS,
     AUTO_CONFIDENCE,
     AUTO_LAYOUT,
@@ -138,7 +139,9 @@ class CalibrateParams:
 class ServeParams:
     model: str = free()  # what predict and the service answer with: a merged model folder, hub id or .gguf
     decoding: str = one_of(*DECODINGS)
-    abstention: str | None = free()  # the calibrate stage's file for this model and decoding; None: no abstention
+    # The calibrate stage's file for this model and decoding; auto: the one beside the model; None: none.
+    abstention: str | None = free()
+    confidence: str = one_of(*ANSWER_CONFIDENCES)  # what an answer's `confidence` is (docs/use.md)
     max_new_tokens: int = at_least(16)
     max_batch_size: int = at_least(1)  # dynamic batching: at most this many questions per generation
     max_wait_ms: float = between(0, 10_000)  # ... or those that arrived this long after the first

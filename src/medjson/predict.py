@@ -7,8 +7,11 @@ Input: JSON Lines (an object per line) or CSV (a header row), chosen by the file
 for ``-`` by its first character. A row holds ``question``, its four options (``options`` as a
 list or an object with keys A-D, or fields ``A``..``D``) and an optional ``id``; rows without an
 id are numbered. Output, in input order: per question its id, the three schema fields and
-``meta`` (model, decoding, latency, new tokens, the stated confidence, the letter probability,
-and whether the answer falls below the abstention threshold). A bad row (not UTF-8, not an
+``meta`` (model, decoding, latency, new tokens, why it ended, both confidences, the letter
+probability, and whether the answer falls below the abstention threshold). ``confidence`` is the
+calibrated one where an abstention file is loaded (``--confidence stated``: the model's own); the
+file is, unless ``--abstention`` names one, the one calibrate fitted for the model and decoding in
+the model's own workspace, or none (one log line says which). A bad row (not UTF-8, not an
 object, a CSV row with the wrong number of fields, a repeated id, a missing field) becomes
 ``{"id", "row", "error"}``, is counted in the summary line, and never stops the run.
 
@@ -30,7 +33,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from medjson.cli import run_stage
-from medjson.core.choices import DECODINGS
+from medjson.core.choices import ANSWER_CONFIDENCES, DECODINGS
 from medjson.core.questions import Question, read_question
 from medjson.core.records import dumps_line
 from medjson.errors import DataError
@@ -106,7 +109,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _run_identity(args, answerer: Answerer, settings, abstention_path: str | None) -> dict:
+def _run_identity(args, answerer: Answerer, settings) -> dict:
     """What makes a partial output's answers those this run would write: resumed only when all agree."""
     return {
         "input": file_digest(Path(args.input)) if args.input != "-" else None,
@@ -115,7 +118,8 @@ def _run_identity(args, answerer: Answerer, settings, abstention_path: str | Non
         "decoding": answerer.decoding,
         "max_new_tokens": answerer.max_new_tokens,
         "enable_thinking": answerer.enable_thinking,
-        "abstention": file_digest(Path(abstention_path)) if abstention_path else None,
+        "abstention": file_digest(answerer.abstention.path) if answerer.abstention else None,
+        "confidence": answerer.confidence,
         "limits": [settings.max_question_chars, settings.max_option_chars],
     }
 
@@ -130,7 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=_positive, help="default: serve.max_batch_size")
     parser.add_argument(
         "--abstention",
-        help="calibrate's abstention.json for this model and decoding, or none (default: serve.abstention)",
+        help="calibrate's abstention.json for this model and decoding, auto (the one beside the model) or none "
+        "(default: serve.abstention)",
+    )
+    parser.add_argument(
+        "--confidence",
+        choices=ANSWER_CONFIDENCES,
+        help="the answer's confidence: calibrated (the abstention file's, where one is loaded) or stated "
+        "(default: serve.confidence)",
     )
     args = parser.parse_args(argv)
 
@@ -145,14 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     abstention_path, named_by = abstention_setting(args.abstention, settings.abstention)
     abstention = read_abstention(abstention_path, named_by)
     log.info("predict: model %s, %s decoding, batches of %d, %s input", model, decoding, batch_size, kind)
-    answerer = Answerer(model, params.model, decoding, settings.max_new_tokens, None, abstention)
+    confidence = args.confidence or settings.confidence
+    answerer = Answerer(model, params.model, decoding, settings.max_new_tokens, None, abstention, confidence)
     limits = {"max_question_chars": settings.max_question_chars, "max_option_chars": settings.max_option_chars}
     started = time.perf_counter()
-    out = (
-        sys.stdout
-        if output is None
-        else PartialOutput(output, _run_identity(args, answerer, settings, abstention_path))
-    )
+    out = sys.stdout if output is None else PartialOutput(output, _run_identity(args, answerer, settings))
     try:
         skip = 0 if output is None else out.open()
         if skip:

@@ -16,6 +16,17 @@ CONFIDENCE_SOURCES = ("stated", "letter")
 STATED, LETTER = CONFIDENCE_SOURCES
 AUTO_CONFIDENCE = "auto"  # calibrate.confidence: the better calibrated of the two on the calibration pool
 
+# Which confidence an answer carries (serve.confidence): the abstention file's (calibrated) where one
+# is loaded, or always the number the model wrote.
+ANSWER_CONFIDENCES = ("calibrated", "stated")
+CALIBRATED = ANSWER_CONFIDENCES[0]
+# serve.abstention: the file fitted for the model and decoding, found in the model's own workspace.
+FIND_ABSTENTION = "auto"
+
+# Why an answer ended (OpenAI's finish_reason): the model closed it, or the token budget cut it.
+FINISH_REASONS = ("stop", "length")
+STOP, LENGTH = FINISH_REASONS
+
 # Numeric precisions a model is loaded and trained in (``model.precision`` also takes ``auto``).
 PRECISIONS = ("bf16", "fp16", "fp32")
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")

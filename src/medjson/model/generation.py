@@ -23,6 +23,7 @@ from medjson.model.modeling import end_of_turn_ids
 class Generated:
     text: str
     new_tokens: int  # up to and including the end-of-turn token
+    ended: bool  # the model wrote its end of turn (False: the token budget, or a caller, cut it)
     # The model's probabilities of A, B, C, D, renormalised over the four, at the step that wrote
     # the `predicted_category` value; None where no such step was found (or when sampling).
     letter_probs: tuple[float, float, float, float] | None = None
@@ -64,6 +65,7 @@ def greedy_pruned(
     grammar=None,
     letter_ids: list[int] | None = None,
     stopped: Callable[[int], bool] | None = None,
+    on_token: Callable[[int, int, list[float] | None], None] | None = None,
 ) -> tuple[list[list[int]], list[list[list[float]]]]:
     """Greedy decoding of a batch that shares its common prefix and drops rows as they end.
 
@@ -78,7 +80,8 @@ def greedy_pruned(
     allows before the argmax. With ``letter_ids``, each row's raw logits of those tokens are
     kept at every step (before any mask): the model's own view of the letters, for free.
     A row for which ``stopped(row)`` turns true (its caller gave up waiting) leaves the batch at
-    the next step, as a finished one does: the others go on, faster.
+    the next step, as a finished one does: the others go on, faster. ``on_token(row, token,
+    letter_logits)`` hears each token as it is chosen (a stream's deltas), before ``stopped`` is asked.
     Returns the new tokens of each row, and those per-step letter logits.
     """
     from transformers import DynamicCache
@@ -128,6 +131,8 @@ def greedy_pruned(
             tokens[row].append(token)
             if grammar:
                 grammar.accept(matchers[row], token)
+            if on_token:
+                on_token(row, token, letter_logits[row][-1] if letter_index is not None else None)
             if token not in stop_ids and not (stopped and stopped(row)):
                 keep.append(position)
         if not keep or step == max_new_tokens - 1:
@@ -180,10 +185,12 @@ def generate(
     progress: str | None = None,
     grammar=None,
     stopped: Callable[[int], bool] | None = None,
+    on_token: Callable[[int, int, list[float] | None], None] | None = None,
 ) -> GenerationRun:
     """Answers to every conversation; greedy unless a temperature is given, and masked by
     ``grammar`` when one is given (greedy only). ``stopped(i)`` true: conversation i is no longer
-    wanted, and its row stops generating (greedy only)."""
+    wanted, and its row stops generating; ``on_token(i, token, letter_logits)`` hears each of its
+    tokens as it is chosen (both greedy only)."""
     if grammar is not None and temperature:
         raise ValueError("constrained decoding is greedy: pass no temperature with a grammar")
     prompts = [render_prompt(tokenizer, messages, enable_thinking) for messages in conversations]
@@ -226,12 +233,14 @@ def generate(
                     grammar=grammar,
                     letter_ids=letter_ids,
                     stopped=(lambda row, batch=batch: stopped(batch[row])) if stopped else None,
+                    on_token=(lambda row, *heard, batch=batch: on_token(batch[row], *heard)) if on_token else None,
                 )
             for index, row, steps in zip(batch, rows, per_step):
                 count = _count_new_tokens(row, set(stop_ids))
                 text = tokenizer.decode(row[:count], skip_special_tokens=True)
                 probs = letter_probabilities(tokenizer, row[:count], steps, letter_ids) if letter_ids else None
-                outputs[index] = Generated(text=text, new_tokens=count, letter_probs=probs)
+                ended = count > 0 and row[count - 1] in stop_ids
+                outputs[index] = Generated(text=text, new_tokens=count, ended=ended, letter_probs=probs)
             bar.update(len(batch))
             bar.set_postfix(q_per_s=f"{bar.n / (time.perf_counter() - started):.2f}")
     finally:

@@ -3,20 +3,21 @@
 Keys come from the environment variable ``MEDJSON_API_KEYS`` (comma-separated) and from the
 file ``serve.api_keys_file`` names (one key per line; blank lines and ``#`` comments skipped).
 A presented key is compared with every configured one in constant time, so the reply's timing
-says nothing about how much of a key was right. A refusal is a 401 in OpenAI's error shape,
-which OpenAI clients raise as their authentication error.
+says nothing about how much of a key was right. A refusal is a 401 in the route's error shape
+(OpenAI's on its routes, which OpenAI clients raise as their authentication error). A request
+with more than one ``Authorization`` header is refused too, whatever they hold: a proxy that
+reads the first and a service that reads the last would each see another key.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import os
 from pathlib import Path
 
 from medjson.errors import ParamsError
-from medjson.serving.openai_api import error_body
+from medjson.serving.errors import send_error
 
 KEYS_VARIABLE = "MEDJSON_API_KEYS"
 OPEN_ROUTES = ("/health",)  # a load balancer's probe carries no key
@@ -67,14 +68,12 @@ class ApiKeys:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_ROUTES:
             return await self.app(scope, receive, send)
-        if self._accepted(dict(scope.get("headers", [])).get(b"authorization")):
+        presented = [value for name, value in scope.get("headers", []) if name == b"authorization"]
+        if len(presented) == 1 and self._accepted(presented[0]):
             return await self.app(scope, receive, send)
-        refusal = error_body("a valid API key is required: send `Authorization: Bearer <key>`", code="invalid_api_key")
-        body = json.dumps(refusal).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b"Bearer"),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        message = (
+            "send one Authorization header, not several"
+            if len(presented) > 1
+            else "a valid API key is required: send `Authorization: Bearer <key>`"
+        )
+        await send_error(scope, send, 401, message, code="invalid_api_key", headers=[(b"www-authenticate", b"Bearer")])

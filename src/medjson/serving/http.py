@@ -3,22 +3,29 @@
 - ``header_timeout_protocol``: uvicorn's HTTP/1.1 protocol, closing a connection whose request
   headers have not all arrived within the limit (a stalled or trickling client holds no socket).
 - ``BodyLimits``: an ASGI wrapper that reads the body first, refusing one over the size limit
-  (413, before reading it when Content-Length says so) or one that does not arrive in time (408),
-  so the application only ever sees whole, bounded bodies.
-- ``validation_error_response``: a 422 that names the field and shows at most a short, printable
-  excerpt of what was sent: never the whole input back, never a 500 for a NaN or a lone surrogate.
+  (413, before reading it when Content-Length says so), one that does not arrive in time (408) or
+  one nested deeper than ``MAX_JSON_DEPTH`` (400: a parser's recursion is no 500), so the
+  application only ever sees whole, bounded bodies.
+- ``validation_detail``: a 422's fields at fault, each with at most a short, printable excerpt of
+  what was sent: never the whole input back, never a 500 for a NaN or a lone surrogate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
+import re
 from typing import Any
 
 from medjson.core.questions import SURROGATE, has_surrogate
+from medjson.serving.errors import send_error
 
 EXCERPT_CHARS = 80
+# Deeper JSON is refused before any parser sees it (Python's recurses, and fails near 1,000 levels);
+# the deepest request a client sends, a json_schema's nested properties, is far shallower.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 def excerpt(value: Any) -> Any:
@@ -35,11 +42,9 @@ def excerpt(value: Any) -> Any:
     return type(value).__name__
 
 
-def validation_error_response(errors: list[dict]):
-    """FastAPI's 422 shape (``detail``: type, loc, msg, input per error), with every input an excerpt."""
-    from fastapi.responses import JSONResponse
-
-    detail = [
+def validation_detail(errors: list[dict]) -> list[dict]:
+    """FastAPI's 422 detail (type, loc, msg, input per error), with every input an excerpt."""
+    return [
         {
             "type": error.get("type"),
             "loc": [excerpt(part) for part in error.get("loc", ())],
@@ -48,7 +53,15 @@ def validation_error_response(errors: list[dict]):
         }
         for error in errors
     ]
-    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def json_depth(body: bytes) -> int:
+    """How deep a JSON text's arrays and objects nest, brackets inside strings aside (no recursion)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def no_surrogates(text: str) -> str:
@@ -58,11 +71,9 @@ def no_surrogates(text: str) -> str:
     return text
 
 
-async def _send_json(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope, send, status: int, message: str) -> None:
+    """A refusal before the body is read whole: the connection closes, so no unread rest is taken for a request."""
+    await send_error(scope, send, status, message, headers=[(b"connection", b"close")])
 
 
 class BodyLimits:
@@ -76,7 +87,7 @@ class BodyLimits:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_json(send, 413, f"the body is {int(declared)} bytes, more than {self.max_bytes}")
+            return await _refuse(scope, send, 413, f"the body is {int(declared)} bytes, more than {self.max_bytes}")
         chunks, size, more = [], 0, True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
@@ -84,16 +95,18 @@ class BodyLimits:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                return await _send_json(send, 408, f"the body did not arrive within {self.timeout_s} s")
+                return await _refuse(scope, send, 408, f"the body did not arrive within {self.timeout_s} s")
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _send_json(send, 413, f"the body is more than {self.max_bytes} bytes")
+                return await _refuse(scope, send, 413, f"the body is more than {self.max_bytes} bytes")
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
+        if json_depth(body) > MAX_JSON_DEPTH:
+            return await send_error(scope, send, 400, f"the body nests deeper than {MAX_JSON_DEPTH} levels")
 
         async def replay():
             nonlocal replayed

@@ -2,15 +2,24 @@
 
 Each app has its own registry, so two services in one process (tests) never share counts.
 ``RequestMetrics`` is ASGI middleware outside every other layer: it counts each request by
-route and status, whatever answered it (a 401, a 413, the application), and times it.
+route and status, whatever answered it (a 401, a 413, the application), times it, and writes the
+access log line (uvicorn's own is off: it never logs a request whose client left, and it would
+log query strings, where a careless client puts its API key). A request whose client hung up is
+status 499 in both.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from medjson.serving.errors import CLIENT_GONE, CLIENT_GONE_KEY
+from medjson.serving.http import excerpt
+
+access_log = logging.getLogger("medjson.access")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -48,16 +57,26 @@ class ServiceMetrics:
         self._totals = (0, 0)  # answers and abstentions since the start, for the rate
 
     def route(self, path: str) -> str:
-        return path if path in self.known_routes else "other"
+        """The route's template (``/v1/models/{model_id:path}``), or ``other``."""
+        if path in self.known_routes:
+            return path
+        for template in self.known_routes:
+            head, brace, _ = template.partition("{")
+            if brace and path.startswith(head) and len(path) > len(head):
+                return template
+        return "other"
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
 
+    def generated(self, records: list[dict]) -> None:
+        """Count the tokens a batch generated, for answers delivered or not (a row whose caller left)."""
+        self.tokens.inc(sum(r["meta"]["new_tokens"] for r in records))
+
     def answered(self, records: list[dict]) -> None:
-        """Count answers, their tokens and abstentions (None: no abstention file, never counted)."""
+        """Count delivered answers and abstentions (None: no abstention file, never counted)."""
         abstained = sum(1 for r in records if r["meta"]["abstained"])
         self.answers.inc(len(records))
-        self.tokens.inc(sum(r["meta"]["new_tokens"] for r in records))
         self.abstained.inc(abstained)
         self._totals = (self._totals[0] + len(records), self._totals[1] + abstained)
         self.abstention_rate.set(self._totals[1] / self._totals[0] if self._totals[0] else 0.0)
@@ -68,8 +87,18 @@ class ServiceMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+def logged_path(scope) -> str:
+    """The path as the access log shows it: a query string's values never (an API key may be one)."""
+    from urllib.parse import parse_qsl
+
+    query = scope.get("query_string", b"").decode("latin-1")
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    shown = excerpt(scope["path"])
+    return f"{shown}?{'&'.join(f'{excerpt(n)}=<redacted>' for n in names)}" if query else shown
+
+
 class RequestMetrics:
-    """ASGI middleware: every HTTP request counted by route and status, and timed."""
+    """ASGI middleware: every HTTP request counted by route and status, timed, and logged."""
 
     def __init__(self, app, metrics: ServiceMetrics):
         self.app, self.metrics = app, metrics
@@ -87,5 +116,18 @@ class RequestMetrics:
         try:
             return await self.app(scope, receive, record_status)
         finally:
-            self.metrics.requests.labels(route, str(status[0])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            final = CLIENT_GONE if scope.get(CLIENT_GONE_KEY) else status[0]
+            seconds = time.perf_counter() - started
+            self.metrics.requests.labels(route, str(final)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            client = scope.get("client") or ("-", 0)
+            access_log.info(
+                '%s:%s "%s %s HTTP/%s" %d %.3fs',
+                client[0],
+                client[1],
+                scope["method"],
+                logged_path(scope),
+                scope.get("http_version", "1.1"),
+                final,
+                seconds,
+            )

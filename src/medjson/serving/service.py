@@ -1,0 +1,141 @@
+"""The service's state and its one way of answering: tickets in, records out, or the work stopped.
+
+Every route answers through ``Service.answer`` (whole answers) or ``Service.stream`` (tokens as
+they come). Both share one cancellation path: a request that runs past ``serve.request_timeout_s``
+and a request whose client hangs up cancel their tickets the same way, and a cancelled ticket's
+row leaves its batch at the next decoding step. A request its client left is counted and logged
+with status 499 (``errors.CLIENT_GONE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from medjson.core.questions import Question
+from medjson.model.answering import Answerer
+from medjson.params import ServeParams
+from medjson.serving.batching import FINISHED, Batcher, Ticket
+from medjson.serving.errors import CLIENT_GONE_KEY, ApiError
+from medjson.serving.metrics import ServiceMetrics
+
+log = logging.getLogger("medjson.serve")
+
+TIMEOUT, DISCONNECTED = "timeout", "disconnected"
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer was ready: there is nobody to answer."""
+
+
+@dataclass
+class Service:
+    settings: ServeParams
+    answerer: Answerer
+    metrics: ServiceMetrics
+    batcher: Batcher | None = None  # started with the server (lifespan)
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    def start(self) -> asyncio.Task:
+        self.batcher = Batcher(
+            self.answerer,
+            self.settings.max_batch_size,
+            self.settings.max_wait_ms,
+            on_batch=self.metrics.batch_size.observe,
+            on_generated=self.metrics.generated,
+        )
+        self.metrics.watch_queue(self.batcher.queue.qsize)
+        return asyncio.create_task(self.batcher.run())
+
+    def token_refusal(self, tokens: int) -> str | None:
+        """Why a prompt of this many tokens is refused; None when it fits serve.max_prompt_tokens."""
+        limit = self.settings.max_prompt_tokens
+        return (
+            None if tokens <= limit else f"the prompt is {tokens} tokens, more than serve.max_prompt_tokens = {limit}"
+        )
+
+    def prompt_refusal(self, question: Question) -> str | None:
+        return self.token_refusal(self.answerer.prompt_tokens(question))
+
+    def timeout_error(self) -> ApiError:
+        limit = self.settings.request_timeout_s
+        return ApiError(504, f"no answer within serve.request_timeout_s = {limit} s", code="timeout")
+
+    def submit(self, questions: list[Question], max_tokens: int | None = None) -> list[Ticket]:
+        tickets = [Ticket(question, max_tokens) for question in questions]
+        for ticket in tickets:
+            self.batcher.submit(ticket)
+        return tickets
+
+    async def answer(self, request, questions: list[Question], max_tokens: int | None = None):
+        """The records of ``questions`` and their tickets, within the timeout (else a 504), unless the
+        client leaves first (``ClientGone``); either way the tickets are cancelled."""
+        started = time.perf_counter()
+        tickets = self.submit(questions, max_tokens)
+        answers = asyncio.ensure_future(asyncio.gather(*(t.answer for t in tickets)))
+        left = asyncio.ensure_future(_disconnect(request))
+        try:
+            done, _ = await asyncio.wait(
+                {answers, left}, timeout=self.settings.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            left.cancel()
+        if answers not in done:
+            reason = DISCONNECTED if left in done else TIMEOUT
+            _cancel(tickets, reason)
+            answers.cancel()
+            if reason == DISCONNECTED:
+                gone(request)
+                raise ClientGone()
+            raise self.timeout_error()
+        records = _results(answers)
+        self.metrics.answered(records)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return [{**r, "meta": {**r["meta"], "latency_ms": latency_ms}} for r in records], tickets
+
+    async def stream(self, ticket: Ticket) -> AsyncIterator[int | None]:
+        """Each token count as the ticket's row grows, then FINISHED; a ``TimeoutError`` past the limit.
+        A client that hangs up cancels the iteration (Starlette cancels its stream): the ticket with it."""
+        deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+        try:
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    heard = await asyncio.wait_for(ticket.heard.get(), max(remaining, 0))
+                except asyncio.TimeoutError:
+                    ticket.cancel(TIMEOUT)
+                    raise self.timeout_error() from None
+                yield heard
+                if heard is FINISHED:
+                    return
+        except (asyncio.CancelledError, GeneratorExit):
+            ticket.cancel(DISCONNECTED)
+            raise
+
+
+def gone(request) -> None:
+    """Mark the request as left by its client, for the metrics and the access log."""
+    request.scope[CLIENT_GONE_KEY] = True
+
+
+def _cancel(tickets: list[Ticket], reason: str) -> None:
+    for ticket in tickets:
+        ticket.cancel(reason)
+
+
+def _results(answers: asyncio.Future) -> list[dict]:
+    try:
+        return answers.result()
+    except Exception:  # the batcher logged the generation's failure with its traceback
+        raise ApiError(500, "generation failed for this request's batch; the error is in the service's log") from None
+
+
+async def _disconnect(request) -> None:
+    """Returns when the client has hung up (the body was read whole before: what comes next is the end)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
