@@ -97,6 +97,42 @@ def test_predict_marks_answers_below_the_fitted_threshold_as_abstained(tmp_path,
     assert meta["abstained"] is None and meta["confidence_source"] == "stated"
 
 
+def test_predict_finds_the_abstention_file_fitted_for_its_model_and_decoding_beside_it(tmp_path, tiny_model):
+    import shutil
+
+    workspace = tmp_path / "workspace"
+    model = workspace / "models" / "sft_merged"
+    shutil.copytree(tiny_model, model)
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    for name, decoding in (("sft", "free"), ("sft_constrained", "constrained")):
+        (workspace / "calibration" / name).mkdir(parents=True)
+        write_abstention_file(workspace / "calibration" / name / "abstention.json", model, decoding, threshold=0.0)
+    source = tmp_path / "questions.jsonl"
+    source.write_text(json.dumps(ROWS[0]) + "\n")
+
+    def run(*args):
+        result = _predict(tmp_path, model, "--input", str(source), "--abstention", "auto", *args)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout.splitlines()[0]), result.stderr
+
+    for decoding, name in (("constrained", "sft_constrained"), ("free", "sft")):
+        record, log = run("--decoding", decoding)
+        assert f"calibration/{name}/abstention.json (found beside the model)" in log
+        assert record["meta"]["confidence_source"] == "letter" and record["meta"]["abstention_threshold"] == 0.0
+        assert record["confidence"] == record["meta"]["calibrated_confidence"]  # None where free decoding failed
+    stated, _ = run("--confidence", "stated")
+    assert (
+        stated["confidence"] == stated["meta"]["stated_confidence"] and stated["meta"]["confidence_source"] == "stated"
+    )
+    assert stated["meta"]["calibrated_confidence"] is not None and stated["meta"]["abstained"] is False
+
+    elsewhere = _predict(tmp_path, tiny_model, "--input", str(source), "--abstention", "auto")
+    assert elsewhere.returncode == 0 and "no abstention file for" in elsewhere.stderr
+    assert json.loads(elsewhere.stdout.splitlines()[0])["meta"]["confidence_source"] == "stated"
+    missing = _predict(tmp_path, model, "--input", str(source), "--abstention", "calibration/x/abstention.json")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr and "`auto`" in missing.stderr
+
+
 def test_predict_refuses_an_abstention_file_fitted_for_another_decoding(tmp_path, tiny_model):
     source = tmp_path / "questions.jsonl"
     source.write_text(json.dumps(ROWS[0]) + "\n")

@@ -14,6 +14,8 @@ import yaml
 from conftest import PROJECT_ROOT
 from helpers import start_service, write_abstention_file
 
+MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
+
 pytestmark = pytest.mark.slow  # a real service in a subprocess, with a model
 
 QUESTION = {
@@ -112,6 +114,13 @@ def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
     try:
         response = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=30)
         assert response.status_code == 504 and "request_timeout_s" in response.json()["detail"]
+        chat = {"model": str(tiny_model), "messages": [{"role": "user", "content": MESSAGE}]}
+        timed_out = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30)
+        assert timed_out.status_code == 504 and timed_out.json()["error"]["code"] == "timeout"
+        # A stream has sent its status already: the timeout is its last event, in OpenAI's error shape.
+        streamed = httpx.post(f"{url}/v1/chat/completions", json={**chat, "stream": True}, timeout=30)
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "timeout"
         assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the service carries on
     finally:
         process.terminate()
