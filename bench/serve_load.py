@@ -7,6 +7,7 @@ and prints throughput, p50/p95 latency, errors and lost requests (which must be 
     python bench/serve_load.py --model demo-run/models/sft_merged --clients 16 --requests 4
     python bench/serve_load.py --model demo-run/models/sft_merged --hostile   # the hostile mix (serve_hostile.py)
     python bench/serve_load.py --model demo-run/models/sft_merged --routes    # OpenAI's route beside the own one
+    python bench/serve_load.py --model demo-run/models/sft_merged --disconnect  # half the clients hang up
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.json")
     parser.add_argument("--hostile", action="store_true", help="the hostile mix instead (bench/serve_hostile.py)")
     parser.add_argument("--routes", action="store_true", help="/v1/answer and /v1/chat/completions side by side")
+    parser.add_argument("--disconnect", action="store_true", help="--clients at once, half hanging up after sending")
+    parser.add_argument("--hang-up-s", type=float, default=1.0, help="with --disconnect: when the leavers hang up")
     args = parser.parse_args()
 
     questions = [
@@ -138,6 +141,8 @@ def main() -> None:
         return run_hostile(args, questions)
     if args.routes:
         return run_routes(args, questions)
+    if args.disconnect:
+        return run_disconnect(args, questions)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, batch_size in (("one at a time", 1), ("dynamic batching", args.batch_size)):
@@ -190,6 +195,24 @@ def run_routes(args, questions: list[dict]) -> None:
 
 
 ROUTES = {"answer": "/v1/answer", "chat": "/v1/chat/completions"}
+
+
+def run_disconnect(args, questions: list[dict]) -> None:
+    from serve_disconnect import disconnect_mix
+
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start(
+            args.model, Path(tmp), "disconnect", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
+            decoding=args.decoding,
+        )  # fmt: skip
+        try:
+            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
+            rows = disconnect_mix(url, questions[: args.clients], args.hang_up_s, args.timeout_s)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    title = f"serve: {args.clients} clients at once, half hanging up {args.hang_up_s} s after sending"
+    report(title, rows, args.out.with_name("serve_disconnect.json"))
 
 
 def run_hostile(args, questions: list[dict]) -> None:
