@@ -311,8 +311,9 @@ def find_abstention(spec: str, source: str, decoding: str) -> Abstention | None:
             decoding,
         )
         return None
-    abstention = Abstention.read(found)
-    _log_abstention(abstention, f"{found} (found beside the model)")
+    here = Path.cwd().resolve()
+    abstention = Abstention.read(found.relative_to(here) if found.is_relative_to(here) else found)
+    _log_abstention(abstention, f"{abstention.path} (found beside the model)")
     return abstention
 
 
