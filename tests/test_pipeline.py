@@ -225,6 +225,62 @@ def test_merged_logits_equal_the_adapter_models(pipeline, monkeypatch):
     assert torch.allclose(expected, got, atol=1e-4), (expected - got).abs().max()
 
 
+@pytest.mark.parametrize("phase", ["sft", "grpo"])
+def test_the_model_card_reads_back_with_huggingface_hub_and_its_figures_are_the_metrics(pipeline, phase):
+    from huggingface_hub import ModelCard, metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    path = pipeline / f"cards/{phase}/README.md"
+    card = ModelCard.load(path)
+    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "text-generation"
+    assert phase in card.data.tags and "## Lineage" in card.text and "## Calibration and abstention" in card.text
+    name, results = model_index_to_eval_results(metadata_load(path)["model-index"])
+    assert name.endswith(f"-{phase}")
+    found = {(r.dataset_name, r.metric_name): (r.metric_value, r.dataset_args["n"]) for r in results}
+    expected = {}
+    for decoding, suffix in (("", " (free decoding)"), ("_constrained", " (constrained decoding)")):
+        metrics = _metrics(pipeline, f"{phase}{decoding}")
+        expected[("the evaluation pool", f"Accuracy{suffix}")] = (round(metrics["accuracy"], 4), metrics["n"])
+        expected[("the evaluation pool", f"Valid JSON rate{suffix}")] = (
+            round(metrics["valid_json_rate"], 4),
+            metrics["n"],
+        )
+    for benchmark in ("medqa", "mmlu_medical"):
+        metrics = json.loads((pipeline / f"metrics/benchmarks/{benchmark}/{phase}.json").read_text())
+        expected[(benchmark, "Accuracy")] = (round(metrics["accuracy"], 4), metrics["n"])
+        key = (benchmark, "Log-likelihood accuracy (lm-evaluation-harness, zero-shot)")
+        expected[key] = (round(metrics["loglik_accuracy"], 4), metrics["n"])
+    assert expected.items() <= found.items()
+    if phase == "grpo":  # the lineage names the SFT model it starts from, by digest
+        sft_merged = json.loads((pipeline / "models/grpo_adapter/medjson_base.json").read_text())["weights_sha256"]
+        assert sft_merged in card.text
+
+
+def test_merged_models_stay_out_of_the_cache_and_repro_rebuilds_them_alone(pipeline):
+    """A merged model is its adapter merged in seconds: DVC keeps the adapter, and after a pull (which
+    brings no merged model) `dvc repro` rebuilds both byte for byte and runs nothing else."""
+    import hashlib
+    import shutil
+
+    cache = pipeline / ".dvc/cache/files/md5"
+    weights = {phase: pipeline / f"models/{phase}_merged/model.safetensors" for phase in ("sft", "grpo")}
+    digests = {phase: hashlib.md5(path.read_bytes()).hexdigest() for phase, path in weights.items()}
+    for phase, digest in digests.items():
+        assert not (cache / digest[:2] / digest[2:]).exists(), f"{phase}'s merged weights are in the cache"
+    adapter = hashlib.md5((pipeline / "models/sft_adapter/adapter_model.safetensors").read_bytes()).hexdigest()
+    assert (cache / adapter[:2] / adapter[2:]).exists()
+    for phase in digests:
+        shutil.rmtree(pipeline / f"models/{phase}_merged")
+    assert set(json.loads(run_dvc(pipeline, "status", "--json"))) == {"merge@sft", "merge@grpo"}
+    stdout, _ = dvc_output(pipeline, "repro")
+    ran = sorted(line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage"))
+    assert ran == ["merge@grpo", "merge@sft"]
+    assert {p: hashlib.md5(w.read_bytes()).hexdigest() for p, w in weights.items()} == digests
+    assert json.loads(run_dvc(pipeline, "status", "--json")) == {}
+    ignored = subprocess.run(["git", "status", "--porcelain", "models"], cwd=pipeline, capture_output=True, text=True)
+    assert ignored.stdout == ""  # git ignores them too
+
+
 def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
     params["grpo"]["trainer"]["learning_rate"] = 3.0e-2

@@ -177,6 +177,15 @@ class GrpoParams:
 
 
 @dataclass(frozen=True)
+class CardParams:
+    """What the model cards (``medjson.card``) say of the models beyond the pipeline's own records."""
+
+    name: str = free()  # the models' name: <name>-sft, <name>-grpo
+    license: str = free()  # the hub's license id
+    datasets: list[str] = free()  # the hub datasets the models were trained on
+
+
+@dataclass(frozen=True)
 class LaunchParams:
     # Training processes for sft and grpo (dvc.yaml passes it as --processes): 1 runs the stage as a
     # plain process; more run it data-parallel under torchrun, one process per GPU.
@@ -195,6 +204,7 @@ class Params:
     calibrate: CalibrateParams = free()
     benchmarks: dict[str, Any] = free()  # name -> BenchmarkParams, built entry by entry on load
     serve: ServeParams = free()
+    card: CardParams = free()
     launch: LaunchParams = free()
     # Where these values were read from, for messages; not a key of the file.
     path: Path = field(default=DEFAULT_PARAMS, compare=False, metadata={"not_a_key": True})

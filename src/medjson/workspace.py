@@ -40,7 +40,8 @@ def deep_update(base: dict, overrides: dict, where: str = "") -> dict:
 
 
 # Scratch and rendered pages are not results: they stay out of the workspace's commits.
-WORKSPACE_GITIGNORE = "/checkpoints/\n/dvc_plots/\n__pycache__/\n"
+# Merged models are outputs DVC does not cache (dvc.yaml), so it does not ignore them for git either.
+WORKSPACE_GITIGNORE = "/checkpoints/\n/dvc_plots/\n__pycache__/\n/models/*_merged/\n"
 # Bytecode that Python writes beside the code is no part of a stage's code dependencies (the
 # library folders dvc.yaml lists would otherwise change whenever a stage runs).
 WORKSPACE_DVCIGNORE = "__pycache__/\n"
