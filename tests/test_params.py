@@ -113,6 +113,16 @@ def test_unknown_trainer_key_names_the_key(tmp_path):
         trainer_config(SFTConfig, params.sft.trainer, "sft.trainer", path, output_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("hub", [{"push_to_hub": True}, {"hub_model_id": "me/medjson"}])
+def test_the_trainers_own_hub_upload_is_refused_for_medjson_publish(tmp_path, hub):
+    from trl import GRPOConfig
+
+    path = _write(tmp_path, lambda p: p["grpo"]["trainer"].update(hub))
+    params = load_params(path)
+    with pytest.raises(ParamsError, match=rf"grpo\.trainer\.{next(iter(hub))}`.*medjson publish"):
+        trainer_config(GRPOConfig, params.grpo.trainer, "grpo.trainer", path, output_dir=str(tmp_path))
+
+
 def test_missing_file_says_where(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")

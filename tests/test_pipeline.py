@@ -230,7 +230,7 @@ def test_the_model_card_reads_back_with_huggingface_hub_and_its_figures_are_the_
     from huggingface_hub import ModelCard, metadata_load
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
-    path = pipeline / f"cards/{phase}/README.md"
+    path = pipeline / f"releases/{phase}/README.md"
     card = ModelCard.load(path)
     assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "text-generation"
     assert phase in card.data.tags and "## Lineage" in card.text and "## Calibration and abstention" in card.text
@@ -254,6 +254,93 @@ def test_the_model_card_reads_back_with_huggingface_hub_and_its_figures_are_the_
     if phase == "grpo":  # the lineage names the SFT model it starts from, by digest
         sft_merged = json.loads((pipeline / "models/grpo_adapter/medjson_base.json").read_text())["weights_sha256"]
         assert sft_merged in card.text
+
+
+def test_a_release_rebuilds_the_evaluated_weights_bit_for_bit(pipeline):
+    import torch
+
+    from medjson.model.lineage import weights_digest
+    from medjson.model.modeling import FP32, load_model, resolve_source
+
+    release, merged = (resolve_source(str(pipeline / p)) for p in ("releases/grpo", "models/grpo_merged"))
+    assert release.release and weights_digest(release) == weights_digest(merged)
+    rebuilt, saved = (load_model(s, FP32, on_accelerator=False).state_dict() for s in (release, merged))
+    assert rebuilt.keys() == saved.keys()
+    assert all(torch.equal(rebuilt[name], saved[name]) for name in saved)
+    size = sum(f.stat().st_size for f in (pipeline / "releases/grpo").rglob("*") if f.is_file())
+    assert size < (pipeline / "models/grpo_merged/model.safetensors").stat().st_size
+
+
+def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pipeline, tmp_path):
+    remote, clone, got = tmp_path / "remote", tmp_path / "clone", tmp_path / "downloaded"
+    run_dvc(pipeline, "remote", "add", "-d", "-f", "local", str(remote))
+    subprocess.run(["git", "commit", "-qam", "a DVC remote"], cwd=pipeline, check=True)
+    run_dvc(pipeline, "push")
+    subprocess.run(["git", "clone", "-q", str(pipeline), str(clone)], check=True)
+    run_dvc(clone, "pull")
+    run_dvc(clone, "artifacts", "get", str(clone), "medjson-grpo", "-o", str(got))
+    assert (got / "medjson_release.json").is_file() and (got / "README.md").is_file()
+    questions = tmp_path / "questions.jsonl"
+    row = {
+        "id": "q1",
+        "question": "Which nerve supplies the deltoid?",
+        "options": ["Radial", "Axillary", "Ulnar", "Median"],
+    }
+    questions.write_text(json.dumps(row) + "\n")
+    command = [
+        sys.executable,
+        "-m",
+        "medjson.predict",
+        "--params",
+        str(clone / "params.yaml"),
+        "--input",
+        str(questions),
+    ]
+    answered = subprocess.run(
+        [*command, "--model", str(got)], cwd=tmp_path, env=dvc_env(), capture_output=True, text=True
+    )
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert "(shipped with the model)" in answered.stderr  # its abstention file came with it, and fits
+    record = json.loads(answered.stdout.splitlines()[0])
+    reference = subprocess.run(
+        [*command, "--model", str(pipeline / "models/grpo_merged")],
+        cwd=tmp_path,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+    )
+    same = json.loads(reference.stdout.splitlines()[0])
+    keys = ("predicted_category", "confidence", "reason")
+    assert [record[k] for k in keys] == [same[k] for k in keys] and record["meta"]["abstained"] is not None
+    # The clone has every output but the merged models, which one `dvc repro` rebuilds alone.
+    stdout, _ = dvc_output(clone, "repro")
+    assert sorted(line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")) == [
+        "merge@grpo",
+        "merge@sft",
+    ]
+    assert json.loads(run_dvc(clone, "status", "--json")) == {}
+
+
+def test_publish_dry_run_checks_and_lists_the_model_card_and_abstention_file_offline(pipeline):
+    command = [sys.executable, "-m", "medjson.publish", "--model", "models/grpo_merged", "--repo", "me/medjson-grpo"]
+    env = {**dvc_env(), "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}
+    run = subprocess.run(
+        [*command, "--card", "releases/grpo/README.md", "--dry-run"],
+        cwd=pipeline,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    listed = {line.split()[-1] for line in run.stdout.splitlines()[:-1]}
+    assert {"README.md", "abstention.json", "model.safetensors", "medjson_lineage.json", "config.json"} <= listed
+    assert "(private)" in run.stdout and "dry run: nothing uploaded" in run.stderr
+    (pipeline / "bare.md").write_text("---\nlicense: mit\n---\n# no results\n")
+    bare = subprocess.run(
+        [*command, "--card", "bare.md", "--dry-run"], cwd=pipeline, env=env, capture_output=True, text=True
+    )
+    assert bare.returncode == 1 and "no license or no model-index" in bare.stderr and "Traceback" not in bare.stderr
+    (pipeline / "bare.md").unlink()
 
 
 def test_merged_models_stay_out_of_the_cache_and_repro_rebuilds_them_alone(pipeline):

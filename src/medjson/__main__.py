@@ -2,6 +2,7 @@
 
 medjson serve [--model ...]     # the HTTP service (python -m medjson.serve)
 medjson predict --input ...     # answers for a file of questions (python -m medjson.predict)
+medjson publish --model ...     # a merged model, its card and abstention file to the hub (python -m medjson.publish)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 from medjson.cli import run_stage
 
-COMMANDS = ("serve", "predict")
+COMMANDS = ("serve", "predict", "publish")
 
 
 def main() -> None:
@@ -19,6 +20,8 @@ def main() -> None:
     command, argv = sys.argv[1], sys.argv[2:]
     if command == "serve":
         from medjson.serve import main as command_main
+    elif command == "publish":
+        from medjson.publish import main as command_main
     else:
         from medjson.predict import main as command_main
     run_stage(lambda: command_main(argv))

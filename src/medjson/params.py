@@ -286,6 +286,10 @@ TRAINER_RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+# The trainers' own hub uploads, refused: `medjson publish` uploads a model with its card and lineage.
+HUB_KEYS = {"hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision"}
+
+
 def trainer_config(config_cls: type, section: dict[str, Any], where: str, source: Path | str, **overrides: Any):
     """Build ``SFTConfig``/``GRPOConfig`` from a params section, after checking every key's name,
     type and range, so a mistake fails here, with the file and key named, before any model loads."""
@@ -294,6 +298,12 @@ def trainer_config(config_cls: type, section: dict[str, Any], where: str, source
     unknown = sorted(set(section) - set(fields))
     if unknown:
         raise ParamsError(f"{source}: `{where}.{unknown[0]}` is not a {config_cls.__name__} field")
+    if section.get("push_to_hub") or set(section) & HUB_KEYS:
+        raise ParamsError(
+            f"{source}: `{where}.{sorted(set(section) & (HUB_KEYS | {'push_to_hub'}))[0]}`: training does not upload; "
+            "the trainer would push an adapter without its card, lineage or abstention file. Publish the merged "
+            "model with `medjson publish` (docs/use.md)"
+        )
     clash = sorted(set(section) & set(overrides))
     if clash:
         raise ParamsError(f"{source}: `{where}.{clash[0]}` is set by the pipeline itself; remove it")

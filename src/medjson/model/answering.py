@@ -287,11 +287,19 @@ def model_workspace(spec: str) -> Path | None:
 
 
 def find_abstention(spec: str, source: str, decoding: str) -> Abstention | None:
-    """The abstention file calibrate fitted for these weights and this decoding, from the model's own
-    workspace (``calibration/*/abstention.json``, checked against the weights' digest); None, said in
-    one line, where there is none."""
+    """The abstention file calibrate fitted for these weights and this decoding: the one shipped in the
+    model's folder (a release's, a published model's), or one from the model's own workspace
+    (``calibration/*/abstention.json``), checked against the weights' digest; None, said in one line,
+    where there is none."""
     from medjson.model.lineage import weights_digest
 
+    shipped = Path(spec) / ABSTENTION_FILE  # a release, or a published model folder, carries its own
+    if shipped.is_file():
+        abstention = Abstention.read(shipped)
+        if abstention.decoding == decoding:
+            abstention.check_fits(spec, weights_digest(source), decoding)
+            _log_abstention(abstention, f"{shipped} (shipped with the model)")
+            return abstention
     workspace = model_workspace(spec)
     if workspace is None or not any((workspace / "calibration").glob(f"*/{ABSTENTION_FILE}")):
         log.info(

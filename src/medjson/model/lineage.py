@@ -32,6 +32,10 @@ def weights_digest(source: ModelSource) -> str | None:
     """
     if not source.is_local:
         return None
+    if source.release:  # rebuilt bit for bit from digested adapters (medjson.model.release)
+        from medjson.model.release import read_release
+
+        return read_release(source.path)["weights_sha256"]
     folder = Path(source.path)
     if source.gguf_file:
         files = [folder / source.gguf_file]

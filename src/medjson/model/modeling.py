@@ -38,6 +38,7 @@ class ModelSource:
     path: str
     gguf_file: str | None = None
     revision: str | None = None
+    release: bool = False  # a release folder (``medjson.model.release``): adapters merged onto their base on load
 
     @property
     def is_local(self) -> bool:
@@ -84,6 +85,10 @@ def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
             raise FileNotFoundError(f"model file {spec} not found")
         return ModelSource(str(path.parent), gguf_file=path.name)
     if spec.startswith((".", "/")) or path.exists():
+        from medjson.model.release import is_release
+
+        if is_release(path):
+            return ModelSource(str(path), release=True)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model folder {spec} has no config.json: run the stage that writes it first")
         return ModelSource(str(path))
@@ -218,6 +223,11 @@ def load_model(source: ModelSource, precision: str, on_accelerator: bool = True,
 
     dtype = DTYPES[precision]
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
+    if source.release:
+        from medjson.model.release import build_model
+
+        model = build_model(source.path, attn_implementation).to(dtype)
+        return model.to(device()) if on_accelerator else model
     path, kwargs = _loadable(source)
     with _clear_load_errors(source, "model"):
         model = AutoModelForCausalLM.from_pretrained(

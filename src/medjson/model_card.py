@@ -1,6 +1,6 @@
-"""Stage `card`: a model card for the SFT or GRPO model, written from the pipeline's own records.
+"""A model card for the SFT or GRPO model, written from the pipeline's own records (``medjson.release``).
 
-Runs once per trained model (``card@sft``, ``card@grpo``). The card is Hugging Face's format, a
+The card is Hugging Face's format, a
 README.md whose YAML header the hub, its search and its leaderboards read: ``base_model``,
 ``datasets``, ``license``, ``tags``, ``pipeline_tag`` and a ``model-index`` with the evaluation
 pool's and every benchmark's accuracy, log-likelihood accuracy and valid-JSON rate (the split and
@@ -8,8 +8,6 @@ n with each). Below it: the lineage (base and revision, the SFT model a GRPO mod
 each by digest), how to prompt it, the schema it answers, the calibration and abstention file it
 ships with, the parameters that trained it, its limits, and how to call it. Every figure is
 read from the metrics files, so the card and ``dvc metrics show`` never disagree.
-
-    python -m medjson.card --phase grpo --out cards/grpo/README.md
 """
 
 from __future__ import annotations
@@ -20,17 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from medjson.cli import run_stage, stage_parser
 from medjson.core.parsing import ANSWER_SCHEMA
 from medjson.core.prompts import SYSTEM_PROMPT, format_question
 from medjson.errors import StageError
-from medjson.params import load_params, log_params
 
-log = logging.getLogger("medjson.card")
+log = logging.getLogger("medjson.release")
 
 PHASES = ("sft", "grpo")
-# The params.yaml keys this stage reads (dvc.yaml lists the same; ${key}: the phase's own section).
-PARAMS_READ = ("card", "data.source", "model.enable_thinking", "benchmarks", "${key}")
 TASK = {"type": "multiple-choice", "name": "Medical multiple-choice questions answered as JSON"}
 # The model-index metrics: (metrics file key, its type on the hub, its name in the card).
 FIGURES = (
@@ -237,9 +231,7 @@ print(reply.choices[0].message.content)
 """
 
 
-def write_card(workspace: Path, phase: str, out: Path) -> Path:
-    params = load_params(workspace / "params.yaml")
-    log_params(f"card {phase}", params.view("card", phase))
+def write_card(workspace: Path, params, phase: str, out: Path) -> Path:
     name = f"{params.card.name}-{phase}"
     chain = lineage(workspace, phase)
     meta = metadata(workspace, phase, params, name, chain)
@@ -249,14 +241,3 @@ def write_card(workspace: Path, phase: str, out: Path) -> Path:
     out.write_text(text, encoding="utf-8")
     log.info("model card for %s written to %s", phase, out)
     return out
-
-
-def main() -> None:
-    parser = stage_parser(__doc__, "out")
-    parser.add_argument("--phase", choices=PHASES, required=True)
-    args = parser.parse_args()
-    write_card(Path.cwd(), args.phase, Path(args.out))
-
-
-if __name__ == "__main__":
-    run_stage(main)
