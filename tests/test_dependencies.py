@@ -118,3 +118,13 @@ def test_every_dependency_the_models_bring_exists():
     for name, model in DVC_YAML["vars"][0]["evaluated"].items():
         dep = model["model_dep"]
         assert (PROJECT_ROOT / dep).exists() or dep.startswith("models/"), f"{name}: {dep} does not exist"
+
+
+def test_the_projects_plot_templates_are_the_generated_ones():
+    import json
+
+    from medjson.dvc_templates import templates
+
+    for name, content in templates().items():
+        committed = json.loads((PROJECT_ROOT / ".dvc" / "plots" / f"{name}.json").read_text())
+        assert committed == content, f"run `python -m medjson.dvc_templates .dvc/plots` ({name} differs)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -83,6 +84,20 @@ def test_plots_page_draws_every_chart_offline(pipeline):
     for plot in ("confusion_base", "confusion_grpo", "reliability", "sft_training", "grpo_training"):
         assert marks.get(plot, 0) > 0, f"{plot} is blank: {marks}"
     assert marks and all(marks.values()), f"blank charts: {[p for p, n in marks.items() if not n]}"
+
+
+def test_comparison_charts_give_each_model_its_colour_and_each_revision_its_dash(pipeline):
+    from medjson.core.choices import MODEL_COLOURS
+
+    shown = json.loads(run_dvc(pipeline, "plots", "show", "--json"))["data"]
+    for chart in ("reliability", "risk_coverage_letter"):
+        spec = shown[chart][0]["content"]
+        colour, dash = spec["encoding"]["color"], spec["encoding"]["strokeDash"]
+        assert colour["field"] == "model" and colour["scale"]["range"] == list(MODEL_COLOURS.values())
+        assert dash["field"] == "rev"
+        models = {row["filename"].split("/")[-2] for row in spec["data"]["values"]}
+        assert models == {"base", "sft", "grpo"}
+    assert shown["sft_loss"][0]["content"]["encoding"]["color"]["field"] == "filename"
 
 
 def test_loglik_accuracy_sits_beside_accuracy_and_speed_in_its_own_file(pipeline):
@@ -276,6 +291,9 @@ def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pip
     run_dvc(pipeline, "remote", "add", "-d", "-f", "local", str(remote))
     subprocess.run(["git", "commit", "-qam", "a DVC remote"], cwd=pipeline, check=True)
     run_dvc(pipeline, "push")
+    # A version of the artifact, as DVC's registry (GTO) records one: an annotated git tag.
+    gto = [str(Path(sys.executable).with_name("gto")), "register", "medjson-grpo", "--version", "v0.1.0"]
+    subprocess.run(gto, cwd=pipeline, check=True, capture_output=True)
     subprocess.run(["git", "clone", "-q", str(pipeline), str(clone)], check=True)
     run_dvc(clone, "pull")
     run_dvc(clone, "artifacts", "get", str(clone), "medjson-grpo", "-o", str(got))

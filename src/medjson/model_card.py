@@ -212,9 +212,13 @@ log-likelihood accuracy, before reading knowledge into the format. Not medical a
 
 ## Use
 
+This folder (a release from `dvc artifacts get`, or the published model) is what predict and
+serve take; the abstention file in it is found and checked against the weights:
+
 ```console
-$ medjson predict --model MODEL_FOLDER --input questions.jsonl --output answers.jsonl --abstention abstention.json
-$ medjson serve --model MODEL_FOLDER --abstention abstention.json
+$ make setup && source .venv/bin/activate      # in a clone of the medjson project
+$ medjson predict --model {name} --input questions.jsonl --output answers.jsonl
+$ medjson serve --model {name}      # OpenAI's chat completions at /v1/chat/completions
 ```
 
 ```python
@@ -222,7 +226,7 @@ from openai import OpenAI
 
 client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="...")
 reply = client.chat.completions.create(
-    model="MODEL_FOLDER",
+    model="{name}",
     messages=[{{"role": "user", "content": {json.dumps(example)}}}],
     response_format={{"type": "json_object"}},
 )

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from medjson.cli import run_stage, stage_parser
-from medjson.core.choices import PHASES
+from medjson.core.choices import MODEL_COLOURS, PHASES
 from medjson.core.records import read_json
 
 log = logging.getLogger("medjson.plot")
@@ -40,7 +40,7 @@ def headline_chart(metrics: dict[str, dict], path: Path) -> None:
     width = 0.8 / len(metrics)
     for offset, (name, values) in enumerate(metrics.items()):
         xs = [i + offset * width for i in range(len(HEADLINE))]
-        bars = ax.bar(xs, [values[m] for m in HEADLINE], width, label=name)
+        bars = ax.bar(xs, [values[m] for m in HEADLINE], width, label=name, color=MODEL_COLOURS.get(name))
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
         interval = [[values["accuracy"] - values["accuracy_ci_low"]], [values["accuracy_ci_high"] - values["accuracy"]]]
         ax.errorbar(xs[0], values["accuracy"], yerr=interval, color="black", capsize=3, linewidth=1)
@@ -66,7 +66,8 @@ def change_chart(metrics: dict[str, dict], path: Path) -> None:
     width = 0.8 / max(1, len(trained))
     for offset, (name, values) in enumerate(trained.items()):
         xs = [i + offset * width for i in range(len(HEADLINE))]
-        bars = ax.bar(xs, [100 * (values[m] - base[m]) for m in HEADLINE], width, label=f"{name} - base")
+        change = [100 * (values[m] - base[m]) for m in HEADLINE]
+        bars = ax.bar(xs, change, width, label=f"{name} - base", color=MODEL_COLOURS.get(name))
         ax.bar_label(bars, fmt="%+.1f", fontsize=7)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks([i + width * (len(trained) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from medjson.dvc_templates import write_templates
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # DVC's plot page with the vega libraries inlined, so `dvc plots show` draws offline.
 OFFLINE_PLOTS_TEMPLATE = PROJECT_ROOT / "vendor" / "dvc-plots" / "offline.html"
@@ -107,6 +109,7 @@ def create_workspace(folder: Path | str, overrides: dict[str, Any], git: bool = 
     subprocess.run(
         ["dvc", "config", "plots.html_template", OFFLINE_PLOTS_TEMPLATE.name], cwd=folder, check=True, env=env
     )
+    write_templates(folder / ".dvc" / "plots")
     (folder / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     (folder / ".dvcignore").write_text(WORKSPACE_DVCIGNORE)
     if git and not has_commits(folder):  # DVCLive, inside a training stage, needs a commit to exist

@@ -50,3 +50,12 @@ BAD_ROWS = ("error", "drop")
 # trained ones again under the answer grammar.
 PHASES = ("base", "sft", "grpo")
 EVALUATED = (*PHASES, "sft_constrained", "grpo_constrained")
+# Each model's colour in every chart (plot.py's images and dvc plots' templates alike): a trained
+# model under the grammar is a lighter shade of its own hue.
+MODEL_COLOURS = {
+    "base": "#7f7f7f",
+    "sft": "#1f77b4",
+    "grpo": "#d62728",
+    "sft_constrained": "#9ecae1",
+    "grpo_constrained": "#fc9272",
+}
