@@ -28,7 +28,10 @@ def tokens_generated(url: str) -> float:
 def _hang_up(url: str, question: dict, after_s: float) -> None:
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps(question).encode()
-    head = f"POST /v1/answer HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = (
+        "POST /v1/answer HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     with socket.create_connection((host, int(port))) as conn:
         conn.sendall(head.encode() + body)
         time.sleep(after_s)

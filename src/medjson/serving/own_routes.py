@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from medjson.core.prompts import LETTERS
 from medjson.core.questions import Question
-from medjson.serving.http import excerpt, no_surrogates
+from medjson.serving.http import no_surrogates
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(no_surrogates)]
 
