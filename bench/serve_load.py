@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -39,6 +40,28 @@ def start(model: str, folder: Path, name: str, **serve) -> tuple:
         ready_timeout_s=300,
         **{"max_new_tokens": settings["max_new_tokens"], "request_timeout_s": 600, **serve},
     )
+
+
+@contextlib.contextmanager
+def one_service(args, folder: Path, name: str, **serve):
+    """The service with the bench's batch settings (and ``serve`` overrides), warmed up; stopped after."""
+    process, url = start(
+        args.model, folder, name, max_batch_size=args.batch_size, max_wait_ms=args.wait_ms, decoding=args.decoding,
+        **serve,
+    )  # fmt: skip
+    try:
+        asyncio.run(load(url, [WARM_UP], 1, 1, args.timeout_s))
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+WARM_UP = {
+    "id": "warm-up",
+    "question": "Which nerve supplies the deltoid?",
+    "options": ["Radial", "Axillary", "Ulnar", "Median"],
+}
 
 
 ANSWER_SCHEMA_FORMAT = {
@@ -167,19 +190,10 @@ def run_routes(args, questions: list[dict]) -> None:
     """/v1/answer and /v1/chat/completions at the same time, ``--clients`` each (alternating, so every batch
     mixes them), on one service: the same questions get the same answers, and the shared batcher gives
     both the same throughput."""
-    with tempfile.TemporaryDirectory() as tmp:
-        process, url = start(
-            args.model, Path(tmp), "routes", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
-            decoding=args.decoding,
-        )  # fmt: skip
-        try:
-            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s, tuple(ROUTES), args.model))  # warm-up
-            by_route = asyncio.run(
-                load(url, questions, args.clients, args.requests, args.timeout_s, tuple(ROUTES), args.model)
-            )
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    with tempfile.TemporaryDirectory() as tmp, one_service(args, Path(tmp), "routes") as url:
+        by_route = asyncio.run(
+            load(url, questions, args.clients, args.requests, args.timeout_s, tuple(ROUTES), args.model)
+        )
     results = [by_route[route] for route in ROUTES]
     answers = [r.pop("answers") for r in results]
     same = sum(answers[0][i] == answers[1].get(i) for i in answers[0])
@@ -200,17 +214,8 @@ ROUTES = {"answer": "/v1/answer", "chat": "/v1/chat/completions"}
 def run_disconnect(args, questions: list[dict]) -> None:
     from serve_disconnect import disconnect_mix
 
-    with tempfile.TemporaryDirectory() as tmp:
-        process, url = start(
-            args.model, Path(tmp), "disconnect", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
-            decoding=args.decoding,
-        )  # fmt: skip
-        try:
-            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
-            rows = disconnect_mix(url, questions[: args.clients], args.hang_up_s, args.timeout_s)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    with tempfile.TemporaryDirectory() as tmp, one_service(args, Path(tmp), "disconnect") as url:
+        rows = disconnect_mix(url, questions[: args.clients], args.hang_up_s, args.timeout_s)
     title = f"serve: {args.clients} clients at once, half hanging up {args.hang_up_s} s after sending"
     report(title, rows, args.out.with_name("serve_disconnect.json"))
 
@@ -222,17 +227,9 @@ def run_hostile(args, questions: list[dict]) -> None:
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
     settings["request_timeout_s"] = 60
     at_limit = long_question(AutoTokenizer.from_pretrained(args.model), questions[0], settings["max_prompt_tokens"])
-    with tempfile.TemporaryDirectory() as tmp:
-        process, url = start(
-            args.model, Path(tmp), "hostile", max_batch_size=args.batch_size, max_wait_ms=args.wait_ms,
-            decoding=args.decoding, request_timeout_s=settings["request_timeout_s"],
-        )  # fmt: skip
-        try:
-            asyncio.run(load(url, questions[:1], 1, 1, args.timeout_s))  # warm-up
-            rows = asyncio.run(hostile(url, questions, at_limit, settings))
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    limit = settings["request_timeout_s"]
+    with tempfile.TemporaryDirectory() as tmp, one_service(args, Path(tmp), "hostile", request_timeout_s=limit) as url:
+        rows = asyncio.run(hostile(url, questions, at_limit, settings))
     title = (
         f"serve under a hostile mix: {len(rows)} clients at once, request_timeout_s {settings['request_timeout_s']}, "
         f"prompt at the limit {at_limit['tokens']} of {settings['max_prompt_tokens']} tokens"

@@ -96,7 +96,7 @@ def test_comparison_charts_give_each_model_its_colour_and_each_revision_its_dash
         assert colour["field"] == "model" and colour["scale"]["range"] == list(MODEL_COLOURS.values())
         assert dash["field"] == "rev"
         models = {row["filename"].split("/")[-2] for row in spec["data"]["values"]}
-        assert models == {"base", "sft", "grpo"}
+        assert {"sft", "grpo"} <= models <= {"base", "sft", "grpo"}  # the tiny base may have no valid answer
     assert shown["sft_loss"][0]["content"]["encoding"]["color"]["field"] == "filename"
 
 
@@ -376,7 +376,8 @@ def test_merged_models_stay_out_of_the_cache_and_repro_rebuilds_them_alone(pipel
     assert (cache / adapter[:2] / adapter[2:]).exists()
     for phase in digests:
         shutil.rmtree(pipeline / f"models/{phase}_merged")
-    assert set(json.loads(run_dvc(pipeline, "status", "--json"))) == {"merge@sft", "merge@grpo"}
+    # Every stage that reads a merged model shows its dependency missing; only the merges will run.
+    assert {"merge@sft", "merge@grpo"} <= set(json.loads(run_dvc(pipeline, "status", "--json")))
     stdout, _ = dvc_output(pipeline, "repro")
     ran = sorted(line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage"))
     assert ran == ["merge@grpo", "merge@sft"]
@@ -391,7 +392,7 @@ def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
     params["grpo"]["trainer"]["learning_rate"] = 3.0e-2
     (pipeline / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run_dvc(pipeline, "status", "--json")
-    assert set(json.loads(status)) == {"grpo"}
+    assert set(json.loads(status)) == {"grpo", "release@grpo"}  # the card prints the GRPO settings
     run_dvc(pipeline, "repro")
     diff = json.loads(run_dvc(pipeline, "metrics", "diff", "--json"))
     changed = {path for path, values in diff.items() if any(v.get("diff") not in (0, None) for v in values.values())}

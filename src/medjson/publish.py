@@ -45,11 +45,11 @@ def check_card(path: Path) -> int:
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
     if not path.is_file():
-        raise DataError(f"--card {path} does not exist: run `dvc repro card` to write it")
-    card = ModelCard.load(path)
-    if not card.data.license or not card.data.get("model-index"):
-        raise DataError(f"--card {path} has no license or no model-index: write it with `dvc repro card`")
-    _, results = model_index_to_eval_results(metadata_load(path)["model-index"])
+        raise DataError(f"--card {path} does not exist: run `dvc repro release` to write it")
+    card, metadata = ModelCard.load(path), metadata_load(path) or {}
+    if not card.data.license or not metadata.get("model-index"):
+        raise DataError(f"--card {path} has no license or no model-index: write it with `dvc repro release`")
+    _, results = model_index_to_eval_results(metadata["model-index"])
     return len(results)
 
 
