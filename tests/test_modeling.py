@@ -125,3 +125,23 @@ def test_weights_digest_covers_pytorch_bin_weights_and_refuses_no_weights(tiny_m
 def test_a_package_spec_names_a_file_inside_an_installed_package_or_fails_plainly(spec, message):
     with pytest.raises(FileNotFoundError, match=message):
         resolve_source(spec)
+
+
+def test_a_saved_tokenizer_does_not_record_how_the_machine_was_offline(tiny_model, tmp_path):
+    """Merged models are rebuilt by `dvc repro` on other machines: what they save must not depend on
+    HF_HUB_OFFLINE, or the rebuilt folder's digest differs and everything after it re-runs."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from medjson.model.modeling import ModelSource, load_tokenizer; "
+        "load_tokenizer(ModelSource(sys.argv[1])).save_pretrained(sys.argv[2])"
+    )
+    saved = {}
+    for offline in ("1", "0"):
+        out = tmp_path / offline
+        env = {**os.environ, "HF_HUB_OFFLINE": offline}
+        subprocess.run([sys.executable, "-c", script, str(tiny_model), str(out)], env=env, check=True)
+        saved[offline] = (out / "tokenizer_config.json").read_text()
+    assert saved["1"] == saved["0"] and "local_files_only" not in saved["1"]

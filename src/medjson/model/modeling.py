@@ -204,6 +204,9 @@ def load_tokenizer(source: ModelSource, padding_side: str = "right"):
     with _clear_load_errors(source, "tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     tokenizer.padding_side = padding_side
+    # How it was loaded (HF_HUB_OFFLINE sets this) would be saved with it by merge and the trainers,
+    # and a rebuilt merged model would then differ from the recorded one by the machine it ran on.
+    tokenizer.init_kwargs.pop("local_files_only", None)
     if tokenizer.pad_token is None:
         # Padding is masked out everywhere; the end-of-text token is a safe stand-in.
         tokenizer.pad_token = tokenizer.eos_token
