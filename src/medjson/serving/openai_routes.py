@@ -41,9 +41,7 @@ def _question(service: Service, body: dict, chat: ChatRequest) -> Question:
     where = "options" if "question" in body or "options" in body else "messages"
     try:
         (question,) = check_limits(service, [QuestionIn(question=chat.question, options=chat.options)])
-    except ValidationError as error:
-        raise refusal(f"{where}: {excerpt(error.errors()[0]['msg'])}", where) from None
-    except RequestValidationError as error:
+    except (ValidationError, RequestValidationError) as error:  # the types, then the serve limits
         raise refusal(f"{where}: {excerpt(error.errors()[0]['msg'])}", where) from None
     return question
 
