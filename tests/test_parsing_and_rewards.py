@@ -11,6 +11,7 @@ from medjson.training.rewards import (
     calibration,
     completion_text,
     correct_answer,
+    letter_balance,
     valid_json,
     valid_schema,
 )
@@ -127,3 +128,15 @@ def test_nothing_non_finite_is_ever_written():
     assert answer.parsed.schema_valid and answer.letter_probs is None and answer.letter_probability is None
     with pytest.raises(DataError, match="JSON cannot hold"):
         dumps_line({"confidence": float("inf")})
+
+
+def test_letter_balance_prices_the_batch_s_commonest_letter():
+    def answer(letter):
+        return _conv(f'{{"predicted_category": "{letter}", "confidence": 0.5, "reason": "r"}}')
+
+    # 8 completions as one generation batch: 5 B, 2 A, 1 C, and one that is not JSON at all.
+    batch = [answer(x) for x in "BBBBBAAC"] + [_conv("not json")]
+    got = letter_balance(batch)
+    assert got == pytest.approx([1 - 5 / 9] * 5 + [1 - 2 / 9] * 2 + [1 - 1 / 9] + [0.0])
+    assert letter_balance([answer("B")] * 4) == [0.0] * 4  # one letter for everything earns nothing
+    assert letter_balance([answer(x) for x in "ABCD"]) == [0.75] * 4  # four letters evenly: the most

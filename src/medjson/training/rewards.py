@@ -9,6 +9,7 @@ letter arrives as ``answer``.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -58,11 +59,29 @@ def calibration(completions, answer, **kwargs) -> list[float]:
     return rewards
 
 
+def letter_balance(completions, **kwargs) -> list[float]:
+    """1 minus the share of the batch's completions that name the same letter; 0 for one naming no
+    schema-valid letter.
+
+    The one reward that looks across questions. A model that knows no medicine earns every other
+    reward as well on one letter as on four, and GRPO drifts onto its commonest letter (on the
+    real-data run, SFT's 85% "B" became 99%). Within a group, a completion naming a letter the batch
+    names less often now scores higher, so the drift is priced; answering every question with one
+    letter earns nothing, four letters evenly 0.75. TRL calls a reward once per generation batch,
+    so the shares are those of the completions sampled together.
+    """
+    letters = [p.predicted if p.schema_valid else None for p in _parsed(completions)]
+    counts = Counter(letter for letter in letters if letter is not None)
+    n = len(letters)
+    return [0.0 if letter is None else 1.0 - counts[letter] / n for letter in letters]
+
+
 REWARDS: dict[str, Callable[..., list[float]]] = {
     "valid_json": valid_json,
     "valid_schema": valid_schema,
     "correct_answer": correct_answer,
     "calibration": calibration,
+    "letter_balance": letter_balance,
 }
 
 
