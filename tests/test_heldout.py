@@ -12,7 +12,7 @@ from medjson.training.heldout import first_last, warn_if_worsening, worsening_ru
 from medjson.training.heldout_rewards import HELDOUT_REWARD, HeldoutRewards, heldout_scores
 from medjson.training.rewards import weighted_rewards
 
-WEIGHTS = {"valid_json": 0.25, "valid_schema": 0.25, "correct_answer": 1.0, "calibration": 0.5}
+WEIGHTS = {"valid_json": 0.25, "valid_schema": 0.25, "correct_answer": 1.0, "calibration": 0.5, "letter_balance": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,9 @@ def test_held_out_scores_are_the_weighted_rewards_and_the_top_letter_share():
     calibration = [1 - 0.1**2, 1 - 0.2**2, 1 - 0.8**2, 0.0]
     assert scores["heldout_valid_json"] == 0.75 and scores["heldout_correct_answer"] == 0.25
     assert scores["heldout_calibration"] == pytest.approx(sum(calibration) / 4)
-    expected_total = 0.25 * 0.75 + 0.25 * 0.75 + 1.0 * 0.25 + 0.5 * sum(calibration) / 4
+    balance = [1 - 1 / 4, 1 - 2 / 4, 1 - 2 / 4, 0.0]  # shares across the whole held-out batch, as in training
+    assert scores["heldout_letter_balance"] == pytest.approx(sum(balance) / 4)
+    expected_total = 0.25 * 0.75 + 0.25 * 0.75 + 1.0 * 0.25 + 0.5 * sum(calibration) / 4 + 0.5 * sum(balance) / 4
     assert scores[HELDOUT_REWARD] == pytest.approx(expected_total)
     totals, _ = weighted_rewards(texts, gold, WEIGHTS)
     assert scores[HELDOUT_REWARD] == pytest.approx(sum(totals) / 4)
