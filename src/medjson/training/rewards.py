@@ -67,8 +67,9 @@ def letter_balance(completions, **kwargs) -> list[float]:
     reward as well on one letter as on four, and GRPO drifts onto its commonest letter (on the
     real-data run, SFT's 85% "B" became 99%). Within a group, a completion naming a letter the batch
     names less often now scores higher, so the drift is priced; answering every question with one
-    letter earns nothing, four letters evenly 0.75. TRL calls a reward once per generation batch,
-    so the shares are those of the completions sampled together.
+    letter earns nothing, four letters evenly 0.75. TRL calls a reward once per generation batch
+    of each process (``per_device_train_batch_size`` x ``steps_per_generation`` completions), so
+    the shares are those of the completions sampled together there.
     """
     letters = [p.predicted if p.schema_valid else None for p in _parsed(completions)]
     counts = Counter(letter for letter in letters if letter is not None)
