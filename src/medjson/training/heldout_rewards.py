@@ -8,14 +8,12 @@ generated greedily and parsed exactly as the evaluation does, on prompts no stag
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from transformers import TrainerCallback
 
-from medjson.core.parsing import parse_answer
 from medjson.training.heldout import warn_if_worsening
 from medjson.training.parallel import is_main_process
-from medjson.training.rewards import weighted_rewards
+from medjson.training.rewards import letter_shares, weighted_rewards
 
 log = logging.getLogger("medjson.heldout")
 
@@ -27,13 +25,12 @@ def heldout_scores(texts: list[str], answers: list[str], weights: dict[str, floa
     """Every reward's mean over the held-out answers, their weighted total, and the largest share of
     answers naming one letter."""
     totals, components = weighted_rewards(texts, answers, weights)
-    letters = Counter(parse_answer(text).predicted for text in texts)
-    letters.pop(None, None)  # no schema-valid letter: not a letter the policy collapsed onto
     n = max(len(texts), 1)
     return {
         HELDOUT_REWARD: sum(totals) / n,
         **{f"heldout_{name}": sum(values) / n for name, values in components.items()},
-        HELDOUT_TOP_LETTER: max(letters.values(), default=0) / n,
+        # no schema-valid letter: not a letter the policy collapsed onto
+        HELDOUT_TOP_LETTER: max(letter_shares(texts).values(), default=0.0),
     }
 
 

@@ -71,10 +71,19 @@ def letter_balance(completions, **kwargs) -> list[float]:
     of each process (``per_device_train_batch_size`` x ``steps_per_generation`` completions), so
     the shares are those of the completions sampled together there.
     """
-    letters = [p.predicted if p.schema_valid else None for p in _parsed(completions)]
-    counts = Counter(letter for letter in letters if letter is not None)
-    n = len(letters)
-    return [0.0 if letter is None else 1.0 - counts[letter] / n for letter in letters]
+    parsed = _parsed(completions)
+    shares = _letter_shares(parsed)
+    return [0.0 if p.predicted is None else 1.0 - shares[p.predicted] for p in parsed]
+
+
+def letter_shares(completions) -> dict[str, float]:
+    """Each letter's share of all the completions, counting those that name it (schema-valid ones)."""
+    return _letter_shares(_parsed(completions))
+
+
+def _letter_shares(parsed: list[ParsedAnswer]) -> dict[str, float]:
+    counts = Counter(p.predicted for p in parsed if p.predicted is not None)
+    return {letter: count / len(parsed) for letter, count in counts.items()}
 
 
 REWARDS: dict[str, Callable[..., list[float]]] = {
