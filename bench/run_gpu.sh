@@ -6,13 +6,9 @@
 # installed here, ahead of whatever the machine has.
 set -euo pipefail
 cd "$(dirname "$0")"
-if compgen -G "../.whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/medjson-site ../.whl/*.whl
-  export PYTHONPATH=/tmp/medjson-site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source gpu_env.sh
 results=${OUT:-results}
 mkdir -p "$results"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 python3 eval_throughput.py --random-qwen3-0.6b --n 200 --batch-size 200 --max-new-tokens 128 --out "$results/eval_throughput_gpu.json"
 python3 sft_step.py --random-qwen3-0.6b --seq-len 320 --steps 5 --also-single-pass --out "$results/sft_step_gpu.json"
 python3 grpo_step.py --random-qwen3-0.6b --steps 3 --out "$results/grpo_step_gpu.json"

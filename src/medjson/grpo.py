@@ -31,7 +31,7 @@ from medjson.model.lineage import check_starts_from_sft, write_base_record
 from medjson.model.modeling import lora_config
 from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
-from medjson.training.configs import set_up_training, stage_trainer_config
+from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config
 from medjson.training.heldout import first_last
 from medjson.training.parallel import (
     add_processes_argument,
@@ -168,13 +168,9 @@ def train_grpo(
     scratch: Path,
     processes: int = 1,
 ) -> dict:
-    from datasets import Dataset
     from transformers import set_seed
-    from trl import GRPOTrainer
 
     from medjson.training.curves import LiveCurves
-    from medjson.training.guards import FiniteGuard
-    from medjson.training.heldout_rewards import HeldoutRewards
 
     # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
     setup, layout = grpo_setup(params, model_dir, scratch, processes)
@@ -184,37 +180,13 @@ def train_grpo(
     identity = run_identity("medjson.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
     resume = shared_resume_point(scratch, identity)
     set_seed(params.seed)
-    dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
-    log.info("GRPO prompts: %d", len(dataset))
     # Tokenizer and model.
     tokenizer = setup.load_tokenizer()
     model = setup.load_model()
     # Once, on the main process; every process gets its verdict.
     preflight_stats = from_main_process(lambda: preflight(model, tokenizer, records, params, setup.config))
-    # Rewards, by name, weighted in the config.
-    reward_funcs = [REWARDS[name] for name in params.grpo.rewards]
-    # Trainer.
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
-    curves = LiveCurves(curves_dir)
-    watch = HeldoutRewards(
-        tokenizer,
-        heldout,
-        params.grpo.rewards,
-        params.model.enable_thinking,
-        max_new_tokens=setup.config.max_completion_length,  # the budget the policy is trained to answer within
-        batch_size=params.grpo.heldout.batch_size,
-        every=params.grpo.heldout.eval_steps,
-        curves=curves,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=setup.config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(params.grpo.lora),
-        callbacks=[curves, monitor, watch, FiniteGuard(setup.precision, "grpo")],
-    )
+    trainer, watch = build_trainer(setup, model, tokenizer, records, heldout, LiveCurves(curves_dir), [monitor])
     # Train.
     trainer.train(resume_from_checkpoint=resume)
     if monitor.collapsed_at is not None:
@@ -231,6 +203,44 @@ def train_grpo(
         mark_finished(scratch, identity)
         log.info("GRPO summary: %s", summary)
     return summary
+
+
+def build_trainer(
+    setup: TrainingSetup, model, tokenizer, records: list[dict], heldout: list[dict], curves, callbacks: list
+):
+    """A GRPOTrainer ready to train ``model`` on the prompts of ``records`` with every reward of
+    ``grpo.rewards``, writing onto ``curves`` (a ``LiveCurves``), watching the held-out pool (the
+    ``HeldoutRewards`` returned beside it) and stopping on a non-finite loss; split out so the GPU
+    benchmark times the stage's own trainer."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from medjson.training.guards import FiniteGuard
+    from medjson.training.heldout_rewards import HeldoutRewards
+
+    params = setup.params
+    dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])
+    log.info("GRPO prompts: %d", len(dataset))
+    watch = HeldoutRewards(
+        tokenizer,
+        heldout,
+        params.grpo.rewards,
+        params.model.enable_thinking,
+        max_new_tokens=setup.config.max_completion_length,  # the budget the policy is trained to answer within
+        batch_size=params.grpo.heldout.batch_size,
+        every=params.grpo.heldout.eval_steps,
+        curves=curves,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[REWARDS[name] for name in params.grpo.rewards],  # weighted in the config
+        args=setup.config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(params.grpo.lora),
+        callbacks=[curves, *callbacks, watch, FiniteGuard(setup.precision, "grpo")],
+    )
+    return trainer, watch
 
 
 def grpo_setup(params: Params, model_dir: Path, scratch: Path, processes: int):

