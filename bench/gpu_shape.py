@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import yaml
 from common import QWEN3_06B_SHAPE, ROOT, machine, report
+from transformers import TrainerCallback
 
 QWEN_VOCAB = 151936  # Qwen3-0.6B's embedding rows (the tokenizer has 151,669; the rest is padding)
 TINY_SHAPE = dict(
@@ -140,29 +141,34 @@ def peak_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
 
 
-class StepTimer:
-    """Wall time of each optimizer step (warm-up excluded later), as a Trainer callback."""
+class StepTimer(TrainerCallback):
+    """When each optimizer step began and ended (the first is a warm-up, left out of every mean)."""
 
-    def __new__(cls):
-        from transformers import TrainerCallback
+    def __init__(self):
+        self.windows: list[tuple[float, float]] = []
 
-        class _Timer(TrainerCallback):
-            def __init__(self):
-                self.windows: list[tuple[float, float]] = []  # (start, end) of each optimizer step
+    def on_step_begin(self, *args, **kwargs):
+        self.started = time.perf_counter()
 
-            def on_step_begin(self, *args, **kwargs):
-                self.started = time.perf_counter()
+    def on_step_end(self, *args, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.windows.append((self.started, time.perf_counter()))
 
-            def on_step_end(self, *args, **kwargs):
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                self.windows.append((self.started, time.perf_counter()))
+    @property
+    def seconds(self) -> list[float]:
+        return [end - start for start, end in self.windows]
 
-            @property
-            def seconds(self) -> list[float]:
-                return [end - start for start, end in self.windows]
 
-        return _Timer()
+class KeptCurves(TrainerCallback):
+    """GRPO's held-out points, kept in memory (the stage writes them with DVCLive, which the GPU
+    machine does not have)."""
+
+    def __init__(self):
+        self.points: list[dict] = []
+
+    def write(self, step: int, record: dict) -> None:
+        self.points.append(record)
 
 
 def logged(history: list[dict], key: str) -> list[float]:
@@ -240,8 +246,6 @@ def sft_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
 def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     """Optimizer steps of the GRPO stage's own trainer in the GPU's T4 precision (fp16 where the card
     has no bf16: the first of ``precisions()``), generation timed apart."""
-    from transformers import TrainerCallback
-
     from medjson.core.prompts import LETTERS
     from medjson.core.records import GRPO_KEYS, read_pool
     from medjson.grpo import build_trainer, grpo_setup
@@ -255,15 +259,6 @@ def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     }
     params = load_params(write_params(work, model_dir, args.data, precision, overrides))
     setup, _ = grpo_setup(params, model_dir, Path(tempfile.mkdtemp(dir=work)), 1)
-
-    class KeptCurves(TrainerCallback):
-        """The held-out points, kept in memory (the stage writes them with DVCLive)."""
-
-        def __init__(self):
-            self.points: list[dict] = []
-
-        def write(self, step: int, record: dict) -> None:
-            self.points.append(record)
 
     timer, curves = StepTimer(), KeptCurves()
     model, tokenizer = setup.load_model(), setup.load_tokenizer()
