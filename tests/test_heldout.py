@@ -103,3 +103,40 @@ def test_held_out_rewards_are_measured_at_the_start_every_n_steps_and_kept_acros
     resumed = HeldoutRewards(tokenizer, records, WEIGHTS, False, 8, 2, 2, _Curves())
     resumed.on_train_begin(None, _State(4, 5, [dict(r) for r in state.log_history[:3]]), None, model=model)
     assert [r["step"] for r in resumed.history] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_keep_best_leaves_the_policy_of_the_highest_held_out_reward(tiny_model, tmp_path, monkeypatch, keep_best):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import medjson.training.heldout_rewards as heldout_rewards
+
+    # The held-out rewards of the policies at steps 0, 2, 4, 5: the best at step 2, then a drift off.
+    rewards = iter([0.5, 0.9, 0.7, 0.6])
+    scores = heldout_rewards.heldout_scores
+    monkeypatch.setattr(heldout_rewards, "heldout_scores", lambda *a: {**scores(*a), HELDOUT_REWARD: next(rewards)})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).train()
+    for name, p in model.named_parameters():
+        p.requires_grad = name == "model.norm.weight"  # the one "trained" weight, as a LoRA's would be
+    frozen_before = model.lm_head.weight.detach().clone()
+    records = [{"messages": build_messages("Question?", ["a", "b", "c", "d"]), "answer": "A"}]
+    best_file = tmp_path / "scratch" / "heldout_best.safetensors"
+    watch = HeldoutRewards(
+        tokenizer, records, WEIGHTS, False, 8, 1, 2, _Curves(), best_weights=best_file if keep_best else None
+    )
+    state = _State(0, 5)
+    watch.on_train_begin(None, state, None, model=model)
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.model.norm.weight.fill_(float(step))  # a policy of its own at every step
+        state.global_step = step
+        watch.on_step_end(None, state, None, model=model)
+    watch.on_train_end(None, state, None, model=model)
+
+    assert [r[HELDOUT_REWARD] for r in watch.history] == [0.5, 0.9, 0.7, 0.6]
+    assert best_file.exists() == keep_best
+    assert watch.kept_step == (2 if keep_best else 5)
+    assert torch.all(model.model.norm.weight == (2.0 if keep_best else 5.0))  # the weights of the kept step
+    assert torch.equal(model.lm_head.weight, frozen_before)  # nothing else touched

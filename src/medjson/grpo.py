@@ -48,6 +48,7 @@ from medjson.training.rewards import REWARDS, check_reward_weights, weighted_rew
 log = logging.getLogger("medjson.grpo")
 
 PARAMS_READ = ("seed", "model", "grpo", "launch")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
+BEST_HELDOUT_WEIGHTS = "heldout_best.safetensors"  # in the scratch folder: grpo.heldout.keep_best's policy
 
 COLLAPSE_CAUSES = (
     "likely causes: rollouts never valid JSON (temperature too high, or the SFT model did not learn the format), "
@@ -196,7 +197,11 @@ def train_grpo(
         )
     # Save: the Trainer writes the adapter from the main process; the rest is written there too.
     trainer.save_model(str(adapter_dir))
-    summary = {**summarize(monitor.history, watch.history, preflight_stats, trainer.state.global_step), **layout}
+    summary = {
+        **summarize(monitor.history, watch.history, preflight_stats, trainer.state.global_step),
+        "heldout_kept_step": watch.kept_step,  # the step whose policy the adapter is (grpo.heldout.keep_best)
+        **layout,
+    }
     if is_main_process():
         write_base_record(adapter_dir, setup.start, setup.source)
         write_json(summary_path, summary)
@@ -230,6 +235,7 @@ def build_trainer(
         batch_size=params.grpo.heldout.batch_size,
         every=params.grpo.heldout.eval_steps,
         curves=curves,
+        best_weights=Path(setup.config.output_dir) / BEST_HELDOUT_WEIGHTS if params.grpo.heldout.keep_best else None,
     )
     trainer = GRPOTrainer(
         model=model,

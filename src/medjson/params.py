@@ -117,6 +117,7 @@ class GuardParams:
 class GrpoHeldoutParams:
     eval_steps: int = at_least(1)  # greedy answers to the held-out pool every this many optimizer steps
     batch_size: int = at_least(1)  # held-out prompts generated together
+    keep_best: bool = free()  # leave the adapter of the highest held-out reward rather than the last
 
 
 @dataclass(frozen=True)

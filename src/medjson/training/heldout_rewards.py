@@ -3,11 +3,17 @@
 GRPO's own ``reward`` is measured on the sampled rollouts it is trained on; these answers are
 generated greedily and parsed exactly as the evaluation does, on prompts no stage trains on
 (``medjson.training.heldout`` says why and how the records are kept).
+
+With ``keep_best`` the adapter GRPO leaves is the one of the highest held-out reward, not the last:
+a policy that learns and then drifts off (onto one letter, say) is taken back to where the held-out
+pool, which no stage trains on, scored it best. The trainable weights of each new best are written
+to a file in the stage's scratch folder, so a resumed run still has them.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -40,7 +46,9 @@ class HeldoutRewards(TrainerCallback):
 
     Written by the main process only, into the trainer's log history (so checkpoints keep them) and
     onto the curves through ``curves`` (a ``LiveCurves``). Generation is greedy, so the measurement
-    itself is deterministic: the same policy always scores the same.
+    itself is deterministic: the same policy always scores the same. With ``best_weights`` (a file
+    path), the trainable weights of the best-scoring policy are kept there and put back into the
+    model when training ends (``kept_step`` says which step's they are).
     """
 
     def __init__(
@@ -53,11 +61,17 @@ class HeldoutRewards(TrainerCallback):
         batch_size: int,
         every: int,
         curves,
+        best_weights: Path | None = None,
     ):
         self.tokenizer, self.records, self.weights = tokenizer, records, weights
         self.enable_thinking, self.max_new_tokens, self.batch_size = enable_thinking, max_new_tokens, batch_size
-        self.every, self.curves = every, curves
+        self.every, self.curves, self.best_weights = every, curves, best_weights
         self.history: list[dict] = []
+        self.kept_step: int | None = None  # whose weights the model holds after training
+
+    def _best(self) -> dict | None:
+        """The first measurement of the highest held-out reward so far."""
+        return max(self.history, key=lambda r: r[HELDOUT_REWARD], default=None)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.history = [dict(r) for r in state.log_history if HELDOUT_REWARD in r]  # resumed: the ones before
@@ -91,7 +105,11 @@ class HeldoutRewards(TrainerCallback):
             **heldout_scores([o.text for o in run.outputs], self._answers(), self.weights),
         }
         state.log_history.append(record)
+        best_before = self._best()
         self.history.append(record)
+        new_best = best_before is None or record[HELDOUT_REWARD] > best_before[HELDOUT_REWARD]
+        if self.best_weights is not None and new_best:
+            _save_trainable(model, self.best_weights)  # kept, should a later policy score less
         self.curves.write(state.global_step, record)
         log.info(
             "held-out at step %d: reward %.4f (%s); top letter share %.2f",
@@ -104,5 +122,41 @@ class HeldoutRewards(TrainerCallback):
             [r[HELDOUT_REWARD] for r in self.history], "reward", higher_is_better=True, step=state.global_step
         )
 
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.kept_step = state.global_step
+        if self.best_weights is None or not is_main_process() or not self.history:
+            return
+        best, last = self._best(), self.history[-1]
+        if last["step"] == state.global_step and last[HELDOUT_REWARD] >= best[HELDOUT_REWARD]:
+            return  # the policy training ends with is the best measured (or as good)
+        _load_trainable(model, self.best_weights)
+        self.kept_step = best["step"]
+        log.info(
+            "kept the policy of step %d (held-out reward %.4f) over the last measured (step %d, %.4f)",
+            best["step"],
+            best[HELDOUT_REWARD],
+            last["step"],
+            last[HELDOUT_REWARD],
+        )
+
     def _answers(self) -> list[str]:
         return [r["answer"] for r in self.records]
+
+
+def _save_trainable(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    save_file(trained, str(path))
+
+
+def _load_trainable(model, path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in saved:
+                p.copy_(saved[name].to(p.device, p.dtype))
