@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -74,6 +75,24 @@ def load(model_spec: str, precision: str):
 
     source = resolve_source(model_spec)
     return load_model(source, resolve_precision(precision)).eval(), load_tokenizer(source, padding_side="left")
+
+
+def timed_generation(trainer) -> list[tuple[float, float]]:
+    """From now on, every rollout generation of a TRL GRPO ``trainer`` as (start, seconds), the GPU
+    synchronised before the clock stops."""
+    calls: list[tuple[float, float]] = []
+    original = trainer._generate
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        result = original(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        calls.append((started, time.perf_counter() - started))
+        return result
+
+    trainer._generate = timed
+    return calls
 
 
 def report(title: str, rows: list[dict], out: Path | None) -> None:

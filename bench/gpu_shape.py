@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import QWEN3_06B_SHAPE, ROOT, machine, report
+from common import QWEN3_06B_SHAPE, ROOT, machine, report, timed_generation
 from transformers import TrainerCallback
 
 QWEN_VOCAB = 151936  # Qwen3-0.6B's embedding rows (the tokenizer has 151,669; the rest is padding)
@@ -265,18 +265,7 @@ def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     records = read_pool(pools / "grpo.jsonl", GRPO_KEYS, LETTERS)
     heldout = read_pool(pools / "heldout.jsonl", GRPO_KEYS, LETTERS)
     trainer, watch = build_trainer(setup, model, tokenizer, records, heldout, curves, [timer])
-    generating: list[tuple[float, float]] = []
-    original = trainer._generate
-
-    def timed_generate(*a, **kw):
-        started = time.perf_counter()
-        result = original(*a, **kw)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        generating.append((started, time.perf_counter() - started))
-        return result
-
-    trainer._generate = timed_generate
+    generating = timed_generation(trainer)
     measure = watch._measure
     heldout_seconds: list[float] = []
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, conversations, random_qwen3_06b, report, tiny_qwen3
+from common import ROOT, conversations, random_qwen3_06b, report, timed_generation, tiny_qwen3
 
 
 def main() -> None:
@@ -57,18 +57,7 @@ def main() -> None:
         peft_config=lora_config(params.grpo.lora),
     )
 
-    generation_seconds = []
-    original = trainer._generate
-
-    def timed_generate(*a, **kw):
-        started = time.perf_counter()
-        result = original(*a, **kw)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        generation_seconds.append((started, time.perf_counter() - started))
-        return result
-
-    trainer._generate = timed_generate
+    generation_seconds = timed_generation(trainer)
     step_windows = []  # (start, end) of each optimizer step
 
     from transformers import TrainerCallback
