@@ -37,18 +37,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import QWEN3_06B_SHAPE, ROOT, machine, report, timed_generation
+from common import QWEN3_06B_SHAPE, ROOT, load, machine, report, timed_generation
 from transformers import TrainerCallback
 
 QWEN_VOCAB = 151936  # Qwen3-0.6B's embedding rows (the tokenizer has 151,669; the rest is padding)
-TINY_SHAPE = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-)
 PARTS = ("grammar", "sft", "grpo", "eval")  # quickest first: a run cut short keeps the most parts
 
 
@@ -65,7 +57,7 @@ def qwen_tokenizer_dir() -> Path:
 
 def build_model_folder(folder: Path, tiny: bool) -> Path:
     """A model folder as a user's hub download would be: random weights of the shape, Qwen3's tokenizer."""
-    from tiny_model import random_qwen3
+    from tiny_model import TINY_SHAPE, random_qwen3
     from transformers import AutoTokenizer
 
     if (folder / "config.json").exists():
@@ -220,13 +212,17 @@ def sft_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
         "sft.trainer.eval_on_start": False,
         "sft.trainer.save_strategy": "no",
     }
-    default = {}
-    notebook = {"sft.trainer.per_device_train_batch_size": 4, "sft.trainer.gradient_accumulation_steps": 4}
-    runs = [(p, default) for p in precisions()] + [(precisions()[0], notebook)]
-    rows = []
-    for precision, layout in runs:
-        rows.append(sft_run(write_params(work, model_dir, args.data, precision, {**steps, **layout}), pools, work))
+
+    def run(precision: str, layout: dict) -> dict:
+        row = sft_run(write_params(work, model_dir, args.data, precision, {**steps, **layout}), pools, work)
         release_memory()
+        return row
+
+    rows = [run(precision, {}) for precision in precisions()]  # the default layout
+    notebook = run(
+        precisions()[0], {"sft.trainer.per_device_train_batch_size": 4, "sft.trainer.gradient_accumulation_steps": 4}
+    )
+    rows.append(notebook)
     # The default layout once more, through the launcher the stage uses for several processes.
     params = write_params(work, model_dir, args.data, precisions()[0], steps)
     out = work / "sft_launched.json"
@@ -234,9 +230,8 @@ def sft_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     command = [*launcher, str(Path(__file__)), "--sft-child", str(params), "--pools", str(pools), "--out", str(out)]
     subprocess.run(command, check=True, env=child_env(), cwd=ROOT / "bench")
     rows.append(json.loads(out.read_text()))
-    notebook_seconds = rows[len(precisions())]["s_per_optimizer_step"]
     for row in rows:
-        row["speedup_vs_notebook"] = notebook_seconds / row["s_per_optimizer_step"]
+        row["speedup_vs_notebook"] = notebook["s_per_optimizer_step"] / row["s_per_optimizer_step"]
     return rows
 
 
@@ -335,13 +330,6 @@ def hf_generate(model, tokenizer, conversations: list, batch_size: int, max_new_
     return time.perf_counter() - started, new_tokens
 
 
-def load_for_answering(model_dir: Path, precision: str):
-    from medjson.model.modeling import load_model, load_tokenizer, resolve_source
-
-    source = resolve_source(str(model_dir))
-    return load_model(source, precision).eval(), load_tokenizer(source, padding_side="left")
-
-
 def eval_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     from medjson.core.records import read_jsonl
     from medjson.model.generation import generate
@@ -349,7 +337,7 @@ def eval_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
 
     params = load_params(ROOT / "params.yaml")
     batch, budget = params.evaluate.batch_size, params.evaluate.max_new_tokens
-    model, tokenizer = load_for_answering(model_dir, precisions()[0])
+    model, tokenizer = load(str(model_dir), precisions()[0])
     conversations = [r["messages"] for r in read_jsonl(pools / "eval.jsonl")]
     generate(model, tokenizer, conversations[:4], False, 4, 8)  # warm-up: kernels, allocator
     rows = []
@@ -397,7 +385,7 @@ def grammar_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     from medjson.params import load_params
 
     batch = load_params(ROOT / "params.yaml").evaluate.batch_size
-    model, tokenizer = load_for_answering(model_dir, precisions()[0])
+    model, tokenizer = load(str(model_dir), precisions()[0])
     started = time.perf_counter()
     grammar = AnswerGrammar.for_model(model, tokenizer, 128)
     compile_seconds = time.perf_counter() - started
