@@ -138,5 +138,6 @@ def test_keep_best_leaves_the_policy_of_the_highest_held_out_reward(tiny_model, 
     assert [r[HELDOUT_REWARD] for r in watch.history] == [0.5, 0.9, 0.7, 0.6]
     assert best_file.exists() == keep_best
     assert watch.kept_step == (2 if keep_best else 5)
+    assert watch.kept[HELDOUT_REWARD] == (0.9 if keep_best else 0.6)  # what the training metrics report as kept
     assert torch.all(model.model.norm.weight == (2.0 if keep_best else 5.0))  # the weights of the kept step
     assert torch.equal(model.lm_head.weight, frozen_before)  # nothing else touched

@@ -462,6 +462,10 @@ def test_both_phases_are_measured_on_the_heldout_pool_before_and_during_training
     assert curve_steps(pipeline / "training/grpo", "heldout_reward") == [0, 3]
     for key in ("heldout_reward", "heldout_valid_json", "heldout_correct_answer", "heldout_top_letter_share"):
         assert 0 <= grpo[f"{key}_start"] <= 2 and 0 <= grpo[f"{key}_end"] <= 2, key
+    # The adapter left is the policy of one of those measurements; the metrics say which, and what it scored.
+    kept = {0: "start", 3: "end"}[grpo["heldout_kept_step"]]
+    assert grpo["heldout_reward_kept"] == grpo[f"heldout_reward_{kept}"]
+    assert grpo["heldout_top_letter_share_kept"] == grpo[f"heldout_top_letter_share_{kept}"]
     # The start is the SFT model itself, answering greedily as the evaluation does: it writes JSON.
     assert grpo["heldout_valid_json_start"] > 0.5
     heldout = {json.loads(line)["id"] for line in (pipeline / "data/pools/heldout.jsonl").open()}

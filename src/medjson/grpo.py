@@ -33,6 +33,7 @@ from medjson.params import Params, load_params, log_params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config
 from medjson.training.heldout import first_last
+from medjson.training.heldout_rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, HeldoutRewards
 from medjson.training.parallel import (
     add_processes_argument,
     check_vllm,
@@ -193,13 +194,15 @@ def train_grpo(
     if monitor.collapsed_at is not None:
         raise StageError(
             f"GRPO stopped at step {monitor.collapsed_at}: every prompt group had zero reward variance for "
-            f"{params.grpo.guard.max_zero_std_logs} logged steps in a row, so nothing was being learned; {COLLAPSE_CAUSES}"
+            f"{params.grpo.guard.max_zero_std_logs} logged steps in a row, so nothing was being learned; "
+            f"{COLLAPSE_CAUSES}"
         )
     # Save: the Trainer writes the adapter from the main process; the rest is written there too.
     trainer.save_model(str(adapter_dir))
     summary = {
         **summarize(monitor.history, watch.history, preflight_stats, trainer.state.global_step),
         "heldout_kept_step": watch.kept_step,  # the step whose policy the adapter is (grpo.heldout.keep_best)
+        **{f"{key}_kept": watch.kept[key] for key in (HELDOUT_REWARD, HELDOUT_TOP_LETTER) if watch.kept},
         **layout,
     }
     if is_main_process():
@@ -221,7 +224,6 @@ def build_trainer(
     from trl import GRPOTrainer
 
     from medjson.training.guards import FiniteGuard
-    from medjson.training.heldout_rewards import HeldoutRewards
 
     params = setup.params
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])

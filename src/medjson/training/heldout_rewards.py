@@ -69,6 +69,11 @@ class HeldoutRewards(TrainerCallback):
         self.history: list[dict] = []
         self.kept_step: int | None = None  # whose weights the model holds after training
 
+    @property
+    def kept(self) -> dict | None:
+        """The held-out measurement of the policy the model holds after training (None before its end)."""
+        return next((r for r in reversed(self.history) if r["step"] == self.kept_step), None)
+
     def _best(self) -> dict | None:
         """The first measurement of the highest held-out reward so far."""
         return max(self.history, key=lambda r: r[HELDOUT_REWARD], default=None)
