@@ -387,6 +387,112 @@ def test_merged_models_stay_out_of_the_cache_and_repro_rebuilds_them_alone(pipel
     assert ignored.stdout == ""  # git ignores them too
 
 
+@pytest.fixture(scope="module")
+def seed_experiments(pipeline):
+    """Real DVC experiments of the committed run, as a user queues a seed sweep: GRPO's side re-run with
+    its own seed (the SFT model stays), one with the baseline's seed again, and two that must be refused:
+    one whose GRPO never ran at its seed, one that changes a setting beside the seed. They run in
+    temporary folders, so the workspace the other tests read is left as it was."""
+    for args in (
+        ["-n", "s1", "-S", "grpo.seed=1", "evaluate@grpo"],
+        ["-n", "same42", "-S", "grpo.seed=42", "grpo"],
+        ["-n", "s2-not-run", "-S", "grpo.seed=2", "prepare"],
+        ["-n", "kl", "-S", "grpo.seed=5", "-S", "grpo.trainer.beta=0.1", "prepare"],
+    ):
+        run_dvc(pipeline, "exp", "run", "--temp", *args)
+    return pipeline
+
+
+def _seeds(folder, *settings, out):
+    args = [arg for setting in settings for arg in ("--setting", setting)]
+    return subprocess.run(
+        [sys.executable, "-m", "medjson.seeds", "--workspace", str(folder), *args, "--out", str(out)],
+        cwd=folder,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+    )
+
+
+def _at(folder, rev, path):
+    """A git-tracked file of the workspace at an experiment (by name) or revision."""
+    from medjson.seeds.runs import resolve
+
+    return subprocess.run(
+        ["git", "show", f"{resolve(folder, rev)}:{path}"], cwd=folder, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_grpo_seed_changes_the_run_and_the_same_seed_repeats_it_byte_for_byte(seed_experiments):
+    def outputs(rev, stage):
+        lock = yaml.safe_load(_at(seed_experiments, rev, "dvc.lock"))
+        return {out["path"]: out["md5"] for out in lock["stages"][stage]["outs"]}
+
+    baseline = outputs("HEAD", "grpo")
+    assert outputs("same42", "grpo") == baseline  # grpo.seed 42 is the top-level seed the baseline ran with
+    other = outputs("s1", "grpo")
+    assert other["models/grpo_adapter"] != baseline["models/grpo_adapter"]
+    assert other["training/grpo"] != baseline["training/grpo"]  # its rollouts' rewards and its curves differ too
+    assert outputs("s1", "sft") == outputs("HEAD", "sft")  # GRPO's own seed leaves the SFT model as it was
+
+
+def test_seeds_collects_each_seeds_verdict_and_the_mean_across_seeds(seed_experiments, tmp_path):
+    result = _seeds(seed_experiments, "tiny=HEAD,s1", out=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "seeds.json").read_text())["settings"]["tiny"]
+    assert [r["seed"] for r in report["runs"]] == [42, 1]
+    for seed, rev in (("42", "HEAD"), ("1", "s1")):
+        grpo = json.loads(_at(seed_experiments, rev, "metrics/grpo.json"))
+        sft = json.loads(_at(seed_experiments, rev, "metrics/sft.json"))
+        got = {
+            measure: report["grpo_vs_sft"][measure]["per_seed"][seed]["diff"]
+            for measure in report["grpo_vs_sft"]
+            if measure != "same_older_model_in_every_run"
+        }
+        for measure, key in (
+            ("accuracy", "accuracy"),
+            ("valid_json", "valid_json_rate"),
+            ("brier_stated", "brier_stated_all"),
+        ):
+            assert got[measure] == pytest.approx(grpo[key] - sft[key], abs=1e-12)
+        largest = [max(m[f"predicted_share_{letter}"] for letter in "ABCD") for m in (grpo, sft)]
+        assert got["largest_letter_share"] == pytest.approx(largest[0] - largest[1], abs=1e-12)
+    compared = json.loads(_at(seed_experiments, "HEAD", "metrics/comparison.json"))["grpo_vs_sft"]
+    for measure in ("accuracy", "valid_json", "schema_pass", "brier_stated"):  # the compare stage's own tests
+        assert report["grpo_vs_sft"][measure]["per_seed"]["42"]["verdict"] == compared[measure]["verdict"]
+    for measure, m in report["grpo_vs_sft"].items():
+        if measure == "same_older_model_in_every_run":
+            assert m is True  # one SFT model under both GRPO seeds
+            continue
+        diffs = [s["diff"] for s in m["per_seed"].values()]
+        assert m["mean"] == pytest.approx(sum(diffs) / 2)
+        assert m["ci_low"] <= m["mean"] <= m["ci_high"] and m["seeds"] == 2 and 1 <= m["seeds_agreeing"] <= 2
+    table = (tmp_path / "seeds.md").read_text()
+    assert "| grpo vs sft (sft the same in every run) | accuracy | " in table
+    assert (tmp_path / "heldout_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "setting, refusal",
+    [
+        ("tiny=HEAD,kl", r"run kl differs from HEAD in more than its seed: grpo.trainer.beta \(0.04 in HEAD, 0.1\)"),
+        (
+            "tiny=HEAD,s2-not-run",
+            "run s2-not-run (.*): not up to date at its revision: grpo \\(ran with other grpo.seed\\)",
+        ),
+        ("tiny=HEAD,same42", "seed 42 is run twice \\(HEAD, same42\\)"),
+        ("tiny=HEAD,nothing", "nothing names no experiment and no git revision"),
+    ],
+)
+def test_seeds_refuses_runs_that_are_no_seed_group(seed_experiments, tmp_path, setting, refusal):
+    import re
+
+    result = _seeds(seed_experiments, setting, out=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert re.search(refusal, result.stderr), result.stderr
+    assert not (tmp_path / "seeds.json").exists()
+
+
 def test_grpo_change_reruns_and_diffs_only_the_grpo_side(pipeline):
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
     params["grpo"]["trainer"]["learning_rate"] = 3.0e-2

@@ -137,9 +137,16 @@ def main() -> None:
     parser.add_argument("--source", help="data source instead of the project's questions (e.g. MedMCQA dev.json)")
     parser.add_argument("--folder", type=Path, default=PROJECT_ROOT / "demo-run")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="the overrides of params.yaml (%(default)s)")
+    parser.add_argument(
+        "--copy-code",
+        action="store_true",
+        help="give the workspace a copy of src/ instead of a link to it, so experiments queued there (a seed or "
+        "settings sweep) keep running the code they started with while the project's code changes",
+    )
     args = parser.parse_args()
 
-    folder = create_workspace(args.folder, demo_overrides(args.source, args.config), git=True)
+    overrides = demo_overrides(args.source, args.config)
+    folder = create_workspace(args.folder, overrides, git=True, copy_code=args.copy_code)
     print(f"demo workspace: {folder}", flush=True)
     started = time.perf_counter()
     # The demo is offline by design: any attempt to reach the hub fails at once instead of hanging.

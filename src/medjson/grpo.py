@@ -181,7 +181,7 @@ def train_grpo(
     heldout = read_pool(heldout_path, GRPO_KEYS, LETTERS)
     identity = run_identity("medjson.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
     resume = shared_resume_point(scratch, identity)
-    set_seed(params.seed)
+    set_seed(setup.config.seed)  # grpo.seed, else the top-level seed
     # Tokenizer and model.
     tokenizer = setup.load_tokenizer()
     model = setup.load_model()
@@ -199,10 +199,11 @@ def train_grpo(
         )
     # Save: the Trainer writes the adapter from the main process; the rest is written there too.
     trainer.save_model(str(adapter_dir))
+    kept = watch.kept or {}  # the held-out measurement of the policy the adapter is (grpo.heldout.keep_best)
     summary = {
         **summarize(monitor.history, watch.history, preflight_stats, trainer.state.global_step),
-        "heldout_kept_step": watch.kept_step,  # the step whose policy the adapter is (grpo.heldout.keep_best)
-        **{f"{key}_kept": watch.kept[key] for key in (HELDOUT_REWARD, HELDOUT_TOP_LETTER) if watch.kept},
+        "heldout_kept_step": watch.kept_step,
+        **{f"{key}_kept": kept[key] for key in (HELDOUT_REWARD, HELDOUT_TOP_LETTER) if key in kept},
         **layout,
     }
     if is_main_process():

@@ -175,6 +175,9 @@ class GrpoParams:
     guard: GuardParams
     heldout: GrpoHeldoutParams
     trainer: dict[str, Any]  # trl.GRPOConfig fields, checked by trainer_config
+    # GRPO's own seed (LoRA init, data order, rollout sampling); None: the top-level seed. Varied alone, it
+    # repeats GRPO over one SFT model, so the spread across seeds is GRPO's own (medjson.seeds).
+    seed: int | None = at_least(0, default=None)
 
 
 @dataclass(frozen=True)

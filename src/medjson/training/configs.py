@@ -27,15 +27,18 @@ log = logging.getLogger(__name__)
 
 def stage_trainer_config(config_cls: type, params: Params, stage: str, scratch: Path, precision: str, **overrides):
     """``config_cls`` (``SFTConfig``, ``GRPOConfig``) from ``<stage>.trainer``, checked key by key
-    (``medjson.params.trainer_config``); ``precision`` is the resolved one."""
+    (``medjson.params.trainer_config``); ``precision`` is the resolved one. The trainer's seed is the
+    stage's own where it has one (``grpo.seed``), else the top-level ``seed``."""
+    stage_seed = getattr(getattr(params, stage), "seed", None)  # grpo.seed; SFT has none of its own
+    seed = params.seed if stage_seed is None else stage_seed
     return trainer_config(
         config_cls,
         getattr(params, stage).trainer,
         f"{stage}.trainer",
         params.path,
         output_dir=str(scratch),
-        seed=params.seed,
-        data_seed=params.seed,
+        seed=seed,
+        data_seed=seed,
         logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
         **trainer_precision_flags(precision),
         **cpu_processes_flag(),
