@@ -4,7 +4,10 @@
 stalls in its headers and one that stalls in its body; a NaN, a lone surrogate, a body over the
 size limit and a 10 MB body. Every small request must be answered (200) within
 ``serve.request_timeout_s``, every hostile one must get its refusal (or its connection closed),
-and nothing may be lost. Prints one row per kind of client.
+and nothing may be lost. Then the costly chat bodies: four at every ``serve`` chat bound at once
+(messages, content parts, characters: the worst whose schema is checked) and one of 50,000
+messages (refused by its count), while ``GET /health`` is asked every 20 ms: each health answer
+must come within 0.1 s. Prints one row per kind of client.
 
     python bench/serve_load.py --model demo-run/models/sft_merged --hostile
 """
@@ -52,6 +55,56 @@ async def _raw(url: str, data: bytes, wait_s: float) -> str:
     return received.split(b"\r\n", 1)[0].decode() if received else "closed, nothing sent"
 
 
+HEALTH_WITHIN_S = 0.1
+MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
+
+
+def worst_allowed_chat(model: str, settings: dict) -> dict:
+    """A chat body at every bound of ``serve`` at once: as many messages, content parts and characters as
+    are checked against OpenAI's schema (one more of any is refused by its count)."""
+    others = min(settings["max_chat_messages"], settings["max_content_parts"] + 1) - 1
+    text = "x" * ((settings["max_chat_chars"] - len(MESSAGE)) // others)
+    system = [{"role": "system", "content": [{"type": "text", "text": text}]} for _ in range(others)]
+    return {"model": model, "messages": [*system, {"role": "user", "content": MESSAGE}]}
+
+
+async def health_under_costly_bodies(url: str, model: str, settings: dict) -> list[dict]:
+    """``GET /health`` every 20 ms while four worst allowed chat bodies and one of 50,000 messages are
+    checked: the slowest health answer, and what each costly body got."""
+    worst = worst_allowed_chat(model, settings)
+    many = {"model": model, "messages": [{"role": "system", "content": "x"}] * 50_000 + worst["messages"][-1:]}
+    latencies, rows = [], []
+    async with httpx.AsyncClient(timeout=120) as http:
+        bodies = [("chat at every bound", "200", worst)] * 4 + [("chat of 50,000 messages", "400", many)]
+
+        async def costly(kind: str, expected: str, body: dict) -> None:
+            started = time.perf_counter()
+            response = await http.post(f"{url}/v1/chat/completions", json=body)
+            got = str(response.status_code)
+            seconds = time.perf_counter() - started
+            rows.append({"client": kind, "expected": expected, "got": got, "seconds": seconds, "ok": got == expected})
+
+        async def probe(until: asyncio.Task) -> None:
+            while not until.done():
+                started = time.perf_counter()
+                await http.get(f"{url}/health")
+                latencies.append(time.perf_counter() - started)
+                await asyncio.sleep(0.02)
+
+        work = asyncio.ensure_future(asyncio.gather(*(costly(*body) for body in bodies)))
+        await asyncio.gather(work, probe(work))
+    rows.append(
+        {
+            "client": f"GET /health meanwhile ({len(latencies)} asked)",
+            "expected": f"each within {HEALTH_WITHIN_S} s",
+            "got": f"slowest {max(latencies):.3f} s",
+            "seconds": max(latencies),
+            "ok": max(latencies) <= HEALTH_WITHIN_S,
+        }
+    )
+    return rows
+
+
 async def hostile(url: str, small: list[dict], at_limit: dict, settings: dict) -> list[dict]:
     timeout = settings["request_timeout_s"]
     wait = max(settings["header_timeout_s"], settings["body_timeout_s"]) + 5
@@ -95,7 +148,11 @@ async def hostile(url: str, small: list[dict], at_limit: dict, settings: dict) -
             timed(
                 "stalled body",
                 "HTTP/1.1 408 Request Timeout",
-                lambda: _raw(url, b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", wait),
+                lambda: _raw(
+                    url,
+                    b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+                    wait,
+                ),
             ),
         ]
         await asyncio.gather(*calls)

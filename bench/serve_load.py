@@ -221,7 +221,7 @@ def run_disconnect(args, questions: list[dict]) -> None:
 
 
 def run_hostile(args, questions: list[dict]) -> None:
-    from serve_hostile import hostile, long_question
+    from serve_hostile import health_under_costly_bodies, hostile, long_question
     from transformers import AutoTokenizer
 
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
@@ -230,6 +230,7 @@ def run_hostile(args, questions: list[dict]) -> None:
     limit = settings["request_timeout_s"]
     with tempfile.TemporaryDirectory() as tmp, one_service(args, Path(tmp), "hostile", request_timeout_s=limit) as url:
         rows = asyncio.run(hostile(url, questions, at_limit, settings))
+        rows += asyncio.run(health_under_costly_bodies(url, args.model, settings))
     title = (
         f"serve under a hostile mix: {len(rows)} clients at once, request_timeout_s {settings['request_timeout_s']}, "
         f"prompt at the limit {at_limit['tokens']} of {settings['max_prompt_tokens']} tokens"

@@ -12,8 +12,9 @@ from helpers import start_service
 from pydantic import BaseModel, Field
 
 from medjson.core.parsing import ANSWER_SCHEMA
+from medjson.serving.answer_schema import difference
 from medjson.serving.errors import ApiError
-from medjson.serving.openai_requests import is_answer_schema, read_chat_request, read_question_text
+from medjson.serving.openai_requests import read_chat_request, read_question_text
 
 MODEL = "models/grpo_merged"
 MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
@@ -64,11 +65,11 @@ def test_the_body_can_carry_question_and_options_and_content_parts_are_read():
 
 
 def test_schemas_equivalent_to_the_answer_pass_and_others_are_refused():
-    assert is_answer_schema(ANSWER_SCHEMA)
-    assert is_answer_schema(MedAnswer.model_json_schema())
+    assert difference(ANSWER_SCHEMA) is None
+    assert difference(MedAnswer.model_json_schema()) is None
     unbounded = json.loads(json.dumps(ANSWER_SCHEMA))
     del unbounded["properties"]["confidence"]["minimum"], unbounded["properties"]["confidence"]["maximum"]
-    assert is_answer_schema(unbounded)
+    assert difference(unbounded) is None
     for change in (
         lambda s: s["properties"].update(extra={"type": "string"}),
         lambda s: s["properties"]["predicted_category"].update(enum=["A", "B", "C", "D", "E"]),
@@ -78,7 +79,7 @@ def test_schemas_equivalent_to_the_answer_pass_and_others_are_refused():
     ):
         other = json.loads(json.dumps(ANSWER_SCHEMA))
         change(other)
-        assert not is_answer_schema(other)
+        assert difference(other) is not None
         fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": other, "strict": True}}
         with pytest.raises(ApiError, match="GET /v1/schema"):
             read_chat_request(_body(response_format=fmt), MODEL)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from medjson.core.choices import (
+    ACCESS_LOGS,
     ANSWER_CONFIDENCES,
     ATTENTIONS,
     AUTO_CONFIDENCE,
@@ -156,8 +157,18 @@ class ServeParams:
     max_body_bytes: int = at_least(1024)  # a larger request body is refused (413) before it is read
     header_timeout_s: float = between(0.1, 3600)  # a connection whose request headers take longer is closed
     body_timeout_s: float = between(0.1, 3600)  # a request body that takes longer gets a 408
+    # What one chat request may hold, refused before its schema is checked: messages, content parts
+    # over all messages, and characters of text over all messages.
+    max_chat_messages: int = at_least(1)
+    max_content_parts: int = at_least(1)
+    max_chat_chars: int = at_least(1)
     host: str = free()
     port: int = between(0, 65535)
+    # A keyless server answers only requests addressed to this machine (Host) from pages of this machine
+    # (Origin): more hosts and origins, or "*" for any, here.
+    allowed_hosts: list[str] = free()
+    allowed_origins: list[str] = free()
+    access_log: str = one_of(*ACCESS_LOGS)
     # A file of API keys, one per line (with MEDJSON_API_KEYS): every route but /health then needs one.
     api_keys_file: str | None = free(default=None)
 

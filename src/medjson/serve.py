@@ -36,12 +36,14 @@ import typing
 from typing import Any
 
 from medjson.cli import run_stage
+from medjson.core.choices import JSON_LOG
 from medjson.errors import ParamsError
 from medjson.model.answering import Answerer, abstention_setting, read_abstention
 from medjson.params import ServeParams, build_section, load_params
 from medjson.serving.app import service_app
 from medjson.serving.auth import is_loopback, load_api_keys
 from medjson.serving.http import header_timeout_protocol
+from medjson.serving.metrics import bare_access_lines
 
 log = logging.getLogger("medjson.serve")
 
@@ -56,6 +58,11 @@ def warn_if_open(host: str, keys: list[str]) -> None:
         )
 
 
+def _comma_list(text: str) -> list[str]:
+    """A list setting on the command line: ``--allowed-hosts a.example,b.example``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any, str]:
     """The serve section of the params file, with every key overridable by a flag of the same name;
     the parameters, and who named the abstention file."""
@@ -66,7 +73,7 @@ def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any, str]
         kind = hints[f.name]
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
-            type=kind if kind in (int, float) else str,
+            type=_comma_list if kind == list[str] else kind if kind in (int, float) else str,
             choices=f.metadata.get("choices"),
             help=f"overrides serve.{f.name}",
         )
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     check_context(settings, answerer)
     keys = load_api_keys(settings.api_keys_file)
     warn_if_open(settings.host, keys)
+    if settings.access_log == JSON_LOG:
+        bare_access_lines()
     app = service_app(settings, answerer, keys)
     uvicorn.run(
         app,

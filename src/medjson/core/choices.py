@@ -23,6 +23,10 @@ CALIBRATED = ANSWER_CONFIDENCES[0]
 # serve.abstention: the file fitted for the model and decoding, found in the model's own workspace.
 FIND_ABSTENTION = "auto"
 
+# How the service writes its access log (serve.access_log): uvicorn's line, or one JSON object a line.
+ACCESS_LOGS = ("text", "json")
+TEXT_LOG, JSON_LOG = ACCESS_LOGS
+
 # Why an answer ended (OpenAI's finish_reason): the model closed it, or the token budget cut it.
 FINISH_REASONS = ("stop", "length")
 STOP, LENGTH = FINISH_REASONS

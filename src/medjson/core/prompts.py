@@ -39,6 +39,30 @@ def target_json(letter: str, confidence: float, reason: str) -> str:
     return json.dumps(answer, ensure_ascii=False)
 
 
+def prompt_ids(tokenizer, messages: list[dict[str, str]], enable_thinking: bool) -> list[int]:
+    """The token ids of ``render_prompt``'s text: the chat template's own markup read with its special
+    tokens, each message's text read as plain text. Tokenizing the whole rendered text would read a
+    question that spells ``<|im_end|>`` as the end of its turn, and let it write the assistant's; here
+    text from a caller never becomes a control token. For text without such strings the ids are the
+    whole text's (the template's markup ends each piece on a special token or a line break)."""
+    text = render_prompt(tokenizer, messages, enable_thinking)
+    ids, at = [], 0
+    for message in messages:
+        start = text.find(message["content"], at)
+        if start < 0:  # a template that rewrites the text: its markup cannot be told from the message
+            raise ValueError(f"the chat template does not copy the {message['role']} message verbatim")
+        ids += _token_ids(tokenizer, text[at:start], markup=True)
+        ids += _token_ids(tokenizer, message["content"], markup=False)
+        at = start + len(message["content"])
+    return ids + _token_ids(tokenizer, text[at:], markup=True)
+
+
+def _token_ids(tokenizer, text: str, markup: bool) -> list[int]:
+    if not text:
+        return []
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=not markup)["input_ids"]
+
+
 def render_prompt(tokenizer, messages: list[dict[str, str]], enable_thinking: bool) -> str:
     """The prompt text a model sees at inference, ending with the assistant's generation prompt.
 

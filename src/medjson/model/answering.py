@@ -29,7 +29,7 @@ from medjson.core.choices import (
 )
 from medjson.core.harness import CONTINUATIONS, harness_context
 from medjson.core.parsing import Answer
-from medjson.core.prompts import build_messages, render_prompt
+from medjson.core.prompts import build_messages, prompt_ids
 from medjson.core.questions import Question
 from medjson.core.scoring import loglik_record, prediction_record
 from medjson.errors import DataError
@@ -147,8 +147,7 @@ class Answerer:
     def prompt_tokens(self, question: Question) -> int:
         """How many tokens the question's prompt takes: what the model's context must hold."""
         messages = build_messages(question.question, question.options)
-        prompt = render_prompt(self.tokenizer, messages, self.enable_thinking)
-        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return len(prompt_ids(self.tokenizer, messages, self.enable_thinking))
 
     @property
     def context_tokens(self) -> int | None:

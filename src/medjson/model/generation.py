@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from medjson.core.prompts import LETTERS, render_prompt
+from medjson.core.prompts import LETTERS, prompt_ids, render_prompt
 from medjson.model.modeling import end_of_turn_ids
 
 
@@ -174,6 +174,17 @@ def letter_probabilities(tokenizer, tokens: list[int], per_step: list[list[float
 
 
 @torch.inference_mode()
+def left_padded(rows: list[list[int]], pad_id: int) -> dict:
+    """Token rows as one batch, padded on the left (a row's last token is where its answer begins)."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    return {
+        "input_ids": torch.tensor([[pad_id] * (width - len(row)) + row for row in rows]),
+        "attention_mask": torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows]),
+    }
+
+
 def generate(
     model,
     tokenizer,
@@ -205,11 +216,12 @@ def generate(
     try:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            # The chat template already wrote every special token the model needs.
-            encoded = tokenizer(
-                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
-            )
-            encoded = encoded.to(model.device)
+            # The chat template already wrote every special token the model needs; the messages' own text
+            # is read as plain text (``prompt_ids``).
+            rows_in = [prompt_ids(tokenizer, conversations[i], enable_thinking) for i in batch]
+            encoded = {
+                key: value.to(model.device) for key, value in left_padded(rows_in, tokenizer.pad_token_id).items()
+            }
             if temperature:
                 generated = model.generate(
                     **encoded,

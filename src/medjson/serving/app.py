@@ -1,8 +1,9 @@
 """The service's ASGI application: three APIs on one ``Service``, behind the layers that hold it up.
 
 From the outside in: ``RequestMetrics`` (counts, times and logs every request, whatever answered
-it), ``ErrorBoundary`` (anything unexpected: logged once, a JSON 500), ``ApiKeys`` (a 401 before
-any body is read), ``BodyLimits`` (whole, bounded, not too deeply nested bodies), then FastAPI
+it), ``ErrorBoundary`` (anything unexpected: logged once, a JSON 500), ``BrowserGuard`` on a keyless
+server (what a page on another site could send: a 403 or 415), ``ApiKeys`` (a 401 before any body
+is read), ``BodyLimits`` (whole, bounded, not too deeply nested bodies), then FastAPI
 with the routers of the own API, OpenAI's and operations, and the exception handlers that put
 every error in its API's shape (``medjson.serving.errors``).
 """
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 from medjson.model.answering import Answerer
 from medjson.params import ServeParams
 from medjson.serving import openai_routes, ops_routes, own_routes
-from medjson.serving.auth import ApiKeys
+from medjson.serving.auth import ApiKeys, BrowserGuard
 from medjson.serving.errors import CLIENT_GONE, ErrorBoundary, install_handlers
 from medjson.serving.http import BodyLimits
 from medjson.serving.metrics import RequestMetrics, ServiceMetrics
@@ -68,4 +69,6 @@ def service_app(settings: ServeParams, answerer: Answerer, keys: list[str]):
     metrics = ServiceMetrics()
     application = create_app(Service(settings, answerer, metrics))
     app = ApiKeys(BodyLimits(application, settings.max_body_bytes, settings.body_timeout_s), keys)
-    return RequestMetrics(ErrorBoundary(app), metrics)
+    if not keys:  # what a browser on another site could send: refused before any body is read
+        app = BrowserGuard(app, settings.host, settings.allowed_hosts, settings.allowed_origins)
+    return RequestMetrics(ErrorBoundary(app), metrics, settings.access_log, secrets=tuple(keys))

@@ -42,6 +42,14 @@ def excerpt(value: Any) -> Any:
     return type(value).__name__
 
 
+def log_safe(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A client's text as one log line may hold it: every control, non-ASCII and quote character
+    escaped (``\\n``, ``\\x1b``, ``\\u2028``, ``\\"``), so that no input can start a line of its own or
+    send a terminal escape; cut to ``limit`` characters."""
+    safe = text[:limit].encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return safe if len(text) <= limit else f"{safe}... ({len(text)} characters)"
+
+
 def validation_detail(errors: list[dict]) -> list[dict]:
     """FastAPI's 422 detail (type, loc, msg, input per error), with every input an excerpt."""
     return [

@@ -10,14 +10,17 @@ status 499 in both.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from medjson.core.choices import ACCESS_LOGS
 from medjson.serving.errors import CLIENT_GONE, CLIENT_GONE_KEY
-from medjson.serving.http import excerpt
+from medjson.serving.http import log_safe
 
 access_log = logging.getLogger("medjson.access")
 
@@ -87,21 +90,66 @@ class ServiceMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def logged_path(scope) -> str:
-    """The path as the access log shows it: a query string's values never (an API key may be one)."""
-    from urllib.parse import parse_qsl
+def logged_path(scope, secrets: tuple[str, ...] = ()) -> str:
+    """The path as the access log shows it: escaped (``log_safe``: no client can write a line of its
+    own), any configured API key in it redacted, and of a query string only how many parameters it
+    had: a careless client puts its key in a value or a name (``?sk-...``, ``?api_key%3Dsk-...``)."""
+    path = scope["path"]
+    for secret in secrets:
+        path = path.replace(secret, "<redacted>")
+    query = scope.get("query_string", b"")
+    shown = log_safe(path)
+    if not query:
+        return shown
+    count = len(query.split(b"&"))
+    return f"{shown}?<query not logged: {count} parameter{'' if count == 1 else 's'}>"
 
-    query = scope.get("query_string", b"").decode("latin-1")
-    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
-    shown = excerpt(scope["path"])
-    return f"{shown}?{'&'.join(f'{excerpt(n)}=<redacted>' for n in names)}" if query else shown
+
+def access_record(scope, status: int, seconds: float, secrets: tuple[str, ...] = ()) -> dict:
+    """One request as the access log records it; every value that came from the client escaped."""
+    client = scope.get("client") or ("-", 0)
+    return {
+        "client": f"{client[0]}:{client[1]}",
+        "method": log_safe(scope["method"]),
+        "path": logged_path(scope, secrets),
+        "http_version": log_safe(scope.get("http_version", "1.1")),
+        "status": status,
+        "seconds": round(seconds, 3),
+    }
+
+
+def text_line(record: dict) -> str:
+    """uvicorn's access line: ``client "METHOD path HTTP/v" status seconds``."""
+    return (
+        f'{record["client"]} "{record["method"]} {record["path"]} HTTP/{record["http_version"]}" '
+        f"{record['status']} {record['seconds']:.3f}s"
+    )
+
+
+def json_line(record: dict) -> str:
+    """The same record as one JSON object, for log collectors (``serve.access_log: json``)."""
+    return json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
+
+
+ACCESS_LOG_FORMATS = dict(zip(ACCESS_LOGS, (text_line, json_line)))
+
+
+def bare_access_lines() -> None:
+    """The access log's lines as they are, on stderr, with no time or level before them: for JSON
+    lines, which a log collector reads whole (they carry their own time)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.handlers[:] = [handler]
+    access_log.propagate = False
 
 
 class RequestMetrics:
-    """ASGI middleware: every HTTP request counted by route and status, timed, and logged."""
+    """ASGI middleware: every HTTP request counted by route and status, timed, and logged (``line_format``:
+    ``text`` or ``json``; ``secrets``: the API keys, never written)."""
 
-    def __init__(self, app, metrics: ServiceMetrics):
+    def __init__(self, app, metrics: ServiceMetrics, line_format: str = "text", secrets: tuple[str, ...] = ()):
         self.app, self.metrics = app, metrics
+        self.line, self.secrets = ACCESS_LOG_FORMATS[line_format], tuple(secrets)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -120,14 +168,4 @@ class RequestMetrics:
             seconds = time.perf_counter() - started
             self.metrics.requests.labels(route, str(final)).inc()
             self.metrics.latency.labels(route).observe(seconds)
-            client = scope.get("client") or ("-", 0)
-            access_log.info(
-                '%s:%s "%s %s HTTP/%s" %d %.3fs',
-                client[0],
-                client[1],
-                scope["method"],
-                logged_path(scope),
-                scope.get("http_version", "1.1"),
-                final,
-                seconds,
-            )
+            access_log.info("%s", self.line(access_record(scope, final, seconds, self.secrets)))

@@ -9,9 +9,10 @@ reported (sampling settings: ``medjson.ignored``), never silently taken for done
 - The question: the last user message, in the project's own prompt layout (the question, then
   lines ``A. ...`` to ``D. ...``; ``A) ...`` also reads; a last line ``Answer:`` may follow), or
   the body's ``question`` and ``options`` (the openai client's ``extra_body``).
-- ``response_format``: absent, ``text``, ``json_object``, or a ``json_schema`` equivalent to the
-  answer schema (same properties, types, letter enum and required keys; titles, descriptions,
-  ``additionalProperties`` and ``strict`` do not matter). Any other schema is refused.
+- ``response_format``: absent, ``text``, ``json_object``, or a ``json_schema`` that accepts the same
+  answers (``medjson.serving.answer_schema``: ``$ref``/``$defs``, enum order, titles, descriptions,
+  ``additionalProperties`` and ``strict`` do not matter). Any other schema is refused, naming the
+  difference.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medjson.core.parsing import ANSWER_SCHEMA
 from medjson.core.prompts import LETTERS
+from medjson.serving.answer_schema import difference
 from medjson.serving.errors import ApiError
 from medjson.serving.http import excerpt
 
@@ -32,8 +33,47 @@ CHAT_ROUTE = "/v1/chat/completions"
 SCHEMA_ROUTE = "/v1/schema"
 REQUEST_SCHEMA = Path(__file__).with_name("openai_request.schema.json")
 
-# Sampling settings a greedy service cannot honour but can answer without: reported back.
-IGNORED_SETTINGS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "stop", "logit_bias")
+# Every field of OpenAI's chat request (``CreateChatCompletionRequest``) and what the service does with it,
+# one rule for all (docs/use.md's table says the same): honoured; honoured at the one value that greedy,
+# text-only decoding without tools gives, any other value refused with a 400 naming the field; or answered
+# without and listed in the answer's ``medjson.ignored``.
+HONOURED = ("model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options", "response_format")
+NO_TOOLS = "the service answers exam questions only and calls no tools"
+NO_LOGPROBS = "log-probabilities are not returned; the answer carries medjson.letter_probability"
+ONLY_AT = {  # field -> (the values it is honoured at, why any other is refused)
+    "n": (lambda v: v in (None, 1), "must be 1: greedy decoding gives one answer"),
+    "tools": (lambda v: not v, f"is not supported: {NO_TOOLS}"),
+    "functions": (lambda v: not v, f"is not supported: {NO_TOOLS}"),
+    "tool_choice": (lambda v: v in (None, "none"), f"may only be `none`: {NO_TOOLS}"),
+    "function_call": (lambda v: v in (None, "none"), f"may only be `none`: {NO_TOOLS}"),
+    "logprobs": (lambda v: not v, f"must be false: {NO_LOGPROBS}"),
+    "top_logprobs": (lambda v: not v, f"must be 0: {NO_LOGPROBS}"),
+    "modalities": (lambda v: v in (None, ["text"]), 'may only be ["text"]: the service answers in text'),
+    "audio": (lambda v: v is None, "is not supported: the service answers in text"),
+    "web_search_options": (lambda v: v is None, "is not supported: the model answers without searching"),
+}
+IGNORED = (  # sampling (greedy decoding has none), storage, routing and caching hints, identifiers
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "logit_bias",
+    "parallel_tool_calls",
+    "prediction",
+    "reasoning_effort",
+    "verbosity",
+    "service_tier",
+    "store",
+    "metadata",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    "moderation",
+)
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")  # OpenAI's message roles
 
 _OPTION_LINE = re.compile(r"^\s*([A-Da-d])\s*[.)]\s*(.*?)\s*$")
@@ -104,6 +144,27 @@ def check_openai_schema(body: Any) -> None:
     raise refusal(f"{param}: {_why(error)}" if param else _why(error), param)
 
 
+def check_chat_cost(body: Any, most_messages: int, most_parts: int, most_chars: int) -> None:
+    """A 400 for a chat body over the service's bounds (``serve.max_chat_messages``, ``max_content_parts``,
+    ``max_chat_chars``), found by counting alone: what checking a body against OpenAI's schema costs grows
+    with its messages and parts, so a body that would cost more is refused before that work starts."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return  # the schema check names what is wrong
+    if len(messages) > most_messages:
+        raise refusal(f"messages: {len(messages)} messages, more than the {most_messages} served", "messages")
+    contents = [m.get("content") for m in messages if isinstance(m, dict)]
+    parts = [p for c in contents if isinstance(c, list) for p in c]
+    if len(parts) > most_parts:
+        raise refusal(f"messages: {len(parts)} content parts, more than the {most_parts} served", "messages")
+    texts = [c for c in contents if isinstance(c, str)] + [
+        p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
+    ]
+    chars = sum(len(text) for text in texts)
+    if chars > most_chars:
+        raise refusal(f"messages: {chars} characters of text, more than the {most_chars} served", "messages")
+
+
 def _text_of(content: Any) -> str:
     """A message's text: a string, or the text parts of a list of content parts."""
     if isinstance(content, str):
@@ -124,10 +185,13 @@ def read_question_text(text: str) -> tuple[str, list[str]]:
         raise refusal(f"no question and four options could be read: {EXPECTED_LAYOUT}", "messages")
     option_lines = [_OPTION_LINE.match(line) for line in lines[-len(LETTERS) :]]
     letters = [m.group(1).upper() if m else None for m in option_lines]
-    if letters != list(LETTERS) or not all(m.group(2) for m in option_lines):
+    if letters != list(LETTERS):
         raise refusal(
             f"the message's last four lines are not the options A-D (read {letters}): {EXPECTED_LAYOUT}", "messages"
         )
+    empty = [letter for letter, m in zip(LETTERS, option_lines) if not m.group(2)]
+    if empty:
+        raise refusal(f"option {' and '.join(empty)} has no text: {EXPECTED_LAYOUT}", "messages")
     question = _QUESTION_PREFIX.sub("", "\n".join(lines[: -len(LETTERS)])).strip()
     if not question:
         raise refusal(f"the message has options but no question: {EXPECTED_LAYOUT}", "messages")
@@ -152,44 +216,17 @@ def question_parts(body: dict) -> tuple[str, list[str]]:
     return read_question_text(_text_of(users[-1].get("content")))
 
 
-def _schema_core(schema: Any) -> Any:
-    """What decides a schema's meaning for the answer: types, properties, enums, bounds, required keys."""
-    if isinstance(schema, dict):
-        ignored = {"title", "description", "additionalProperties", "$schema", "strict", "examples", "default"}
-        core = {k: _schema_core(v) for k, v in schema.items() if k not in ignored}
-        if isinstance(core.get("required"), list):
-            core["required"] = sorted(core["required"])
-        return core
-    if isinstance(schema, list):
-        return [_schema_core(v) for v in schema]
-    return schema
-
-
-def _without_bounds(schema: dict) -> dict:
-    properties = {
-        k: {f: v for f, v in p.items() if f not in ("minimum", "maximum")} for k, p in schema["properties"].items()
-    }
-    return {**schema, "properties": properties}
-
-
-def is_answer_schema(schema: Any) -> bool:
-    """Whether a client's JSON schema asks for exactly the answer the service gives (the confidence's
-    bounds may be left out: every answer is within them anyway, but other bounds are another schema)."""
-    if not isinstance(schema, dict):
-        return False
-    ours = _schema_core(ANSWER_SCHEMA)
-    return _schema_core(schema) in (ours, _without_bounds(ours))
-
-
 def check_response_format(response_format: Any) -> None:
-    """Absent, text, json_object, or an equivalent json_schema: fine. Anything else: a 400 naming the
-    schema route (the body's shape was checked against OpenAI's schema before)."""
+    """Absent, text, json_object, or a json_schema that accepts the same answers: fine. Anything else:
+    a 400 naming the difference and the schema route (the body's shape was checked against OpenAI's
+    schema before)."""
     if response_format is None or response_format.get("type") in ("json_object", "text"):
         return
-    if response_format.get("type") == "json_schema" and is_answer_schema(response_format["json_schema"].get("schema")):
+    differs = difference(response_format["json_schema"].get("schema"))
+    if differs is None:
         return
     raise refusal(
-        "this service answers in one JSON schema only, and the requested one differs from it; "
+        f"this service answers in one JSON schema only, and the requested one differs from it: {differs}; "
         f"fetch it from GET {SCHEMA_ROUTE} (properties predicted_category A-D, confidence 0..1, reason)",
         "response_format",
     )
@@ -221,17 +258,11 @@ def read_chat_request(body: Any, served_model: str) -> ChatRequest:
             status=404,
             code="model_not_found",
         )
-    if body.get("tools"):
-        raise refusal("`tools` is not supported: the service answers exam questions only", "tools")
-    if body.get("functions"):
-        raise refusal("`functions` is not supported: the service answers exam questions only", "functions")
-    for key in ("tool_choice", "function_call"):
-        if body.get(key) not in (None, "none"):  # "none": no tool, which is what the service does
-            raise refusal(f"`{key}` is not supported: the service calls no tools (only `none` is)", key)
-    if body.get("n") not in (None, 1):
-        raise refusal("`n` must be 1: greedy decoding gives one answer", "n")
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise refusal("log-probabilities are not returned; the answer carries medjson.letter_probability", "logprobs")
+    for field, (honoured, why) in ONLY_AT.items():
+        if not honoured(body.get(field)):
+            raise refusal(f"`{field}` {why}", field)
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise refusal("`stream_options` is only allowed with `stream: true`", "stream_options")
     check_response_format(body.get("response_format"))
     limits = [body[k] for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None]
     for limit in limits:
@@ -246,5 +277,5 @@ def read_chat_request(body: Any, served_model: str) -> ChatRequest:
         max_tokens=min(limits) if limits else None,
         stream=bool(body.get("stream")),
         include_usage=bool(stream_options.get("include_usage")),
-        ignored=[k for k in IGNORED_SETTINGS if body.get(k) is not None],
+        ignored=[k for k in IGNORED if body.get(k) is not None],
     )

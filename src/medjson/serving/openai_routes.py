@@ -9,19 +9,22 @@ client that hangs up stops its row at the next decoding step, streaming or not.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from medjson.core.choices import CONSTRAINED
 from medjson.core.questions import Question
+from medjson.params import ServeParams
 from medjson.serving.batching import FINISHED, Ticket
 from medjson.serving.errors import ApiError, error_body
 from medjson.serving.http import excerpt
-from medjson.serving.openai_requests import CHAT_ROUTE, ChatRequest, read_chat_request, refusal
+from medjson.serving.openai_requests import CHAT_ROUTE, ChatRequest, check_chat_cost, read_chat_request, refusal
 from medjson.serving.openai_responses import (
     AnswerContent,
     ChunkStream,
@@ -34,6 +37,16 @@ from medjson.serving.own_routes import QuestionIn, check_limits
 from medjson.serving.service import Service, gone
 
 router = APIRouter()
+
+
+def _read_body(raw: bytes, settings: ServeParams) -> tuple[dict, ChatRequest]:
+    """The body parsed, within the chat bounds (counted first, before the costly schema check), and read."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise refusal("the body is not valid JSON") from None
+    check_chat_cost(body, settings.max_chat_messages, settings.max_content_parts, settings.max_chat_chars)
+    return body, read_chat_request(body, settings.model)
 
 
 def _question(service: Service, body: dict, chat: ChatRequest) -> Question:
@@ -66,11 +79,9 @@ async def chat_completions(request: Request):
     """The question in the last user message (or `question`/`options`), answered as the answer schema's
     JSON; `stream: true` sends it as server-sent events while the model writes."""
     service: Service = request.app.state.service
-    try:
-        body = await request.json()
-    except ValueError:
-        raise refusal("the body is not valid JSON") from None
-    chat = read_chat_request(body, service.settings.model)
+    # Parsing and checking a body of up to serve.max_body_bytes is CPU work: off the event loop, so that
+    # every other request goes on being answered meanwhile.
+    body, chat = await run_in_threadpool(_read_body, await request.body(), service.settings)
     question = _question(service, body, chat)
     kind = (body.get("response_format") or {}).get("type")
     if service.settings.decoding != CONSTRAINED and kind in ("json_object", "json_schema"):

@@ -75,7 +75,7 @@ class Service:
         client leaves first (``ClientGone``); either way the tickets are cancelled."""
         started = time.perf_counter()
         tickets = self.submit(questions, max_tokens)
-        answers = asyncio.ensure_future(asyncio.gather(*(t.answer for t in tickets)))
+        answers = asyncio.ensure_future(_all_answers(tickets))
         left = asyncio.ensure_future(_disconnect(request))
         try:
             done, _ = await asyncio.wait(
@@ -124,6 +124,12 @@ def gone(request) -> None:
 def _cancel(tickets: list[Ticket], reason: str) -> None:
     for ticket in tickets:
         ticket.cancel(reason)
+
+
+async def _all_answers(tickets: list[Ticket]) -> list[dict]:
+    """Every ticket's record, in order. A cancelled ticket cancels this task, which asyncio then takes as
+    settled; ``asyncio.gather`` would be left holding a CancelledError that nobody retrieves, and log it."""
+    return [await ticket.answer for ticket in tickets]
 
 
 def _results(answers: asyncio.Future) -> list[dict]:
