@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from medjson.core.questions import SURROGATE, has_surrogate
 from medjson.serving.errors import send_error
@@ -24,8 +26,7 @@ EXCERPT_CHARS = 80
 # Deeper JSON is refused before any parser sees it (Python's recurses, and fails near 1,000 levels);
 # the deepest request a client sends, a json_schema's nested properties, is far shallower.
 MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(rb"[\[\]{}]")
+OFF_LOOP_BYTES = 65_536  # a body this large or larger is checked in a worker thread
 
 
 def excerpt(value: Any) -> Any:
@@ -64,12 +65,28 @@ def validation_detail(errors: list[dict]) -> list[dict]:
 
 
 def json_depth(body: bytes) -> int:
-    """How deep a JSON text's arrays and objects nest, brackets inside strings aside (no recursion)."""
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_JSON_STRING.sub(b"", body)):
-        depth += 1 if bracket in b"[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+    """How deep a JSON text's arrays and objects nest, brackets inside strings aside (no recursion).
+
+    The check runs on every body before any route, on the event loop, so it is a few passes of C over
+    the bytes (about 10 ms for 2 MB), never a Python step per bracket: escaped backslashes, then escaped
+    quotes, are dropped, so that every quote left opens or closes a string; a byte after an odd number of
+    quotes is inside one; the running count of the other brackets (+1 opening, -1 closing) peaks at the
+    depth."""
+    text = np.frombuffer(body.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
+    marks = text[_JSON_MARKS[text]]  # the quotes and brackets, in order
+    outside = np.cumsum(marks == ord('"')) % 2 == 0
+    steps = np.where(outside, _BRACKET_STEP[marks], 0)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _byte_table(values: dict[int, int], dtype) -> np.ndarray:
+    table = np.zeros(256, dtype=dtype)
+    table[list(values)] = list(values.values())
+    return table
+
+
+_JSON_MARKS = _byte_table({ord(c): True for c in '"[]{}'}, bool)
+_BRACKET_STEP = _byte_table({ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}, "int32")
 
 
 def no_surrogates(text: str) -> str:
@@ -113,7 +130,9 @@ class BodyLimits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
-        if json_depth(body) > MAX_JSON_DEPTH:
+        # A large body's check leaves the event loop (numpy lets go of the GIL), so no body holds up the rest.
+        depth = json_depth(body) if len(body) < OFF_LOOP_BYTES else await run_in_threadpool(json_depth, body)
+        if depth > MAX_JSON_DEPTH:
             return await send_error(scope, send, 400, f"the body nests deeper than {MAX_JSON_DEPTH} levels")
 
         async def replay():

@@ -90,7 +90,8 @@ def refusal(message: str, param: str | None = None, status: int = 400, code: str
 
 
 @functools.cache
-def _request_validator():
+def request_validator():
+    """OpenAI's request schema, read once (the service reads it at start, so that no request pays for it)."""
     from jsonschema import Draft202012Validator
 
     document = json.loads(REQUEST_SCHEMA.read_text(encoding="utf-8"))
@@ -129,7 +130,7 @@ def check_openai_schema(body: Any) -> None:
     """A 400 naming the first field OpenAI's request schema refuses (the most specific one)."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(_request_validator().iter_errors(body))
+    error = best_match(request_validator().iter_errors(body))
     if error is None:
         return
     path = list(error.absolute_path)
