@@ -29,7 +29,7 @@ QUESTION = {"question": "Which nerve supplies the deltoid?", "options": ["Radial
 def keyless(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("hostile")
     log = folder / "serve.log"
-    process, url = start_service(folder, tiny_model, log=log)
+    process, url = start_service(folder, tiny_model, log=log, access_log="json")
     yield url, str(tiny_model), log
     process.terminate()
     process.wait(timeout=30)
@@ -93,7 +93,9 @@ def test_no_client_can_write_a_line_into_the_access_log_or_a_key_into_it(keyless
     written = [line for line in lines if "/v1/x" in line]
     assert len(written) == 3 and all("\\n" in line or "\\r" in line for line in written), written
     assert "sk-secret" not in log.read_text()
-    assert "/v1/models?<query not logged: 2 parameters>" in log.read_text()
+    access = [json.loads(line) for line in lines if line.startswith("{")]  # serve.access_log: json
+    assert {"time", "client", "method", "path", "status", "seconds"} <= set(access[-1])
+    assert access[-1]["path"] == "/v1/models?<query not logged: 2 parameters>" and access[-1]["status"] == 200
 
 
 class Letter(str, Enum):

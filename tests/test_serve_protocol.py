@@ -164,6 +164,7 @@ def test_every_error_under_openais_routes_is_its_error_object(keyed):
         "not JSON": httpx.post(f"{url}/v1/chat/completions", content=b"{nope", headers=_auth()),
         "schema as a string": _chat(url, model, response_format={"type": "json_schema", "json_schema": "answer"}),
         "an unknown model": httpx.get(f"{url}/v1/models/gpt-4o", headers=_auth()),
+        "the key as a model": httpx.get(f"{url}/v1/models/{KEY}", headers=_auth()),
         "unreadable message": _chat(url, model, messages=[{"role": "user", "content": "What is the deltoid?"}]),
     }
     statuses = {name: response.status_code for name, response in cases.items()}
@@ -178,6 +179,7 @@ def test_every_error_under_openais_routes_is_its_error_object(keyed):
         "not JSON": 400,
         "schema as a string": 400,
         "an unknown model": 404,
+        "the key as a model": 404,
         "unreadable message": 400,
     }
     for name, response in cases.items():
@@ -191,6 +193,7 @@ def test_every_error_under_openais_routes_is_its_error_object(keyed):
     openai_valid("ListModelsResponse", httpx.get(f"{url}/v1/models", headers=_auth()).json())
     text = log.read_text()
     assert KEY not in text and "/v1/models?<query not logged: 1 parameter>" in text and "Traceback" not in text
+    assert '"GET /v1/models/<redacted> HTTP/1.1" 404' in text  # a key is no part of any logged URL
 
 
 def _hang_up_after(url: str, path: str, body: dict, seconds: float) -> None:
