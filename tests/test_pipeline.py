@@ -469,6 +469,7 @@ def test_seeds_collects_each_seeds_verdict_and_the_mean_across_seeds(seed_experi
         assert m["ci_low"] <= m["mean"] <= m["ci_high"] and m["seeds"] == 2 and 1 <= m["seeds_agreeing"] <= 2
     table = (tmp_path / "seeds.md").read_text()
     assert "| grpo vs sft (sft the same in every run) | accuracy | " in table
+    assert "| tiny | 42 | HEAD | " in table and "| tiny | 1 | s1 | " in table  # a row per run
     assert (tmp_path / "heldout_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from medjson.core.choices import MODEL_COLOURS
+from medjson.core.prompts import LETTERS
 from medjson.core.records import write_json
 from medjson.core.scoring import TRAINING_PAIRS
 from medjson.seeds.runs import CURVES, SELECTION_POOL, Revision, Run, answered_ids, check_seed_group, flatten
@@ -147,8 +148,35 @@ MEASURE_LABELS = {
 }
 
 
+def _largest_share(predictions: list[dict]) -> tuple[float, str]:
+    """The largest share of answers naming one letter, and the letter."""
+    letters = [p["predicted"] for p in predictions]
+    top = max(LETTERS, key=letters.count)
+    return letters.count(top) / len(letters), top
+
+
+def runs_table(settings: dict[str, list[Run]], summaries: dict[str, dict]) -> list[str]:
+    """A row per run: its held-out curve's ends, where its answers fell, and GRPO against SFT."""
+    measures = ("accuracy", "valid_json", "brier_stated")
+    lines = [
+        "| setting | seed | run | held-out reward start -> end | largest letter share: SFT -> GRPO | "
+        + " | ".join(f"GRPO vs SFT: {MEASURE_LABELS[m]}" for m in measures)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(measures),
+    ]
+    for name, runs in settings.items():
+        for run in runs:
+            (sft, sft_letter), (grpo, grpo_letter) = (_largest_share(run.predictions[p]) for p in ("sft", "grpo"))
+            per_seed = {m: summaries[name]["grpo_vs_sft"][m]["per_seed"][str(run.seed)] for m in measures}
+            cells = [f"{per_seed[m]['diff']:+.3f} {per_seed[m]['verdict']}" for m in measures]
+            heldout = f"{run.summary['heldout_reward_start']:.3f} -> {run.summary['heldout_reward_end']:.3f}"
+            shares = f"{sft_letter} {sft:.3f} -> {grpo_letter} {grpo:.3f}"
+            lines.append(f"| {name} | {run.seed} | {run.name} | {heldout} | {shares} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(settings: dict[str, list[Run]], summaries: dict[str, dict], selection: dict | None) -> str:
-    lines = []
+    lines = ["### Every run", "", *runs_table(settings, summaries)]
     for name, runs in settings.items():
         seeds = [run.seed for run in runs]
         lines += [
