@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from medjson.errors import StageError
+
 LETTERS = ("A", "B", "C", "D")
 
 SYSTEM_PROMPT = (
@@ -50,7 +52,10 @@ def prompt_ids(tokenizer, messages: list[dict[str, str]], enable_thinking: bool)
     for message in messages:
         start = text.find(message["content"], at)
         if start < 0:  # a template that rewrites the text: its markup cannot be told from the message
-            raise ValueError(f"the chat template does not copy the {message['role']} message verbatim")
+            raise StageError(
+                f"the model's chat template does not copy the {message['role']} message verbatim, so the "
+                "prompt's own markup cannot be told from the question's text; use a template that does"
+            )
         ids += _token_ids(tokenizer, text[at:start], markup=True)
         ids += _token_ids(tokenizer, message["content"], markup=False)
         at = start + len(message["content"])
