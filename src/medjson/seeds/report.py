@@ -180,7 +180,8 @@ def markdown(settings: dict[str, list[Run]], summaries: dict[str, dict], selecti
     for name, runs in settings.items():
         seeds = [run.seed for run in runs]
         lines += [
-            f"### {name}: {len(runs)} seeds ({', '.join(f'{r.seed} = {r.name}' for r in runs)})",
+            f"### {name}: {len(runs)} seed{'' if len(runs) == 1 else 's'} "
+            f"({', '.join(f'{r.seed} = {r.name}' for r in runs)})",
             "",
             "| comparison | measure | "
             + " | ".join(f"seed {s}" for s in seeds)
