@@ -134,6 +134,8 @@ class ErrorBoundary:
         try:
             await self.app(scope, receive, watched)
         except Exception:
-            log.exception("unexpected error on %s %s", scope.get("method"), _short(scope["path"]))
+            from medjson.serving.http import log_safe
+
+            log.exception("unexpected error on %s %s", log_safe(scope.get("method", "")), log_safe(scope["path"]))
             if not started:
                 await send_error(scope, send, 500, "the service failed on this request; the error is in its log")
