@@ -173,11 +173,8 @@ def letter_probabilities(tokenizer, tokens: list[int], per_step: list[list[float
     return None
 
 
-@torch.inference_mode()
 def left_padded(rows: list[list[int]], pad_id: int) -> dict:
     """Token rows as one batch, padded on the left (a row's last token is where its answer begins)."""
-    import torch
-
     width = max(len(row) for row in rows)
     return {
         "input_ids": torch.tensor([[pad_id] * (width - len(row)) + row for row in rows]),
@@ -185,6 +182,7 @@ def left_padded(rows: list[list[int]], pad_id: int) -> dict:
     }
 
 
+@torch.inference_mode()
 def generate(
     model,
     tokenizer,

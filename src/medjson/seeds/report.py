@@ -13,6 +13,7 @@ import yaml
 from medjson.core.choices import MODEL_COLOURS
 from medjson.core.prompts import LETTERS
 from medjson.core.records import write_json
+from medjson.core.scoring import MEASURE_LABELS as PAIRED_LABELS
 from medjson.core.scoring import TRAINING_PAIRS
 from medjson.seeds.runs import CURVES, SELECTION_POOL, Revision, Run, answered_ids, check_seed_group, flatten
 from medjson.seeds.stats import (
@@ -139,13 +140,7 @@ def choose(settings: dict[str, list[Run]]) -> dict:
     return out
 
 
-MEASURE_LABELS = {
-    "accuracy": "accuracy",
-    "valid_json": "valid JSON",
-    "schema_pass": "schema pass",
-    "brier_stated": "Brier (stated)",
-    LARGEST_LETTER_SHARE: "largest letter share",
-}
+MEASURE_LABELS = {**PAIRED_LABELS, LARGEST_LETTER_SHARE: "largest letter share"}  # compare's, and the letters
 
 
 def _largest_share(predictions: list[dict]) -> tuple[float, str]:
