@@ -31,12 +31,12 @@ test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m medjson.demo $(DEMO_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m medjson.commands.demo $(DEMO_ARGS)
 
 # The real-data run of docs/results.md: MedMCQA's validation file (../shared/data/medmcqa/dev.json),
 # SmolLM2-135M-Instruct, under an hour on 2 cores. Not part of `make test`.
 medmcqa-cpu: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m medjson.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m medjson.commands.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/run_cpu.py

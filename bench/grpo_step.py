@@ -31,7 +31,7 @@ def main() -> None:
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from medjson.grpo import grpo_config
+    from medjson.stages.grpo import grpo_config
     from medjson.model.modeling import lora_config, resolve_precision
     from medjson.params import load_params
     from medjson.training.rewards import REWARDS

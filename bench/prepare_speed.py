@@ -29,7 +29,7 @@ def main() -> None:
     from medjson.core.records import write_jsonl
     from medjson.data.pools import pool_record
     from medjson.params import load_params
-    from medjson.prepare import POOLS, make_pools
+    from medjson.stages.prepare import POOLS, make_pools
 
     source = ROOT / "bench" / "results" / f"synthetic_{args.rows}.jsonl"
     if not source.exists():

@@ -117,7 +117,7 @@ def start_service(
     params["serve"].update({"max_new_tokens": 72, "abstention": None, **serve, "model": str(model), "port": port})
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     process = subprocess.Popen(
-        [sys.executable, "-m", "medjson.serve", "--params", str(folder / "params.yaml")],
+        [sys.executable, "-m", "medjson.commands.serve", "--params", str(folder / "params.yaml")],
         cwd=folder,
         stdout=log.open("w") if log else subprocess.PIPE,
         stderr=subprocess.STDOUT,

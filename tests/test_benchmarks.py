@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import run_dvc
 
-from medjson.benchmark_data import split_leaked, training_texts
+from medjson.stages.benchmark_data import split_leaked, training_texts
 from medjson.core.prompts import build_messages
 from medjson.core.questions import ExamQuestion
 from medjson.data.pools import normalize_question, pool_record

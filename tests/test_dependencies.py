@@ -15,7 +15,7 @@ from medjson.workspace import PROJECT_ROOT
 
 DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
-STAGE_MODULES = sorted({m for s in STAGES.values() for m in re.findall(r"python -m (medjson\.\w+)", str(s))})
+STAGE_MODULES = sorted({m for s in STAGES.values() for m in re.findall(r"python -m (medjson\.stages\.\w+)", str(s))})
 
 
 def _definition(stage: dict) -> dict:
@@ -23,7 +23,7 @@ def _definition(stage: dict) -> dict:
 
 
 def _module(stage: dict) -> str:
-    return re.search(r"python -m (medjson\.\w+)", _definition(stage)["cmd"]).group(1)
+    return re.search(r"python -m (medjson\.stages\.\w+)", _definition(stage)["cmd"]).group(1)
 
 
 def _code_deps(stage: dict) -> set[str]:
@@ -48,12 +48,15 @@ def test_code_deps_are_the_stage_import_closure(name):
 
 
 def test_a_folder_stands_for_its_modules_and_a_missing_one_is_caught():
-    deps = set(closure_deps("medjson.evaluate"))
-    assert {"src/medjson/core", "src/medjson/model"} <= deps
-    assert "src/medjson/model/answering.py" in covered(deps)
-    assert covered(deps - {"src/medjson/model"}) != set(closure_files("medjson.evaluate"))
-    # A folder the stage runs only part of is never listed whole: SFT runs no reward.
-    assert "src/medjson/training" not in closure_deps("medjson.sft")
+    deps = set(closure_deps("medjson.stages.evaluate"))
+    assert "src/medjson/core" in deps
+    assert "src/medjson/core/scoring.py" in covered(deps)
+    assert covered(deps - {"src/medjson/core"}) != set(closure_files("medjson.stages.evaluate"))
+    assert "src/medjson/training" in closure_deps("medjson.stages.grpo")
+    # A folder the stage runs only part of is never listed whole: SFT runs no reward, evaluation
+    # writes no model card.
+    assert "src/medjson/training" not in closure_deps("medjson.stages.sft")
+    assert "src/medjson/model" not in deps and "src/medjson/model/answering.py" in deps
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -66,8 +69,8 @@ def test_params_listed_are_the_sections_the_stage_reads(name):
 
 def test_closure_follows_imports_inside_functions():
     # grpo imports the guards inside train_grpo, and generation inside preflight: both run, both count.
-    assert {"medjson.training.guards", "medjson.model.generation"} <= direct_imports("medjson.grpo")
-    assert "src/medjson/training/rewards.py" in closure_files("medjson.grpo")
+    assert {"medjson.training.guards", "medjson.model.generation"} <= direct_imports("medjson.stages.grpo")
+    assert "src/medjson/training/rewards.py" in closure_files("medjson.stages.grpo")
 
 
 @pytest.mark.parametrize("name", ["sft", "evaluate", "calibrate", "benchmark", "benchmark_base", "merge"])
@@ -123,8 +126,8 @@ def test_every_dependency_the_models_bring_exists():
 def test_the_projects_plot_templates_are_the_generated_ones():
     import json
 
-    from medjson.dvc_templates import templates
+    from medjson.workspace.plot_templates import templates
 
     for name, content in templates().items():
         committed = json.loads((PROJECT_ROOT / ".dvc" / "plots" / f"{name}.json").read_text())
-        assert committed == content, f"run `python -m medjson.dvc_templates .dvc/plots` ({name} differs)"
+        assert committed == content, f"run `python -m medjson.workspace.plot_templates .dvc/plots` ({name} differs)"

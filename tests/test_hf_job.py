@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from medjson.hf_job import main
+from medjson.commands.hf_job import main
 
 
 def test_the_dry_run_prints_a_command_hf_jobs_reads_with_the_token_as_a_secret(capsys, monkeypatch):

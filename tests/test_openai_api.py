@@ -102,9 +102,9 @@ def test_what_greedy_decoding_cannot_honour_is_refused_or_reported():
 
 
 def test_serving_beyond_this_machine_without_keys_warns(caplog):
-    from medjson.serve import warn_if_open
+    from medjson.commands.serve import warn_if_open
 
-    with caplog.at_level(logging.WARNING, logger="medjson.serve"):
+    with caplog.at_level(logging.WARNING, logger="medjson.commands.serve"):
         warn_if_open("127.0.0.1", [])
         warn_if_open("0.0.0.0", ["k"])
         assert not caplog.records

@@ -45,8 +45,8 @@ def two_processes(tmp_path_factory, tiny_model, questions_path):
 @pytest.mark.slow
 def test_two_processes_train_sft_and_grpo_with_one_writer_and_twice_the_batch(two_processes):
     folder, log = two_processes
-    assert log.count("launching medjson.sft in 2 processes") == 1
-    assert log.count("launching medjson.grpo in 2 processes") == 1
+    assert log.count("launching medjson.stages.sft in 2 processes") == 1
+    assert log.count("launching medjson.stages.grpo in 2 processes") == 1
     # The resolved parameters are logged once (the main process), not once per rank.
     assert log.count("sft.trainer.max_steps = ") == 1 and log.count("grpo.trainer.max_steps = ") == 1
     params = yaml.safe_load((folder / "params.yaml").read_text())
@@ -86,8 +86,8 @@ def test_a_guard_tripping_in_one_rank_ends_both_processes(two_processes, tmp_pat
         "        logs = {**(logs or {}), 'loss': float('nan')}\n"
         "    return original(self, args, state, control, logs=logs, **kwargs)\n"
         "guards.FiniteGuard.on_log = on_log\n"
-        "sys.argv = ['medjson.sft', *sys.argv[1:]]\n"
-        "runpy.run_module('medjson.sft', run_name='__main__')\n"
+        "sys.argv = ['medjson.stages.sft', *sys.argv[1:]]\n"
+        "runpy.run_module('medjson.stages.sft', run_name='__main__')\n"
     )
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
@@ -112,7 +112,7 @@ def _grpo_trainer(params, **changes):
 
 
 def test_a_layout_that_splits_a_group_is_refused_before_any_process_starts(tiny_params):
-    from medjson.grpo import check_launch
+    from medjson.stages.grpo import check_launch
 
     # 3 completions per device x 2 processes = 6 per round: not whole groups of 4.
     with pytest.raises(ParamsError, match=r"per_device_train_batch_size \(3\) x launch\.processes \(2\) x"):
@@ -123,7 +123,7 @@ def test_a_layout_that_splits_a_group_is_refused_before_any_process_starts(tiny_
 
 
 def test_vllm_asked_for_but_absent_is_refused_before_a_model_loads(tiny_params):
-    from medjson.grpo import check_launch
+    from medjson.stages.grpo import check_launch
 
     with pytest.raises(ParamsError, match=r"grpo\.trainer\.use_vllm is true but vLLM is not installed"):
         check_launch(_grpo_trainer(tiny_params, use_vllm=True), 2)

@@ -170,7 +170,7 @@ def test_evaluate_refuses_an_abstention_file_fitted_on_its_questions(pipeline, t
     doctored = tmp_path / "abstention.json"
     doctored.write_text(json.dumps(fitted))
     result = subprocess.run(
-        [sys.executable, "-m", "medjson.evaluate", "--model", "models/sft_merged", "--name", "sft"]
+        [sys.executable, "-m", "medjson.stages.evaluate", "--model", "models/sft_merged", "--name", "sft"]
         + ["--eval", "data/pools/eval.jsonl", "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
         + ["--harness-task", "medmcqa", "--speed", str(tmp_path / "speed.json"), "--abstention", str(doctored)],
         cwd=pipeline,
@@ -191,7 +191,7 @@ def test_predict_with_the_fitted_file_answers_as_evaluate_scored(pipeline, tmp_p
         for row in rows:  # a pool row keeps the question as asked
             out.write(json.dumps({"id": row["id"], "question": row["question"], "options": row["options"]}) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "medjson.predict", "--model", "models/sft_merged", "--decoding", "constrained"]
+        [sys.executable, "-m", "medjson.commands.predict", "--model", "models/sft_merged", "--decoding", "constrained"]
         + ["--input", str(questions), "--abstention", "calibration/sft_constrained/abstention.json"],
         cwd=pipeline,
         env=dvc_env(),
@@ -227,7 +227,7 @@ def test_merged_logits_equal_the_adapter_models(pipeline, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medjson.merge import load_adapter_model
+    from medjson.stages.merge import load_adapter_model
 
     monkeypatch.chdir(pipeline)  # the adapter's base is recorded relative to the workspace
     adapter_model, _ = load_adapter_model(pipeline / "models/grpo_adapter")
@@ -308,7 +308,7 @@ def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pip
     command = [
         sys.executable,
         "-m",
-        "medjson.predict",
+        "medjson.commands.predict",
         "--params",
         str(clone / "params.yaml"),
         "--input",
@@ -340,7 +340,7 @@ def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pip
 
 
 def test_publish_dry_run_checks_and_lists_the_model_card_and_abstention_file_offline(pipeline):
-    command = [sys.executable, "-m", "medjson.publish", "--model", "models/grpo_merged", "--repo", "me/medjson-grpo"]
+    command = [sys.executable, "-m", "medjson.commands.publish", "--model", "models/grpo_merged", "--repo", "me/medjson-grpo"]
     env = {**dvc_env(), "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}
     run = subprocess.run(
         [*command, "--card", "releases/grpo/README.md", "--dry-run"],
@@ -406,7 +406,7 @@ def seed_experiments(pipeline):
 def _seeds(folder, *settings, out):
     args = [arg for setting in settings for arg in ("--setting", setting)]
     return subprocess.run(
-        [sys.executable, "-m", "medjson.seeds", "--workspace", str(folder), *args, "--out", str(out)],
+        [sys.executable, "-m", "medjson.commands.seeds", "--workspace", str(folder), *args, "--out", str(out)],
         cwd=folder,
         env=dvc_env(),
         capture_output=True,
@@ -416,7 +416,7 @@ def _seeds(folder, *settings, out):
 
 def _at(folder, rev, path):
     """A git-tracked file of the workspace at an experiment (by name) or revision."""
-    from medjson.seeds.runs import resolve
+    from medjson.commands.seeds.runs import resolve
 
     return subprocess.run(
         ["git", "show", f"{resolve(folder, rev)}:{path}"], cwd=folder, capture_output=True, text=True, check=True
@@ -487,8 +487,8 @@ def test_seeds_collects_each_seeds_verdict_and_the_mean_across_seeds(seed_experi
 )
 def test_seeds_refuses_runs_that_are_no_seed_group(seed_experiments, tmp_path, setting, refusal):
     from medjson.errors import StageError
-    from medjson.seeds.__main__ import parse_setting
-    from medjson.seeds.report import collect
+    from medjson.commands.seeds.__main__ import parse_setting
+    from medjson.commands.seeds.report import collect
 
     with pytest.raises(StageError, match=refusal):
         collect(seed_experiments, dict([parse_setting(setting)]), tmp_path)

@@ -24,7 +24,7 @@ def _command(tiny_model, *args) -> list[str]:
     """predict with the project's params and the tiny model; no abstention file unless one is given."""
     abstention = [] if "--abstention" in args else ["--abstention", "none"]
     params = ["--params", str(PROJECT_ROOT / "params.yaml")]
-    return [sys.executable, "-m", "medjson.predict", *params, "--model", str(tiny_model), *abstention, *args]
+    return [sys.executable, "-m", "medjson.commands.predict", *params, "--model", str(tiny_model), *abstention, *args]
 
 
 def _predict(tmp_path, tiny_model, *args, stdin=None):
@@ -365,7 +365,7 @@ def test_a_params_file_with_a_key_given_twice_is_refused(tmp_path, tiny_model):
     assert "\n  port: " in text
     params.write_text(text.replace("\n  port: ", "\n  port: 1\n  port: ", 1))
     result = subprocess.run(
-        [sys.executable, "-m", "medjson.predict", "--params", str(params), "--input", "-"],
+        [sys.executable, "-m", "medjson.commands.predict", "--params", str(params), "--input", "-"],
         cwd=tmp_path,
         input="",
         capture_output=True,

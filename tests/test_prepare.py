@@ -20,7 +20,7 @@ from medjson.data.pools import (
 )
 from medjson.errors import DataError
 from medjson.params import DataParams, PrepareParams
-from medjson.prepare import POOLS, make_pools
+from medjson.stages.prepare import POOLS, make_pools
 from medjson.workspace import create_workspace
 
 
@@ -189,7 +189,7 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
 
 
 def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp_path):
-    from medjson.prepare import pool_sizes, pools_report
+    from medjson.stages.prepare import pool_sizes, pools_report
 
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(40)] + [medmcqa_row(99, cop=7)]
     path = write_rows(tmp_path / "src.json", rows)

@@ -57,7 +57,7 @@ def test_interrupted_sft_resumes_and_ends_at_its_configured_step(workspace):
     marker = json.loads((workspace / "checkpoints/sft/medjson_run.json").read_text())
     assert marker["finished"] is False
     _, log = dvc_output(workspace, "repro", "sft")
-    assert "launching medjson.sft in 2 processes" in log
+    assert "launching medjson.stages.sft in 2 processes" in log
     assert log.count("resuming the interrupted run from") == 1  # the main process says it; both resume
     resumed_at = int(log.split("resuming the interrupted run from")[1].split("checkpoint-")[1].split()[0])
     assert SAVE_EVERY <= resumed_at < STEPS

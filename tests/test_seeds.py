@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from medjson.errors import StageError
-from medjson.seeds.report import MIN_SEEDS_TO_CHOOSE, choose
-from medjson.seeds.runs import Run, check_seed_group, flatten, stale_stages
-from medjson.seeds.stats import (
+from medjson.commands.seeds.report import MIN_SEEDS_TO_CHOOSE, choose
+from medjson.commands.seeds.runs import Run, check_seed_group, flatten, stale_stages
+from medjson.commands.seeds.stats import (
     LARGEST_LETTER_SHARE,
     across_seeds,
     agreement,

@@ -257,7 +257,7 @@ def test_command_line_errors_name_the_command_line_and_a_context_too_small_is_re
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["serve"].update(model=str(tiny_model), abstention=None)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    command = [sys.executable, "-m", "medjson.serve", "--params", str(tmp_path / "params.yaml")]
+    command = [sys.executable, "-m", "medjson.commands.serve", "--params", str(tmp_path / "params.yaml")]
     bad_port = subprocess.run(command + ["--port", "-1"], capture_output=True, text=True, timeout=120)
     assert bad_port.returncode == 1 and "the command line: `serve.port` = -1 is out of range" in bad_port.stderr
     too_long = subprocess.run(command + ["--max-prompt-tokens", "5000"], capture_output=True, text=True, timeout=120)

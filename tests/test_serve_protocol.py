@@ -306,13 +306,13 @@ def test_an_unexpected_error_is_a_json_500_logged_once_with_its_traceback(tiny_m
     assert "detail" in own.json()
     assert "internal detail" not in chat.text + own.text
     tracebacks = [r for r in caplog.records if r.exc_info]
-    assert len(tracebacks) == 2 and all(r.name == "medjson.serve" for r in tracebacks)  # once each, by us
+    assert len(tracebacks) == 2 and all(r.name == "medjson.commands.serve" for r in tracebacks)  # once each, by us
 
 
 def test_the_confidence_setting_is_a_serve_flag_with_its_choices():
     from conftest import PROJECT_ROOT
 
-    from medjson.serve import settings_from
+    from medjson.commands.serve import settings_from
 
     params = ["--params", str(PROJECT_ROOT / "params.yaml")]
     assert settings_from(params)[0].confidence == "calibrated"  # the default: the abstention file's

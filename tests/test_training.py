@@ -11,7 +11,7 @@ from transformers import TrainerCallback, TrainerControl
 from medjson.core.prompts import build_messages, render_prompt, target_json
 from medjson.core.records import write_jsonl
 from medjson.errors import StageError
-from medjson.grpo import GrpoMonitor
+from medjson.stages.grpo import GrpoMonitor
 from medjson.model.lineage import check_starts_from_sft
 
 
@@ -43,7 +43,7 @@ def heldout_file(train_file, tmp_path):
 
 def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_file, heldout_file, tmp_path):
     from medjson.core.records import SFT_KEYS, read_pool
-    from medjson.sft import build_trainer, sft_setup
+    from medjson.stages.sft import build_trainer, sft_setup
 
     setup = sft_setup(tiny_params, tmp_path / "scratch")
     trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), read_pool(heldout_file, SFT_KEYS), train_file, [])
@@ -64,7 +64,7 @@ def test_sft_labels_cover_the_answer_and_end_of_turn_only(tiny_params, train_fil
 
 def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, train_file, heldout_file, tmp_path):
     from medjson.core.records import SFT_KEYS, read_pool
-    from medjson.sft import build_trainer, sft_setup
+    from medjson.stages.sft import build_trainer, sft_setup
 
     setup = sft_setup(tiny_params, tmp_path / "scratch")
     trainer = build_trainer(setup, read_pool(train_file, SFT_KEYS), read_pool(heldout_file, SFT_KEYS), train_file, [])
@@ -74,7 +74,7 @@ def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, trai
     messages = build_messages("Which nerve supplies muscle 0?", ["Radial", "Axillary", "Ulnar", "Median"])
     evaluation = tokenizer(render_prompt(tokenizer, messages, False), add_special_tokens=False)["input_ids"]
     # What GRPOTrainer does with GRPOConfig.chat_template_kwargs (trl 1.16, _tokenize_prompts).
-    from medjson.grpo import grpo_config
+    from medjson.stages.grpo import grpo_config
 
     kwargs = grpo_config(tiny_params, tmp_path / "g", "fp32").chat_template_kwargs
     rollout = tokenizer.apply_chat_template(
@@ -103,7 +103,7 @@ class _FirstStep(TrainerCallback):
 
 @pytest.mark.slow
 def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_file, heldout_file, tmp_path):
-    from medjson.sft import train_sft
+    from medjson.stages.sft import train_sft
 
     trainer_params = {**tiny_params.sft.trainer, "max_steps": 12, "save_steps": 5, "logging_steps": 1}
     params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
@@ -155,7 +155,7 @@ def test_collapse_guard_stops_after_n_flat_logs():
 def test_overlong_sft_examples_are_dropped_not_truncated(tiny_params, tiny_model):
     from transformers import AutoTokenizer
 
-    from medjson.sft import drop_overlong
+    from medjson.stages.sft import drop_overlong
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     short = {"messages": build_messages("Short?", ["a", "b", "c", "d"]), "target": target_json("A", 0.6, "x")}
@@ -169,7 +169,7 @@ def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny
     import json
     import shutil
 
-    from medjson.grpo import train_grpo
+    from medjson.stages.grpo import train_grpo
 
     model_dir = tmp_path / "untrained_merged"
     shutil.copytree(tiny_model, model_dir)
@@ -233,7 +233,7 @@ def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(
 ):
     from trl import SFTTrainer
 
-    from medjson.sft import train_sft
+    from medjson.stages.sft import train_sft
 
     compute_loss = SFTTrainer.compute_loss
 

@@ -187,7 +187,7 @@ class GrpoParams:
     heldout: GrpoHeldoutParams
     trainer: dict[str, Any]  # trl.GRPOConfig fields, checked by trainer_config
     # GRPO's own seed (LoRA init, data order, rollout sampling); None: the top-level seed. Varied alone, it
-    # repeats GRPO over one SFT model, so the spread across seeds is GRPO's own (medjson.seeds).
+    # repeats GRPO over one SFT model, so the spread across seeds is GRPO's own (medjson.commands.seeds).
     seed: int | None = at_least(0, default=None)
 
 

@@ -99,7 +99,7 @@ def code_digest(module: str) -> str:
 
 
 def main() -> None:
-    for module in sys.argv[1:] or ["medjson.prepare"]:
+    for module in sys.argv[1:] or ["medjson.stages.prepare"]:
         print(f"{module}:")
         for path in closure_deps(module):
             print(f"  - {path}")

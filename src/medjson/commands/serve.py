@@ -1,6 +1,6 @@
 """`medjson serve`: an HTTP API that answers questions with schema-valid JSON.
 
-    medjson serve --model models/grpo_merged          # or: python -m medjson.serve
+    medjson serve --model models/grpo_merged          # or: python -m medjson.commands.serve
     curl -s localhost:8000/v1/answer -H 'content-type: application/json' \
         -d '{"question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]}'
 

@@ -15,8 +15,8 @@ from medjson.core.prompts import LETTERS
 from medjson.core.records import write_json
 from medjson.core.scoring import MEASURE_LABELS as PAIRED_LABELS
 from medjson.core.scoring import TRAINING_PAIRS
-from medjson.seeds.runs import CURVES, SELECTION_POOL, Revision, Run, answered_ids, check_seed_group, flatten
-from medjson.seeds.stats import (
+from medjson.commands.seeds.runs import CURVES, SELECTION_POOL, Revision, Run, answered_ids, check_seed_group, flatten
+from medjson.commands.seeds.stats import (
     LARGEST_LETTER_SHARE,
     LOWER_IS_BETTER,
     MEASURES,

@@ -11,7 +11,7 @@ benchmark, each training phase against the one before on accuracy, valid JSON, s
 the stated confidence's Brier error (difference with its interval, p-value, verdict: ``compare``'s
 measures), also written as metrics for `dvc metrics diff`.
 
-    python -m medjson.report --out reports/benchmarks.md --comparison metrics/benchmark_comparison.json
+    python -m medjson.stages.report --out reports/benchmarks.md --comparison metrics/benchmark_comparison.json
 """
 
 from __future__ import annotations

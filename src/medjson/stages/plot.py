@@ -5,7 +5,7 @@ PNG charts render in ``dvc plots show`` even offline, and in a README; the inter
 (confusion, reliability, per-subject accuracy, training curves) are declared in ``dvc.yaml`` over
 the evaluation and training data.
 
-    python -m medjson.plot --metrics metrics --training training --out plots
+    python -m medjson.stages.plot --metrics metrics --training training --out plots
 """
 
 from __future__ import annotations

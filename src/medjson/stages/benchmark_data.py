@@ -8,7 +8,7 @@ that, so the same N are asked whatever the pools hold. The report also names the
 source was read in and the lm-evaluation-harness task whose prompt scores its questions
 (``harness_task``: the benchmark's own setting, or the layout's), which ``evaluate`` reads.
 
-    python -m medjson.benchmark_data --name medqa --pools data/pools \
+    python -m medjson.stages.benchmark_data --name medqa --pools data/pools \
         --out data/benchmark_pools/medqa.jsonl --report metrics/benchmarks/medqa/data.json
 """
 

@@ -1,4 +1,4 @@
-"""`python -m medjson.seeds`: the command line (the package's docstring says what it does)."""
+"""`python -m medjson.commands.seeds`: the command line (the package's docstring says what it does)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 from medjson.cli import run_stage
 from medjson.errors import StageError
-from medjson.seeds import __doc__ as DESCRIPTION
-from medjson.seeds.report import collect
+from medjson.commands.seeds import __doc__ as DESCRIPTION
+from medjson.commands.seeds.report import collect
 
 
 def parse_setting(text: str) -> tuple[str, list[str]]:
@@ -19,7 +19,7 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
     return name.strip(), names
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, default=Path("."), help="the DVC workspace (a git repository)")
     parser.add_argument(
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="the folder written: seeds.json, seeds.md, heldout_curves.png"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings = dict(parse_setting(text) for text in args.setting)
     if len(settings) != len(args.setting):
         raise StageError("two --setting flags share one name: give each setting a name of its own")

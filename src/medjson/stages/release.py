@@ -2,7 +2,7 @@
 
 Runs once per trained model (``release@sft``, ``release@grpo``) and writes ``releases/<phase>/``:
 
-- ``README.md``: the model card (``medjson.model_card``), Hugging Face's format;
+- ``README.md``: the model card (``medjson.model.card``), Hugging Face's format;
 - ``abstention.json``: the file calibrate fitted for the model under constrained decoding;
 - ``adapters/<n>-<phase>/``: the LoRA adapters that make the model from its pretrained base, in
   training order (a GRPO model is its SFT adapter, then its own), with the tokenizer beside them;
@@ -12,7 +12,7 @@ Runs once per trained model (``release@sft``, ``release@grpo``) and writes ``rel
 ``medjson predict --model releases/grpo`` (and ``serve``) rebuild the model from it bit for bit
 (``medjson.model.release``); ``dvc artifacts get`` downloads it (dvc.yaml's ``artifacts``).
 
-    python -m medjson.release --phase grpo --out releases/grpo
+    python -m medjson.stages.release --phase grpo --out releases/grpo
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from medjson.cli import run_stage, stage_parser
 from medjson.errors import StageError
 from medjson.model.release import RELEASE_FILE, adapter_digest
-from medjson.model_card import PHASES, lineage, write_card
+from medjson.model.card import PHASES, lineage, write_card
 from medjson.params import load_params, log_params
 
 log = logging.getLogger("medjson.release")

@@ -11,11 +11,11 @@ metrics file is the same bytes whenever the predictions are.
 With ``--abstention`` (the file ``calibrate`` fitted for this model on the calibration pool),
 it also reports the coverage and accuracy that threshold reaches here, on questions it never saw.
 
-    python -m medjson.evaluate --model models/sft_merged --name sft \
+    python -m medjson.stages.evaluate --model models/sft_merged --name sft \
         --eval data/pools/eval.jsonl --harness-task medmcqa --out-dir evaluation/sft \
         --metrics metrics/sft.json --speed metrics/speed/sft.json --abstention calibration/sft/abstention.json
-    python -m medjson.evaluate --base --name base ...   # the base model from params.yaml
-    python -m medjson.evaluate --base --name base --eval data/benchmark_pools/medqa.jsonl \
+    python -m medjson.stages.evaluate --base --name base ...   # the base model from params.yaml
+    python -m medjson.stages.evaluate --base --name base --eval data/benchmark_pools/medqa.jsonl \
         --harness-task-of metrics/benchmarks/medqa/data.json ...   # a benchmark: its report names the task
 """
 

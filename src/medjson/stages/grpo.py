@@ -10,7 +10,7 @@ Guards against the ways GRPO can silently learn nothing:
   and every reward is measured on those answers (``medjson.training.heldout_rewards``): the on-policy
   training reward alone cannot show whether anything was learned.
 
-    python -m medjson.grpo --model models/sft_merged --train data/pools/grpo.jsonl \
+    python -m medjson.stages.grpo --model models/sft_merged --train data/pools/grpo.jsonl \
         --heldout data/pools/heldout.jsonl --adapter models/grpo_adapter --curves training/grpo \
         --summary metrics/grpo_training.json --scratch checkpoints/grpo
 """
@@ -179,7 +179,7 @@ def train_grpo(
     check_starts_from_sft(model_dir, params.model.base)
     records = read_pool(train_path, GRPO_KEYS, LETTERS)
     heldout = read_pool(heldout_path, GRPO_KEYS, LETTERS)
-    identity = run_identity("medjson.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
+    identity = run_identity("medjson.stages.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
     resume = shared_resume_point(scratch, identity)
     set_seed(setup.config.seed)  # grpo.seed, else the top-level seed
     # Tokenizer and model.
@@ -280,7 +280,7 @@ def main() -> None:
 
     params = load_params(args.params)
     # Several processes: settings refused here, before any starts; then the stage runs in each.
-    launch_if_needed("medjson.grpo", args.processes, lambda: check_launch(params, args.processes))
+    launch_if_needed("medjson.stages.grpo", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("grpo", params.view(*PARAMS_READ))
     train_grpo(

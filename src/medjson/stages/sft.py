@@ -6,7 +6,7 @@ learns to stop after the JSON. Prompts are rendered with the same
 pool, which no stage trains on, is measured before the first step and every
 ``sft.trainer.eval_steps`` after (``medjson.training.heldout``), so overfitting shows.
 
-    python -m medjson.sft --train data/pools/sft.jsonl --heldout data/pools/heldout.jsonl --adapter models/sft_adapter \
+    python -m medjson.stages.sft --train data/pools/sft.jsonl --heldout data/pools/heldout.jsonl --adapter models/sft_adapter \
         --curves training/sft --summary metrics/sft_training.json --scratch checkpoints/sft [--processes 2]
 """
 
@@ -143,7 +143,7 @@ def train_sft(
     setup = sft_setup(params, scratch)
     records = read_pool(train_path, SFT_KEYS)
     heldout = read_pool(heldout_path, SFT_KEYS)
-    identity = run_identity("medjson.sft", params.view(*PARAMS_READ) | layout, train_path, setup.start)
+    identity = run_identity("medjson.stages.sft", params.view(*PARAMS_READ) | layout, train_path, setup.start)
     resume = shared_resume_point(scratch, identity)
     if resume:  # the first held-out loss is in the checkpoint's log history already
         setup.config.eval_on_start = False
@@ -190,7 +190,7 @@ def main() -> None:
 
     params = load_params(args.params)
     # Several processes: settings refused here, before any starts; then the stage runs in each.
-    launch_if_needed("medjson.sft", args.processes, lambda: check_launch(params, args.processes))
+    launch_if_needed("medjson.stages.sft", args.processes, lambda: check_launch(params, args.processes))
     if is_main_process():
         log_params("sft", params.view(*PARAMS_READ))
     train_sft(params, args.train, args.heldout, args.adapter, args.curves, args.scratch, args.summary, args.processes)

@@ -1,4 +1,4 @@
-"""A model card for the SFT or GRPO model, written from the pipeline's own records (``medjson.release``).
+"""A model card for the SFT or GRPO model, written from the pipeline's own records (``medjson.stages.release``).
 
 The card is Hugging Face's format, a
 README.md whose YAML header the hub, its search and its leaderboards read: ``base_model``,

@@ -1,6 +1,6 @@
 """`predict`: answer new questions from a file or standard input, one JSON line per question.
 
-    python -m medjson.predict --model models/grpo_merged --input questions.jsonl --output answers.jsonl
+    python -m medjson.commands.predict --model models/grpo_merged --input questions.jsonl --output answers.jsonl
     cat questions.csv | medjson predict --model models/grpo_merged --input - --output -
 
 Input: JSON Lines (an object per line) or CSV (a header row), chosen by the file's suffix, or

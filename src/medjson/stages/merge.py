@@ -4,7 +4,7 @@ Runs twice in the DAG (``merge@sft``, ``merge@grpo``); evaluation only ever load
 full models. The output is an ordinary safetensors folder with the tokenizer and a
 generation config whose end-of-sequence ids include the chat end-of-turn token.
 
-    python -m medjson.merge --adapter models/sft_adapter --out models/sft_merged
+    python -m medjson.stages.merge --adapter models/sft_adapter --out models/sft_merged
 """
 
 from __future__ import annotations

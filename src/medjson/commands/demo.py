@@ -7,8 +7,8 @@ real project: ``dvc exp run -S ...``, ``dvc exp show``, ``dvc params diff``, ``d
 diff``, ``dvc plots diff``. A second run finds everything up to date in DVC and only
 prints the table again.
 
-    python -m medjson.demo [--source ../shared/data/medmcqa/dev.json] [--folder demo-run]
-    python -m medjson.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run   # make medmcqa-cpu
+    python -m medjson.commands.demo [--source ../shared/data/medmcqa/dev.json] [--folder demo-run]
+    python -m medjson.commands.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run   # make medmcqa-cpu
 
 ``--config`` names another overrides file of the same kind: ``configs/medmcqa-cpu.yaml`` is the
 real-data run (MedMCQA's validation questions, ``docs/results.md``).
@@ -132,7 +132,7 @@ def comparison_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", help="data source instead of the project's questions (e.g. MedMCQA dev.json)")
     parser.add_argument("--folder", type=Path, default=PROJECT_ROOT / "demo-run")
@@ -143,7 +143,7 @@ def main() -> None:
         help="give the workspace a copy of src/ instead of a link to it, so experiments queued there (a seed or "
         "settings sweep) keep running the code they started with while the project's code changes",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     overrides = demo_overrides(args.source, args.config)
     folder = create_workspace(args.folder, overrides, git=True, copy_code=args.copy_code)

@@ -9,7 +9,7 @@ grammar vs the same model alone), on every measure a phase is trained towards:
 each with a verdict: better or worse only where interval and test both see a difference,
 "unsettled" where they disagree. A gain whose interval straddles zero is not yet a gain.
 
-    python -m medjson.compare --evaluations evaluation --out metrics/comparison.json
+    python -m medjson.stages.compare --evaluations evaluation --out metrics/comparison.json
 """
 
 from __future__ import annotations

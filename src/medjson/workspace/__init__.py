@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from medjson.dvc_templates import write_templates
+from medjson.workspace.plot_templates import write_templates
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # DVC's plot page with the vega libraries inlined, so `dvc plots show` draws offline.
 OFFLINE_PLOTS_TEMPLATE = PROJECT_ROOT / "vendor" / "dvc-plots" / "offline.html"
 

@@ -8,7 +8,7 @@ letter probability scaled by a fitted temperature), the threshold reaching
 that threshold fares on the evaluation pool; ``predict`` and the service mark answers below it
 as abstained.
 
-    python -m medjson.calibrate --model models/sft_merged --name sft \
+    python -m medjson.stages.calibrate --model models/sft_merged --name sft \
         --pool data/pools/calibration.jsonl --out-dir calibration/sft
 """
 

@@ -9,7 +9,7 @@ revision, so ``dvc plots diff`` between two experiments stays readable:
 - ``medjson_series``: training curves, one colour per curve (training and held-out of a phase
   side by side).
 
-    python -m medjson.dvc_templates .dvc/plots     # rewrite the project's own copies
+    python -m medjson.workspace.plot_templates .dvc/plots     # rewrite the project's own copies
 """
 
 from __future__ import annotations

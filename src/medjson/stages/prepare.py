@@ -7,7 +7,7 @@ measures it out of sample. The held-out pool is what training watches: SFT's hel
 GRPO's held-out rewards are measured on it every few steps, so a phase's curves say whether it
 learns without touching the questions it is finally judged on.
 
-    python -m medjson.prepare --out-dir data/pools --report metrics/data.json
+    python -m medjson.stages.prepare --out-dir data/pools --report metrics/data.json
 """
 
 from __future__ import annotations
