@@ -131,3 +131,41 @@ def test_the_projects_plot_templates_are_the_generated_ones():
     for name, content in templates().items():
         committed = json.loads((PROJECT_ROOT / ".dvc" / "plots" / f"{name}.json").read_text())
         assert committed == content, f"run `python -m medjson.workspace.plot_templates .dvc/plots` ({name} differs)"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycle(graph: dict[str, frozenset[str]]) -> list[str]:
+    """One cycle of the graph (a list of modules, the first repeated at the end), or [] when there is none."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_import_cycle_finds_one_and_only_one():
+    assert import_cycle({"a": frozenset({"b"}), "b": frozenset({"c"}), "c": frozenset({"a"})}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": frozenset({"b", "c"}), "b": frozenset({"c"}), "c": frozenset()}) == []
+
+
+def test_no_import_cycle_between_modules_counting_imports_inside_functions():
+    modules = {_module_name(path) for path in PACKAGE_DIR.rglob("*.py")}
+    graph = {module: direct_imports(module) - {module} for module in modules}
+    assert not import_cycle(graph), f"import cycle: {' -> '.join(import_cycle(graph))}"

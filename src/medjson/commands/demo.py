@@ -7,8 +7,8 @@ real project: ``dvc exp run -S ...``, ``dvc exp show``, ``dvc params diff``, ``d
 diff``, ``dvc plots diff``. A second run finds everything up to date in DVC and only
 prints the table again.
 
-    python -m medjson.commands.demo [--source ../shared/data/medmcqa/dev.json] [--folder demo-run]
-    python -m medjson.commands.demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run   # make medmcqa-cpu
+    medjson demo [--source ../shared/data/medmcqa/dev.json] [--folder demo-run]
+    medjson demo --config configs/medmcqa-cpu.yaml --folder medmcqa-run   # make medmcqa-cpu
 
 ``--config`` names another overrides file of the same kind: ``configs/medmcqa-cpu.yaml`` is the
 real-data run (MedMCQA's validation questions, ``docs/results.md``).

@@ -1,7 +1,7 @@
-"""`python -m medjson.commands.hf_job`: the whole pipeline on a Hugging Face Jobs GPU, as the reference notebook ran.
+"""`medjson hf-job`: the whole pipeline on a Hugging Face Jobs GPU, as the reference notebook ran.
 
-    python -m medjson.commands.hf_job --repo https://github.com/you/medjson --publish you/medjson-grpo --dry-run
-    python -m medjson.commands.hf_job --repo https://github.com/you/medjson --dvc-remote s3://bucket/medjson
+    medjson hf-job --repo https://github.com/you/medjson --publish you/medjson-grpo --dry-run
+    medjson hf-job --repo https://github.com/you/medjson --dvc-remote s3://bucket/medjson
 
 Builds the ``hf jobs run`` command (huggingface_hub's own CLI, installed with the project) that
 clones the project at a revision, runs the README's set-up (``make setup``) and ``dvc repro``

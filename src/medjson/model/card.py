@@ -22,7 +22,7 @@ from medjson.core.parsing import ANSWER_SCHEMA
 from medjson.core.prompts import SYSTEM_PROMPT, format_question
 from medjson.errors import StageError
 
-log = logging.getLogger("medjson.release")
+log = logging.getLogger("medjson.card")
 
 PHASES = ("sft", "grpo")
 TASK = {"type": "multiple-choice", "name": "Medical multiple-choice questions answered as JSON"}

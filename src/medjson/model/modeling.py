@@ -25,6 +25,7 @@ import torch
 
 from medjson.core.choices import PRECISIONS
 from medjson.errors import StageError
+from medjson.model.release import check_adapters, is_release, read_release
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,6 @@ def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
             raise FileNotFoundError(f"model file {spec} not found")
         return ModelSource(str(path.parent), gguf_file=path.name)
     if spec.startswith((".", "/")) or path.exists():
-        from medjson.model.release import is_release
-
         if is_release(path):
             return ModelSource(str(path), release=True)
         if not (path / "config.json").exists():
@@ -227,9 +226,7 @@ def load_model(source: ModelSource, precision: str, on_accelerator: bool = True,
     dtype = DTYPES[precision]
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
     if source.release:
-        from medjson.model.release import build_model
-
-        model = build_model(source.path, attn_implementation).to(dtype)
+        model = build_release_model(source.path, attn_implementation).to(dtype)
         return model.to(device()) if on_accelerator else model
     path, kwargs = _loadable(source)
     with _clear_load_errors(source, "model"):
@@ -271,3 +268,23 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
         ids.append(im_end)
     return sorted({i for i in ids if i is not None})
+
+
+def build_release_model(folder: Path | str, attn_implementation: str = "sdpa"):
+    """A release's model (``model/release.py``) in fp32 on the CPU: the base with each adapter merged in
+    turn, as ``merge`` saves it."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    record = read_release(folder)
+    check_adapters(folder, record)
+    storage = dtype_named(record["storage_dtype"])
+    model = load_model(
+        resolve_source(record["base"], record.get("revision")), FP32, False, attn_implementation=attn_implementation
+    )
+    for link in record["chain"]:
+        log.info("release %s: merging the %s adapter", folder, link["phase"])
+        merged = PeftModel.from_pretrained(model, str(folder / link["adapter"])).merge_and_unload()
+        # Saved in its storage dtype by merge, and loaded in fp32 by the next stage: the same round trip.
+        model = merged.to(storage).to(dtype_named("float32"))
+    return model

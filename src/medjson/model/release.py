@@ -13,12 +13,9 @@ on the merged model fits it. A release is tens of megabytes where a merged model
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from medjson.errors import DataError
-
-log = logging.getLogger("medjson.release")
 
 RELEASE_FILE = "medjson_release.json"
 
@@ -52,24 +49,3 @@ def check_adapters(folder: Path, record: dict) -> None:
             raise DataError(
                 f"{weights} is missing or not the adapter {folder / RELEASE_FILE} records: fetch the release again"
             )
-
-
-def build_model(folder: Path | str, attn_implementation: str = "sdpa"):
-    """The release's model in fp32 on the CPU: the base with each adapter merged in turn, as ``merge`` saves it."""
-    from peft import PeftModel
-
-    from medjson.model.modeling import FP32, dtype_named, load_model, resolve_source
-
-    folder = Path(folder)
-    record = read_release(folder)
-    check_adapters(folder, record)
-    storage = dtype_named(record["storage_dtype"])
-    model = load_model(
-        resolve_source(record["base"], record.get("revision")), FP32, False, attn_implementation=attn_implementation
-    )
-    for link in record["chain"]:
-        log.info("release %s: merging the %s adapter", folder, link["phase"])
-        merged = PeftModel.from_pretrained(model, str(folder / link["adapter"])).merge_and_unload()
-        # Saved in its storage dtype by merge, and loaded in fp32 by the next stage: the same round trip.
-        model = merged.to(storage).to(dtype_named("float32"))
-    return model

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from medjson.errors import ParamsError
+from medjson.serving.client_text import log_safe
 from medjson.serving.errors import send_error
-from medjson.serving.http import log_safe
 
 KEYS_VARIABLE = "MEDJSON_API_KEYS"
 OPEN_ROUTES = ("/health",)  # a load balancer's probe carries no key

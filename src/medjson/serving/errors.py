@@ -17,6 +17,8 @@ import json
 import logging
 from typing import Any
 
+from medjson.serving.client_text import excerpt, log_safe, validation_detail
+
 log = logging.getLogger("medjson.serve")
 
 OWN_PREFIXES = ("/v1/answer", "/v1/schema")  # the service's own routes under /v1/
@@ -78,8 +80,6 @@ def install_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    from medjson.serving.http import validation_detail
-
     @app.exception_handler(ApiError)
     async def refused(request, error: ApiError):
         return error_response(request.url.path, error.status, error.message, error.param, error.code)
@@ -107,7 +107,6 @@ def install_handlers(app) -> None:
 
 
 def _short(path: str) -> str:
-    from medjson.serving.http import excerpt
 
     return excerpt(path)
 
@@ -134,8 +133,6 @@ class ErrorBoundary:
         try:
             await self.app(scope, receive, watched)
         except Exception:
-            from medjson.serving.http import log_safe
-
             log.exception("unexpected error on %s %s", log_safe(scope.get("method", "")), log_safe(scope["path"]))
             if not started:
                 await send_error(scope, send, 500, "the service failed on this request; the error is in its log")

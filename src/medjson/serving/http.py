@@ -6,15 +6,11 @@
   (413, before reading it when Content-Length says so), one that does not arrive in time (408) or
   one nested deeper than ``MAX_JSON_DEPTH`` (400: a parser's recursion is no 500), so the
   application only ever sees whole, bounded bodies.
-- ``validation_detail``: a 422's fields at fault, each with at most a short, printable excerpt of
-  what was sent: never the whole input back, never a 500 for a NaN or a lone surrogate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -22,46 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from medjson.core.questions import SURROGATE, has_surrogate
 from medjson.serving.errors import send_error
 
-EXCERPT_CHARS = 80
 # Deeper JSON is refused before any parser sees it (Python's recurses, and fails near 1,000 levels);
 # the deepest request a client sends, a json_schema's nested properties, is far shallower.
 MAX_JSON_DEPTH = 64
 OFF_LOOP_BYTES = 65_536  # a body this large or larger is checked in a worker thread
-
-
-def excerpt(value: Any) -> Any:
-    """A short, JSON-safe stand-in for a value a client sent."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (bool, int, float)) or value is None:
-        return value
-    if isinstance(value, str):
-        safe = value.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate becomes \ud800
-        return safe if len(safe) <= EXCERPT_CHARS else f"{safe[:EXCERPT_CHARS]}... ({len(value)} characters)"
-    if isinstance(value, (list, dict)):
-        return f"{type(value).__name__} of {len(value)}"
-    return type(value).__name__
-
-
-def log_safe(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """A client's text as one log line may hold it: every control, non-ASCII and quote character
-    escaped (``\\n``, ``\\x1b``, ``\\u2028``, ``\\"``), so that no input can start a line of its own or
-    send a terminal escape; cut to ``limit`` characters."""
-    safe = text[:limit].encode("unicode_escape").decode("ascii").replace('"', '\\"')
-    return safe if len(text) <= limit else f"{safe}... ({len(text)} characters)"
-
-
-def validation_detail(errors: list[dict]) -> list[dict]:
-    """FastAPI's 422 detail (type, loc, msg, input per error), with every input an excerpt."""
-    return [
-        {
-            "type": error.get("type"),
-            "loc": [excerpt(part) for part in error.get("loc", ())],
-            "msg": excerpt(str(error.get("msg", ""))),
-            "input": excerpt(error.get("input")),
-        }
-        for error in errors
-    ]
 
 
 def json_depth(body: bytes) -> int:

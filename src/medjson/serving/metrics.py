@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from medjson.core.choices import ACCESS_LOGS
+from medjson.serving.client_text import log_safe
 from medjson.serving.errors import CLIENT_GONE, CLIENT_GONE_KEY
-from medjson.serving.http import log_safe
 
 access_log = logging.getLogger("medjson.access")
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from medjson.core.prompts import LETTERS
 from medjson.serving.answer_schema import difference
+from medjson.serving.client_text import excerpt
 from medjson.serving.errors import ApiError
-from medjson.serving.http import excerpt
 
 CHAT_ROUTE = "/v1/chat/completions"
 SCHEMA_ROUTE = "/v1/schema"

@@ -22,8 +22,8 @@ from medjson.core.choices import CONSTRAINED
 from medjson.core.questions import Question
 from medjson.params import ServeParams
 from medjson.serving.batching import FINISHED, Ticket
+from medjson.serving.client_text import excerpt
 from medjson.serving.errors import ApiError, error_body
-from medjson.serving.http import excerpt
 from medjson.serving.openai_requests import CHAT_ROUTE, ChatRequest, check_chat_cost, read_chat_request, refusal
 from medjson.serving.openai_responses import (
     AnswerContent,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from medjson.cli import run_stage, stage_parser
 from medjson.errors import StageError
-from medjson.model.release import RELEASE_FILE, adapter_digest
 from medjson.model.card import PHASES, lineage, write_card
+from medjson.model.release import RELEASE_FILE, adapter_digest
 from medjson.params import load_params, log_params
 
 log = logging.getLogger("medjson.release")

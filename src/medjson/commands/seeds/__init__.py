@@ -1,11 +1,11 @@
-"""`python -m medjson.commands.seeds`: what holds across training seeds, from DVC experiments that differ only by seed.
+"""`medjson seeds`: what holds across training seeds, from DVC experiments that differ only by seed.
 
 Queue the runs of a setting as a user would, then read them together:
 
     dvc exp run --queue evaluate@grpo -n s7   -S grpo.seed=7      # GRPO's own seed: the SFT model stays
     dvc exp run --queue evaluate@grpo -n s123 -S grpo.seed=123
     dvc queue start -j 1
-    python -m medjson.commands.seeds --workspace . --setting "lr 1e-4=HEAD,s7,s123" \\
+    medjson seeds --workspace . --setting "lr 1e-4=HEAD,s7,s123" \\
         [--setting "KL 0.2=kl-s42,kl-s7,kl-s123"] --out seeds
 
 A setting names its runs: experiment names or git revisions (``HEAD``: the workspace's committed

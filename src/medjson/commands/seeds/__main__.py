@@ -1,4 +1,4 @@
-"""`python -m medjson.commands.seeds`: the command line (the package's docstring says what it does)."""
+"""`medjson seeds`: the command line (the package's docstring says what it does)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from medjson.cli import run_stage
-from medjson.errors import StageError
 from medjson.commands.seeds import __doc__ as DESCRIPTION
 from medjson.commands.seeds.report import collect
+from medjson.errors import StageError
 
 
 def parse_setting(text: str) -> tuple[str, list[str]]:

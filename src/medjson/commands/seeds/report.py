@@ -10,11 +10,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from medjson.core.choices import MODEL_COLOURS
-from medjson.core.prompts import LETTERS
-from medjson.core.records import write_json
-from medjson.core.scoring import MEASURE_LABELS as PAIRED_LABELS
-from medjson.core.scoring import TRAINING_PAIRS
 from medjson.commands.seeds.runs import CURVES, SELECTION_POOL, Revision, Run, answered_ids, check_seed_group, flatten
 from medjson.commands.seeds.stats import (
     LARGEST_LETTER_SHARE,
@@ -26,6 +21,11 @@ from medjson.commands.seeds.stats import (
     question_outcomes,
     setting_difference,
 )
+from medjson.core.choices import MODEL_COLOURS
+from medjson.core.prompts import LETTERS
+from medjson.core.records import write_json
+from medjson.core.scoring import MEASURE_LABELS as PAIRED_LABELS
+from medjson.core.scoring import TRAINING_PAIRS
 from medjson.training.rewards import weighted_rewards
 
 log = logging.getLogger("medjson.seeds")
