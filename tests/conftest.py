@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from constants import MEDMCQA_DEV, PROJECT_ROOT, QUESTIONS
+from helpers import tiny_overrides
 
 # Two processes on two cores with default threading ran training steps ~10x slower.
 torch.set_num_threads(1)
@@ -15,10 +17,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = PROJECT_ROOT / "data" / "questions" / "medjson_questions.jsonl"
-MEDMCQA_DEV = PROJECT_ROOT.parent / "shared" / "data" / "medmcqa" / "dev.json"
 
 
 @pytest.fixture(scope="session")
@@ -38,62 +36,6 @@ def tiny_model(tmp_path_factory) -> Path:
     from tiny_model import build_tiny_qwen3
 
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"), seed=0)
-
-
-def tiny_overrides(model: Path, questions: Path) -> dict:
-    """Parameters that run the whole pipeline on the tiny model in about two minutes on CPU.
-
-    The neutral reason (reason_max_chars 0) keeps the target learnable for a model this
-    small; at a LoRA rate near 1e-2, 150 steps take it from no JSON to nearly all JSON. GRPO samples at 1.0: the SFT'd
-    tiny model keeps its format there, and its letter varies within a group, so rewards vary.
-    """
-    return {
-        "model": {"base": str(model), "revision": None},
-        "data": {"source": str(questions)},
-        "prepare": {
-            "sft_size": 92,  # with the held-out pool's 8, the evaluation pool keeps its 40 of the 200 questions
-            "grpo_size": 40,
-            "calibration_size": 20,
-            "heldout_size": 8,
-            "reason_max_chars": 0,
-        },
-        "sft": {
-            "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
-            "trainer": {
-                "learning_rate": 2.0e-2,
-                "max_steps": 150,
-                "per_device_train_batch_size": 8,
-                "logging_steps": 10,
-                "save_steps": 50,
-                "activation_checkpointing": False,
-                "warmup_steps": 0,
-            },
-        },
-        "grpo": {
-            "guard": {"preflight_prompts": 4},
-            "trainer": {
-                "max_steps": 3,
-                "per_device_train_batch_size": 8,
-                "gradient_accumulation_steps": 1,
-                "temperature": 1.0,
-                "max_completion_length": 64,
-                "learning_rate": 1.0e-2,
-                "activation_checkpointing": False,
-                "save_steps": 100,
-                "log_completions": False,
-            },
-        },
-        "evaluate": {"batch_size": 40, "max_new_tokens": 64},
-        "calibrate": {"target_accuracy": 0.3, "min_kept": 5},
-        "benchmarks": {
-            name: {"source": str(PROJECT_ROOT / "data" / "benchmarks" / file), "layout": layout, "split": None}
-            | {"subsets": None, "limit": limit}
-            for name, file, layout, limit in (
-                ("medqa", "medqa_demo.jsonl", "medqa", None),  # its last three repeat project questions
-                ("mmlu_medical", "medjson_medical_test.csv", "mmlu", 12),
-            )
-        },
-    }
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Small helpers the tests (and the service benchmark) share: writing MedMCQA-shaped rows, running DVC
-with its output shown, waiting for a service to come up."""
+with its output shown, a service running for the length of a ``with`` block."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -130,3 +131,72 @@ def start_service(
     except RuntimeError as err:
         raise RuntimeError(f"{err}: {f'see {log}' if log else process.stdout.read()}") from None
     return process, url
+
+
+@contextlib.contextmanager
+def running_service(folder: Path, model, **options):
+    """``start_service`` for the length of a ``with`` block: yields ``(url, process)`` and stops the
+    service however the block ends (``process.stdout`` then holds its whole output, when no log file
+    was given)."""
+    process, url = start_service(folder, model, **options)
+    try:
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def tiny_overrides(model: Path, questions: Path) -> dict:
+    """Parameters that run the whole pipeline on the tiny model in about two minutes on CPU.
+
+    The neutral reason (reason_max_chars 0) keeps the target learnable for a model this
+    small; at a LoRA rate near 1e-2, 150 steps take it from no JSON to nearly all JSON. GRPO samples at 1.0: the SFT'd
+    tiny model keeps its format there, and its letter varies within a group, so rewards vary.
+    """
+    return {
+        "model": {"base": str(model), "revision": None},
+        "data": {"source": str(questions)},
+        "prepare": {
+            "sft_size": 92,  # with the held-out pool's 8, the evaluation pool keeps its 40 of the 200 questions
+            "grpo_size": 40,
+            "calibration_size": 20,
+            "heldout_size": 8,
+            "reason_max_chars": 0,
+        },
+        "sft": {
+            "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+            "trainer": {
+                "learning_rate": 2.0e-2,
+                "max_steps": 150,
+                "per_device_train_batch_size": 8,
+                "logging_steps": 10,
+                "save_steps": 50,
+                "activation_checkpointing": False,
+                "warmup_steps": 0,
+            },
+        },
+        "grpo": {
+            "guard": {"preflight_prompts": 4},
+            "trainer": {
+                "max_steps": 3,
+                "per_device_train_batch_size": 8,
+                "gradient_accumulation_steps": 1,
+                "temperature": 1.0,
+                "max_completion_length": 64,
+                "learning_rate": 1.0e-2,
+                "activation_checkpointing": False,
+                "save_steps": 100,
+                "log_completions": False,
+            },
+        },
+        "evaluate": {"batch_size": 40, "max_new_tokens": 64},
+        "calibrate": {"target_accuracy": 0.3, "min_kept": 5},
+        "benchmarks": {
+            name: {"source": str(PROJECT_ROOT / "data" / "benchmarks" / file), "layout": layout, "split": None}
+            | {"subsets": None, "limit": limit}
+            for name, file, layout, limit in (
+                ("medqa", "medqa_demo.jsonl", "medqa", None),  # its last three repeat project questions
+                ("mmlu_medical", "medjson_medical_test.csv", "mmlu", 12),
+            )
+        },
+    }

@@ -20,8 +20,8 @@ from typing import Callable
 
 import pytest
 import yaml
-from conftest import QUESTIONS, tiny_overrides
-from helpers import medmcqa_row, write_rows
+from constants import QUESTIONS
+from helpers import medmcqa_row, tiny_overrides, write_rows
 
 from medjson.workspace import PROJECT_ROOT, deep_update
 

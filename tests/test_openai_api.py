@@ -8,7 +8,8 @@ from typing import Literal
 
 import httpx
 import pytest
-from helpers import start_service
+from constants import MESSAGE
+from helpers import running_service
 from pydantic import BaseModel, Field
 
 from medjson.core.parsing import ANSWER_SCHEMA
@@ -17,7 +18,6 @@ from medjson.serving.errors import ApiError
 from medjson.serving.openai_requests import read_chat_request, read_question_text
 
 MODEL = "models/grpo_merged"
-MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
 
 
 class MedAnswer(BaseModel):
@@ -104,7 +104,7 @@ def test_what_greedy_decoding_cannot_honour_is_refused_or_reported():
 def test_serving_beyond_this_machine_without_keys_warns(caplog):
     from medjson.commands.serve import warn_if_open
 
-    with caplog.at_level(logging.WARNING, logger="medjson.commands.serve"):
+    with caplog.at_level(logging.WARNING, logger="medjson.serve"):
         warn_if_open("127.0.0.1", [])
         warn_if_open("0.0.0.0", ["k"])
         assert not caplog.records
@@ -117,12 +117,10 @@ KEY = "sk-medjson-test-key"
 
 @pytest.fixture(scope="module")
 def keyed_service(tmp_path_factory, tiny_model):
-    process, url = start_service(
+    with running_service(
         tmp_path_factory.mktemp("openai"), tiny_model, env={"MEDJSON_API_KEYS": f"other-key,{KEY}"}, max_wait_ms=20
-    )
-    yield url, str(tiny_model)
-    process.terminate()
-    process.wait(timeout=30)
+    ) as (url, _):
+        yield url, str(tiny_model)
 
 
 def _client(url: str, key: str = KEY):

@@ -10,8 +10,7 @@ import time
 
 import pytest
 import yaml
-from conftest import tiny_overrides
-from helpers import curve_steps, dvc_output
+from helpers import curve_steps, dvc_output, tiny_overrides
 
 from medjson.errors import ParamsError
 from medjson.workspace import create_workspace, deep_update

@@ -25,9 +25,9 @@ def test_project_params_build_every_config(tmp_path):
     from peft import LoraConfig
     from trl import GRPOConfig, SFTConfig
 
-    from medjson.stages.grpo import grpo_config
     from medjson.model.grammar import min_new_tokens
     from medjson.model.modeling import lora_config
+    from medjson.stages.grpo import grpo_config
     from medjson.stages.sft import sft_config
 
     params = load_params(PARAMS)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_overrides
-from helpers import curve_steps, dvc_output, run_dvc
+from helpers import curve_steps, dvc_output, run_dvc, tiny_overrides
 
 from medjson.workspace import create_workspace, dvc_env
 
@@ -340,7 +339,15 @@ def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pip
 
 
 def test_publish_dry_run_checks_and_lists_the_model_card_and_abstention_file_offline(pipeline):
-    command = [sys.executable, "-m", "medjson.commands.publish", "--model", "models/grpo_merged", "--repo", "me/medjson-grpo"]
+    command = [
+        sys.executable,
+        "-m",
+        "medjson.commands.publish",
+        "--model",
+        "models/grpo_merged",
+        "--repo",
+        "me/medjson-grpo",
+    ]
     env = {**dvc_env(), "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}
     run = subprocess.run(
         [*command, "--card", "releases/grpo/README.md", "--dry-run"],
@@ -486,9 +493,9 @@ def test_seeds_collects_each_seeds_verdict_and_the_mean_across_seeds(seed_experi
     ],
 )
 def test_seeds_refuses_runs_that_are_no_seed_group(seed_experiments, tmp_path, setting, refusal):
-    from medjson.errors import StageError
     from medjson.commands.seeds.__main__ import parse_setting
     from medjson.commands.seeds.report import collect
+    from medjson.errors import StageError
 
     with pytest.raises(StageError, match=refusal):
         collect(seed_experiments, dict([parse_setting(setting)]), tmp_path)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT_ROOT
+from constants import PROJECT_ROOT
 from helpers import write_abstention_file
 
 pytestmark = pytest.mark.slow  # every test runs the command in a subprocess, with a model

@@ -13,8 +13,7 @@ import time
 
 import pytest
 import yaml
-from conftest import tiny_overrides
-from helpers import curve_steps, dvc_output
+from helpers import curve_steps, dvc_output, tiny_overrides
 
 from medjson.workspace import create_workspace, deep_update, dvc_env
 

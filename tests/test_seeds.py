@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from medjson.errors import StageError
 from medjson.commands.seeds.report import MIN_SEEDS_TO_CHOOSE, choose
 from medjson.commands.seeds.runs import Run, check_seed_group, flatten, stale_stages
 from medjson.commands.seeds.stats import (
@@ -20,6 +19,7 @@ from medjson.commands.seeds.stats import (
     largest_letter_share,
     setting_difference,
 )
+from medjson.errors import StageError
 
 
 def test_across_seeds_gives_each_seeds_difference_their_mean_and_an_interval_around_it():

@@ -11,26 +11,16 @@ import sys
 import httpx
 import pytest
 import yaml
-from conftest import PROJECT_ROOT
-from helpers import start_service, write_abstention_file
-
-MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
+from constants import MESSAGE, PROJECT_ROOT, QUESTION
+from helpers import running_service, write_abstention_file
 
 pytestmark = pytest.mark.slow  # a real service in a subprocess, with a model
-
-QUESTION = {
-    "id": "q1",
-    "question": "Which nerve supplies the deltoid?",
-    "options": ["Radial", "Axillary", "Ulnar", "Median"],
-}
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model):
-    process, url = start_service(tmp_path_factory.mktemp("serve"), tiny_model, max_wait_ms=50, max_batch_size=8)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with running_service(tmp_path_factory.mktemp("serve"), tiny_model, max_wait_ms=50, max_batch_size=8) as (url, _):
+        yield url
 
 
 def test_one_answer_is_schema_valid_and_echoes_the_id(service):
@@ -111,8 +101,7 @@ def test_schema_health_and_docs(service):
 
 def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
     log = tmp_path / "serve.log"
-    process, url = start_service(tmp_path, tiny_model, log=log, request_timeout_s=0.001)
-    try:
+    with running_service(tmp_path, tiny_model, log=log, request_timeout_s=0.001) as (url, _):
         response = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=30)
         assert response.status_code == 504 and "request_timeout_s" in response.json()["detail"]
         chat = {"model": str(tiny_model), "messages": [{"role": "user", "content": MESSAGE}]}
@@ -124,15 +113,11 @@ def test_every_request_ends_within_the_timeout(tmp_path, tiny_model):
         assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "timeout"
         assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the service carries on
         assert "never retrieved" not in log.read_text()  # a 504 is its record: no error entry beside it
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_service_marks_answers_below_the_fitted_threshold(tmp_path, tiny_model):
     fitted = write_abstention_file(tmp_path / "abstention.json", tiny_model, "constrained", threshold=None)
-    process, url = start_service(tmp_path, tiny_model, abstention=str(fitted))
-    try:
+    with running_service(tmp_path, tiny_model, abstention=str(fitted)) as (url, _):
         health = httpx.get(f"{url}/health").json()
         assert health["abstention"] == str(fitted) and health["abstention_threshold"] is None
         answer = httpx.post(f"{url}/v1/answer", json=QUESTION, timeout=60).json()
@@ -141,16 +126,13 @@ def test_the_service_marks_answers_below_the_fitted_threshold(tmp_path, tiny_mod
             answer["meta"]["confidence_source"] == "letter"
             and answer["confidence"] == answer["meta"]["letter_probability"]
         )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory, tiny_model):
     """A service with short limits."""
     folder = tmp_path_factory.mktemp("guarded")
-    process, url = start_service(
+    with running_service(
         folder,
         tiny_model,
         max_prompt_tokens=300,
@@ -158,10 +140,8 @@ def guarded(tmp_path_factory, tiny_model):
         header_timeout_s=1,
         body_timeout_s=1,
         max_question_chars=4000,
-    )
-    yield url, process
-    process.terminate()
-    process.wait(timeout=30)
+    ) as (url, process):
+        yield url, process
 
 
 def _raw(url: str, data: bytes, wait_s: float = 0.0) -> bytes:
@@ -244,11 +224,10 @@ def test_stalled_clients_are_cut_off(guarded):
 
 
 def test_no_question_text_reaches_the_log(tmp_path, tiny_model):
-    process, url = start_service(tmp_path, tiny_model)
     secret = "Patient Zebediah Quarrington, 43, presents with"
-    httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + " chest pain?"}, timeout=60)
-    httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + "?", "options": ["a"]}, timeout=60)
-    process.terminate()
+    with running_service(tmp_path, tiny_model) as (url, process):
+        httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + " chest pain?"}, timeout=60)
+        httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + "?", "options": ["a"]}, timeout=60)
     log = process.stdout.read()
     assert "POST /v1/answer" in log and "Zebediah" not in log
 

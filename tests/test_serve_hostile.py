@@ -14,25 +14,22 @@ from typing import Literal
 
 import httpx
 import pytest
-from helpers import start_service
+from constants import MESSAGE, QUESTION, QUESTIONS
+from helpers import running_service
 from pydantic import BaseModel, Field
 
 from medjson.core.prompts import build_messages, prompt_ids, render_prompt
 from medjson.serving.openai_requests import HONOURED, IGNORED, ONLY_AT, REQUEST_SCHEMA
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch prices from the network
-MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
-QUESTION = {"question": "Which nerve supplies the deltoid?", "options": ["Radial", "Axillary", "Ulnar", "Median"]}
 
 
 @pytest.fixture(scope="module")
 def keyless(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("hostile")
     log = folder / "serve.log"
-    process, url = start_service(folder, tiny_model, log=log, access_log="json")
-    yield url, str(tiny_model), log
-    process.terminate()
-    process.wait(timeout=30)
+    with running_service(folder, tiny_model, log=log, access_log="json") as (url, _):
+        yield url, str(tiny_model), log
 
 
 def _chat(url: str, model: str, **changes) -> httpx.Response:
@@ -252,7 +249,6 @@ def test_prompts_without_control_strings_are_the_ids_the_whole_text_gives(tiny_m
     byte for byte (the demo's SmolLM2 where installed, and the tiny model)."""
     import importlib.util
 
-    from conftest import QUESTIONS
     from transformers import AutoTokenizer
 
     from medjson.model.modeling import load_tokenizer, resolve_source

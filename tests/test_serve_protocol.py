@@ -11,14 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import start_service, write_abstention_file
+from constants import MESSAGE, PROJECT_ROOT
+from helpers import running_service, write_abstention_file
 
 from medjson.serving.errors import ApiError
 from medjson.serving.openai_requests import read_chat_request
 
 SCHEMAS = json.loads((Path(__file__).parent / "openai_response.schemas.json").read_text(encoding="utf-8"))
 MODEL = "models/grpo_merged"
-MESSAGE = "Question: Which nerve supplies the deltoid?\nA. Radial\nB. Axillary\nC. Ulnar\nD. Median"
 KEY = "sk-protocol-test"
 
 
@@ -94,12 +94,10 @@ def keyed(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("protocol")
     fitted = write_abstention_file(folder / "abstention.json", tiny_model, "constrained", threshold=0.0)
     log = folder / "serve.log"
-    process, url = start_service(
+    with running_service(
         folder, tiny_model, env={"MEDJSON_API_KEYS": KEY}, log=log, abstention=str(fitted), max_body_bytes=4096
-    )
-    yield url, str(tiny_model), log
-    process.terminate()
-    process.wait(timeout=30)
+    ) as (url, _):
+        yield url, str(tiny_model), log
 
 
 def _auth(key: str = KEY) -> dict:
@@ -223,12 +221,10 @@ def long_answers(tmp_path_factory, tiny_model):
     """Free decoding with a long budget: the random model writes until it, so a request takes seconds."""
     folder = tmp_path_factory.mktemp("long")
     log = folder / "serve.log"
-    process, url = start_service(
+    with running_service(
         folder, tiny_model, log=log, decoding="free", max_new_tokens=1500, max_prompt_tokens=300, max_wait_ms=200
-    )
-    yield url, str(tiny_model), log
-    process.terminate()
-    process.wait(timeout=30)
+    ) as (url, _):
+        yield url, str(tiny_model), log
 
 
 @pytest.mark.slow
@@ -272,7 +268,6 @@ def test_an_unexpected_error_is_a_json_500_logged_once_with_its_traceback(tiny_m
     import logging
 
     import uvicorn
-    from conftest import PROJECT_ROOT
     from helpers import free_port
 
     from medjson.model.answering import Answerer
@@ -306,11 +301,10 @@ def test_an_unexpected_error_is_a_json_500_logged_once_with_its_traceback(tiny_m
     assert "detail" in own.json()
     assert "internal detail" not in chat.text + own.text
     tracebacks = [r for r in caplog.records if r.exc_info]
-    assert len(tracebacks) == 2 and all(r.name == "medjson.commands.serve" for r in tracebacks)  # once each, by us
+    assert len(tracebacks) == 2 and all(r.name == "medjson.serve" for r in tracebacks)  # once each, by us
 
 
 def test_the_confidence_setting_is_a_serve_flag_with_its_choices():
-    from conftest import PROJECT_ROOT
 
     from medjson.commands.serve import settings_from
 

@@ -11,8 +11,8 @@ from transformers import TrainerCallback, TrainerControl
 from medjson.core.prompts import build_messages, render_prompt, target_json
 from medjson.core.records import write_jsonl
 from medjson.errors import StageError
-from medjson.stages.grpo import GrpoMonitor
 from medjson.model.lineage import check_starts_from_sft
+from medjson.stages.grpo import GrpoMonitor
 
 
 @pytest.fixture

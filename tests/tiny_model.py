@@ -15,10 +15,11 @@ import importlib.resources
 import json
 from pathlib import Path
 
+from constants import QUESTIONS
+
 from medjson.data.pools import pool_record
 from medjson.data.sources import LoadReport, read_local, validate_rows
 
-QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "questions" / "medjson_questions.jsonl"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 
