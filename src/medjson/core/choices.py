@@ -53,6 +53,7 @@ BAD_ROWS = ("error", "drop")
 # The models the pipeline makes, in training order, and what is evaluated: each of them, and the
 # trained ones again under the answer grammar.
 PHASES = ("base", "sft", "grpo")
+TRAINED_PHASES = PHASES[1:]  # the phases that train an adapter: what a release and a model card are of
 EVALUATED = (*PHASES, "sft_constrained", "grpo_constrained")
 # Each model's colour in every chart (plot.py's images and dvc plots' templates alike): a trained
 # model under the grammar is a lighter shade of its own hue.

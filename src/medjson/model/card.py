@@ -18,13 +18,13 @@ from pathlib import Path
 
 import yaml
 
+from medjson.core.choices import TRAINED_PHASES
 from medjson.core.parsing import ANSWER_SCHEMA
 from medjson.core.prompts import SYSTEM_PROMPT, format_question
 from medjson.errors import StageError
 
 log = logging.getLogger("medjson.card")
 
-PHASES = ("sft", "grpo")
 TASK = {"type": "multiple-choice", "name": "Medical multiple-choice questions answered as JSON"}
 # The model-index metrics: (metrics file key, its type on the hub, its name in the card).
 FIGURES = (
@@ -55,8 +55,8 @@ def lineage(workspace: Path, phase: str) -> list[dict]:
         record = _read(workspace / f"models/{current}_adapter/medjson_base.json")
         chain.insert(0, {"phase": current, **record})
         parent = record["base"]
-        if parent == f"models/{PHASES[PHASES.index(current) - 1]}_merged" and current != PHASES[0]:
-            current = PHASES[PHASES.index(current) - 1]
+        if parent == f"models/{TRAINED_PHASES[TRAINED_PHASES.index(current) - 1]}_merged" and current != TRAINED_PHASES[0]:
+            current = TRAINED_PHASES[TRAINED_PHASES.index(current) - 1]
             continue
         return chain
 

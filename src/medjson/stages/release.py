@@ -23,8 +23,9 @@ import shutil
 from pathlib import Path
 
 from medjson.cli import run_stage, stage_parser
+from medjson.core.choices import TRAINED_PHASES
 from medjson.errors import StageError
-from medjson.model.card import PHASES, lineage, write_card
+from medjson.model.card import lineage, write_card
 from medjson.model.release import RELEASE_FILE, adapter_digest
 from medjson.params import load_params, log_params
 
@@ -80,7 +81,7 @@ def write_release(workspace: Path, params, phase: str, out: Path) -> Path:
 
 def main() -> None:
     parser = stage_parser(__doc__, "out")
-    parser.add_argument("--phase", choices=PHASES, required=True)
+    parser.add_argument("--phase", choices=TRAINED_PHASES, required=True)
     args = parser.parse_args()
     params = load_params(args.params)
     log_params(f"release {args.phase}", params.view("card", args.phase))
