@@ -7,7 +7,8 @@ Then what greedy decoding cannot honour is refused (``n`` > 1, tools, log-probab
 reported (sampling settings: ``medjson.ignored``), never silently taken for done.
 
 - The question: the last user message, in the project's own prompt layout (the question, then
-  lines ``A. ...`` to ``D. ...``; ``A) ...`` also reads; a last line ``Answer:`` may follow), or
+  lines ``A) ...`` to ``D) ...`` as ``core/prompts.py`` writes them; ``A. ...`` also reads; a last
+  line ``Answer:`` may follow), or
   the body's ``question`` and ``options`` (the openai client's ``extra_body``).
 - ``response_format``: absent, ``text``, ``json_object``, or a ``json_schema`` that accepts the same
   answers (``medjson.serving.answer_schema``: ``$ref``/``$defs``, enum order, titles, descriptions,

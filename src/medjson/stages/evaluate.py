@@ -1,4 +1,4 @@
-"""Stage `evaluate`: one model on the held-out questions, greedy, batched, strictly parsed.
+"""Stage `evaluate`: one model on the evaluation pool (or a benchmark's questions), greedy, batched, strictly parsed.
 
 Run once per model (``evaluate@base``, ``@sft``, ``@grpo``) on the same questions, and by the
 benchmark stages on each benchmark's questions. Writes per-question predictions, a flat

@@ -50,7 +50,7 @@ def headline_chart(metrics: dict[str, dict], path: Path) -> None:
     )
     ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)
     ax.set_ylim(0, 1.08)
-    ax.set_title(f"Headline metrics on {first['n']} held-out questions (accuracy with 95% interval)")
+    ax.set_title(f"Headline metrics on {first['n']} evaluation questions (accuracy with 95% interval)")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

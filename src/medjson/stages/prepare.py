@@ -65,7 +65,7 @@ def _validated(
 def make_pools(
     data: DataParams, prep: PrepareParams, seed: int, params_path: Path | str = DEFAULT_PARAMS
 ) -> tuple[dict[str, list[ExamQuestion]], LoadReport, Counter, int]:
-    """The four pools, what validation dropped, what pooling dropped (both counted by reason),
+    """The five pools (sft, grpo, calibration, heldout, eval), what validation dropped, what pooling dropped (both counted by reason),
     and how many valid rows were left over once every pool was full."""
     mapping = (
         ColumnMapping.from_params(data.columns, "data.columns", params_path, data.layout) if data.columns else None

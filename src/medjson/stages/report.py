@@ -1,6 +1,6 @@
 """Stage `report`: every model on every benchmark in one markdown table, with paired comparisons.
 
-For each benchmark in params.yaml (and the held-out evaluation pool): the accuracy of the
+For each benchmark in params.yaml (and the evaluation pool): the accuracy of the
 generated JSON answers with its 95% interval ("answers in JSON"), beside the harness-style
 log-likelihood accuracy with its interval ("knows": the letter the model rates most likely after
 lm-evaluation-harness's zero-shot prompt, comparable with published figures), the valid-JSON
@@ -30,7 +30,7 @@ from medjson.params import load_params
 log = logging.getLogger("medjson.report")
 
 PARAMS_READ = ("benchmarks",)  # which benchmarks to report (dvc.yaml lists the same)
-EVAL_POOL = "eval pool"  # the held-out questions of data.source, beside the benchmarks
+EVAL_POOL = "eval pool"  # the evaluation pool of data.source, beside the benchmarks
 
 
 def _read(path: Path, stage: str):
@@ -39,14 +39,14 @@ def _read(path: Path, stage: str):
     return read_json(path)
 
 
-def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list[dict]:
+def benchmark_rows(benchmarks: list[str], metrics: Path, eval_metrics: Path) -> list[dict]:
     """One row per benchmark and model, from the metrics files the evaluations wrote."""
     rows = []
     for bench in [EVAL_POOL, *benchmarks]:
         data = {} if bench == EVAL_POOL else _read(metrics / bench / "data.json", f"benchmark_data@{bench}")
         for model in PHASES:
             if bench == EVAL_POOL:
-                m = _read(held_out / f"{model}.json", f"evaluate@{model}")
+                m = _read(eval_metrics / f"{model}.json", f"evaluate@{model}")
             else:
                 m = _read(metrics / bench / f"{model}.json", f"benchmark@{bench}-{model}")
             rows.append(
@@ -68,18 +68,18 @@ def benchmark_rows(benchmarks: list[str], metrics: Path, held_out: Path) -> list
     return rows
 
 
-def letter_share_table(held_out: Path) -> list[str]:
+def letter_share_table(eval_metrics: Path) -> list[str]:
     """Each model's share of answers per letter (and invalid) on the evaluation pool, under the gold shares."""
     labels = (*LETTERS, INVALID)
     lines = [
         "| eval pool | " + " | ".join(labels) + " | largest letter share |",
         "|---|" + "---|" * (len(labels) + 1),
     ]
-    first = _read(held_out / f"{PHASES[0]}.json", f"evaluate@{PHASES[0]}")
+    first = _read(eval_metrics / f"{PHASES[0]}.json", f"evaluate@{PHASES[0]}")
     gold = [first[f"gold_share_{letter}"] for letter in LETTERS]
     lines.append("| gold | " + " | ".join(f"{g:.3f}" for g in gold) + f" | - | {max(gold):.3f} |")
     for model in PHASES:
-        m = _read(held_out / f"{model}.json", f"evaluate@{model}")
+        m = _read(eval_metrics / f"{model}.json", f"evaluate@{model}")
         shares = [m[f"predicted_share_{label}"] for label in labels]
         lines.append(f"| {model} | " + " | ".join(f"{s:.3f}" for s in shares) + f" | {max(shares[:-1]):.3f} |")
     return lines
@@ -115,11 +115,11 @@ def markdown(rows: list[dict], comparisons: dict[str, dict], letter_shares: list
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, "predictions", "metrics", "held_out", "comparison", "out")
+    parser = stage_parser(__doc__, "predictions", "metrics", "eval_metrics", "comparison", "out")
     args = parser.parse_args()
 
     benchmarks = sorted(load_params(args.params).benchmarks)
-    rows = benchmark_rows(benchmarks, args.metrics, args.held_out)
+    rows = benchmark_rows(benchmarks, args.metrics, args.eval_metrics)
     comparisons = {
         bench: compare(
             {m: read_jsonl(args.predictions / bench / m / "predictions.jsonl") for m in PHASES}, TRAINING_PAIRS
@@ -128,7 +128,7 @@ def main() -> None:
     }
     write_json(args.comparison, comparisons)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(rows, comparisons, letter_share_table(args.held_out)), encoding="utf-8")
+    args.out.write_text(markdown(rows, comparisons, letter_share_table(args.eval_metrics)), encoding="utf-8")
     log.info("wrote %s (%d benchmarks x %d models) and %s", args.out, len(benchmarks) + 1, len(PHASES), args.comparison)
 
 
