@@ -31,14 +31,14 @@ def main() -> None:
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from medjson.stages.grpo import grpo_config
     from medjson.model.modeling import lora_config, resolve_precision
     from medjson.params import load_params
+    from medjson.training.configs import stage_trainer_config
     from medjson.training.rewards import REWARDS
 
     params = load_params(ROOT / "params.yaml")
     model, tokenizer = random_qwen3_06b(torch.float32) if args.random_qwen3 else tiny_qwen3()
-    config = grpo_config(params, Path(tempfile.mkdtemp()), resolve_precision(params.model.precision))
+    config = stage_trainer_config(params, "grpo", Path(tempfile.mkdtemp()), resolve_precision(params.model.precision))
     config.max_steps, config.save_strategy, config.logging_steps, config.log_completions = (
         args.steps + 1,
         "no",

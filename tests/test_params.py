@@ -27,15 +27,14 @@ def test_project_params_build_every_config(tmp_path):
 
     from medjson.model.grammar import min_new_tokens
     from medjson.model.modeling import lora_config
-    from medjson.stages.grpo import grpo_config
-    from medjson.stages.sft import sft_config
+    from medjson.training.configs import stage_trainer_config
 
     params = load_params(PARAMS)
-    sft = sft_config(params, tmp_path / "sft", "fp32")
+    sft = stage_trainer_config(params, "sft", tmp_path / "sft", "fp32")
     assert isinstance(sft, SFTConfig)
     # Every trainer key passes straight through (report_to: "none" is kept as transformers writes it, []).
     assert all(getattr(sft, key) == value for key, value in params.sft.trainer.items() if key != "report_to")
-    grpo = grpo_config(params, tmp_path / "grpo", "fp32")
+    grpo = stage_trainer_config(params, "grpo", tmp_path / "grpo", "fp32")
     assert isinstance(grpo, GRPOConfig)
     assert all(getattr(grpo, key) == value for key, value in params.grpo.trainer.items() if key != "report_to")
     # Whole groups of completions per step, at least two distinct prompts in each.

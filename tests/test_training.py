@@ -13,6 +13,17 @@ from medjson.core.records import write_jsonl
 from medjson.errors import StageError
 from medjson.model.lineage import check_starts_from_sft
 from medjson.stages.grpo import GrpoMonitor
+from medjson.training.configs import TrainingPaths
+
+
+def _outputs_in(folder) -> dict:
+    """Where a training run in a test writes: its adapter, curves, summary and checkpoints, in ``folder``."""
+    return dict(
+        adapter=folder / "adapter",
+        curves=folder / "curves",
+        summary=folder / "summary.json",
+        scratch=folder / "scratch",
+    )
 
 
 @pytest.fixture
@@ -74,9 +85,9 @@ def test_training_rollout_and_evaluation_prompts_are_identical(tiny_params, trai
     messages = build_messages("Which nerve supplies muscle 0?", ["Radial", "Axillary", "Ulnar", "Median"])
     evaluation = tokenizer(render_prompt(tokenizer, messages, False), add_special_tokens=False)["input_ids"]
     # What GRPOTrainer does with GRPOConfig.chat_template_kwargs (trl 1.16, _tokenize_prompts).
-    from medjson.stages.grpo import grpo_config
+    from medjson.training.configs import stage_trainer_config
 
-    kwargs = grpo_config(tiny_params, tmp_path / "g", "fp32").chat_template_kwargs
+    kwargs = stage_trainer_config(tiny_params, "grpo", tmp_path / "g", "fp32").chat_template_kwargs
     rollout = tokenizer.apply_chat_template(
         conversation=[messages], add_generation_prompt=True, tokenize=True, return_dict=True, **kwargs
     )["input_ids"][0]
@@ -107,18 +118,18 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
 
     trainer_params = {**tiny_params.sft.trainer, "max_steps": 12, "save_steps": 5, "logging_steps": 1}
     params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
-    paths = dict(
-        train_path=train_file,
-        heldout_path=heldout_file,
-        adapter_dir=tmp_path / "adapter",
-        curves_dir=tmp_path / "curves",
+    paths = TrainingPaths(
+        train=train_file,
+        heldout=heldout_file,
+        adapter=tmp_path / "adapter",
+        curves=tmp_path / "curves",
         scratch=tmp_path / "scratch",
     )
     with pytest.raises(KeyboardInterrupt):
-        train_sft(params, **paths, extra_callbacks=[_Interrupt(7)])
+        train_sft(params, paths, extra_callbacks=[_Interrupt(7)])
     assert (tmp_path / "scratch/checkpoint-5").exists() and not (tmp_path / "adapter").exists()
     first = _FirstStep()
-    result = train_sft(params, **paths, extra_callbacks=[first])
+    result = train_sft(params, paths, extra_callbacks=[first])
     assert result["resumed_from"].endswith("checkpoint-5")
     assert first.first == 5 and result["steps"] == 12
     assert (tmp_path / "adapter/adapter_model.safetensors").exists()
@@ -127,7 +138,7 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
     assert result["heldout_loss_start"] is not None and result["heldout_loss_end"] is not None
     # Another setting makes the old checkpoints stale: they are cleared, not resumed.
     other = dataclasses.replace(params, seed=params.seed + 1)
-    assert train_sft(other, **paths)["resumed_from"] is None
+    assert train_sft(other, paths)["resumed_from"] is None
 
 
 def test_grpo_refuses_to_start_from_the_base(tiny_params, tiny_model):
@@ -186,13 +197,9 @@ def test_grpo_stops_with_a_clear_error_when_rewards_never_vary(tiny_params, tiny
     with pytest.raises(StageError, match="zero reward variance.*likely causes") as err:
         train_grpo(
             params,
-            model_dir,
-            tmp_path / "grpo.jsonl",
-            tmp_path / "heldout.jsonl",
-            tmp_path / "adapter",
-            tmp_path / "curves",
-            tmp_path / "summary.json",
-            tmp_path / "scratch",
+            TrainingPaths(
+                tmp_path / "grpo.jsonl", tmp_path / "heldout.jsonl", **_outputs_in(tmp_path), model=model_dir
+            ),
         )
     assert "step 2" in str(err.value)
     assert not (tmp_path / "adapter").exists()  # nothing saved as if it had worked
@@ -247,6 +254,6 @@ def test_sft_stops_on_an_injected_nan_loss_and_saves_nothing(
     trainer_params = {**tiny_params.sft.trainer, "max_steps": 4, "logging_steps": 1, "save_steps": 2}
     params = dataclasses.replace(tiny_params, sft=dataclasses.replace(tiny_params.sft, trainer=trainer_params))
     with pytest.raises(StageError, match="loss became nan at step 1 in fp32"):
-        train_sft(params, train_file, heldout_file, tmp_path / "adapter", tmp_path / "curves", tmp_path / "scratch")
+        train_sft(params, TrainingPaths(train_file, heldout_file, **_outputs_in(tmp_path)))
     assert not (tmp_path / "adapter").exists()
     assert not list((tmp_path / "scratch").glob("checkpoint-*"))  # stopped before the first save

@@ -307,7 +307,20 @@ HUB_KEYS = {"hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hu
 
 def trainer_config(config_cls: type, section: dict[str, Any], where: str, source: Path | str, **overrides: Any):
     """Build ``SFTConfig``/``GRPOConfig`` from a params section, after checking every key's name,
-    type and range, so a mistake fails here, with the file and key named, before any model loads."""
+    type and range (``check_trainer_section``), so a mistake fails here, with the file and key named,
+    before any model loads."""
+    check_trainer_section(config_cls, section, where, source, overrides)
+    try:
+        return config_cls(**section, **overrides)
+    except (ValueError, TypeError) as err:  # TRL's own cross-field checks
+        raise ParamsError(f"{Path(source)}: `{where}` is not a valid {config_cls.__name__}: {err}") from None
+
+
+def check_trainer_section(
+    config_cls: type, section: dict[str, Any], where: str, source: Path | str, overrides: dict[str, Any] | None = None
+) -> None:
+    """Every key of a trainer section a field of ``config_cls``, of its type and in its range; none
+    that uploads, and none of the keys the pipeline sets itself (``overrides``)."""
     source = Path(source)
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(section) - set(fields))
@@ -319,7 +332,7 @@ def trainer_config(config_cls: type, section: dict[str, Any], where: str, source
             "the trainer would push an adapter without its card, lineage or abstention file. Publish the merged "
             "model with `medjson publish` (docs/use.md)"
         )
-    clash = sorted(set(section) & set(overrides))
+    clash = sorted(set(section) & set(overrides or {}))
     if clash:
         raise ParamsError(f"{source}: `{where}.{clash[0]}` is set by the pipeline itself; remove it")
     hints = config_type_hints(config_cls)
@@ -330,10 +343,6 @@ def trainer_config(config_cls: type, section: dict[str, Any], where: str, source
             raise error
     if section.get("max_steps", -1) == 0:
         raise ParamsError(f"{source}: `{where}.max_steps` = 0 trains nothing; use -1 to train by epochs")
-    try:
-        return config_cls(**section, **overrides)
-    except (ValueError, TypeError) as err:  # TRL's own cross-field checks
-        raise ParamsError(f"{source}: `{where}` is not a valid {config_cls.__name__}: {err}") from None
 
 
 def log_params(stage: str, values: dict[str, Any]) -> None:

@@ -29,9 +29,9 @@ from medjson.core.records import GRPO_KEYS, read_pool, write_json
 from medjson.errors import StageError
 from medjson.model.lineage import check_starts_from_sft, write_base_record
 from medjson.model.modeling import lora_config
-from medjson.params import Params, load_params, log_params
+from medjson.params import Params, load_params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
-from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config
+from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, training_setup
 from medjson.training.heldout import first_last
 from medjson.training.heldout_rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, HeldoutRewards
 from medjson.training.parallel import (
@@ -40,9 +40,8 @@ from medjson.training.parallel import (
     from_main_process,
     grpo_batch_layout,
     is_main_process,
-    launch_if_needed,
     log_layout,
-    trainer_values,
+    start_training,
 )
 from medjson.training.rewards import REWARDS, check_reward_weights, weighted_rewards
 
@@ -56,22 +55,6 @@ COLLAPSE_CAUSES = (
     "a think block before the JSON (enable_thinking must be false everywhere), completions cut at "
     "max_completion_length, or every completion in a group equally right or wrong"
 )
-
-
-def grpo_config(params: Params, scratch: Path, precision: str):
-    """The ``GRPOConfig`` of ``grpo.trainer`` (``precision``: resolved), with the reward weights and the
-    chat template's thinking mode the pipeline sets."""
-    from trl import GRPOConfig
-
-    return stage_trainer_config(
-        GRPOConfig,
-        params,
-        "grpo",
-        scratch,
-        precision,
-        reward_weights=list(params.grpo.rewards.values()),
-        chat_template_kwargs={"enable_thinking": params.model.enable_thinking},
-    )
 
 
 class GrpoMonitor(TrainerCallback):
@@ -159,37 +142,29 @@ def summarize(history: list[dict], heldout: list[dict], preflight_stats: dict, s
     }
 
 
-def train_grpo(
-    params: Params,
-    model_dir: Path,
-    train_path: Path,
-    heldout_path: Path,
-    adapter_dir: Path,
-    curves_dir: Path,
-    summary_path: Path,
-    scratch: Path,
-    processes: int = 1,
-) -> dict:
+def train_grpo(params: Params, paths: TrainingPaths, processes: int = 1) -> dict:
+    """Train from the merged SFT model (``paths.model``), resuming only an interrupted run of the same
+    identity; stop on a collapse of the reward's variance; save the adapter and the summary."""
     from transformers import set_seed
 
     from medjson.training.curves import LiveCurves
 
-    # Cheap checks first: settings, the starting model's lineage (never the base), the prompts.
-    setup, layout = grpo_setup(params, model_dir, scratch, processes)
-    check_starts_from_sft(model_dir, params.model.base)
-    records = read_pool(train_path, GRPO_KEYS, LETTERS)
-    heldout = read_pool(heldout_path, GRPO_KEYS, LETTERS)
-    identity = run_identity("medjson.stages.grpo", params.view(*PARAMS_READ) | layout, train_path, setup.start)
-    resume = shared_resume_point(scratch, identity)
+    # 1. Settings, the starting model's lineage (never the base) and the prompts, checked before it loads.
+    setup, layout = grpo_setup(params, paths.model, paths.scratch, processes)
+    check_starts_from_sft(paths.model, params.model.base)
+    records = read_pool(paths.train, GRPO_KEYS, LETTERS)
+    heldout = read_pool(paths.heldout, GRPO_KEYS, LETTERS)
+    identity = run_identity("medjson.stages.grpo", params.view(*PARAMS_READ) | layout, paths.train, setup.start)
+    resume = shared_resume_point(paths.scratch, identity)
     set_seed(setup.config.seed)  # grpo.seed, else the top-level seed
-    # Tokenizer and model.
+    # 2. Model, a preflight of its rollouts, and the trainer.
     tokenizer = setup.load_tokenizer()
     model = setup.load_model()
     # Once, on the main process; every process gets its verdict.
     preflight_stats = from_main_process(lambda: preflight(model, tokenizer, records, params, setup.config))
     monitor = GrpoMonitor(params.grpo.guard.max_zero_std_logs)
-    trainer, watch = build_trainer(setup, model, tokenizer, records, heldout, LiveCurves(curves_dir), [monitor])
-    # Train.
+    trainer, watch = build_trainer(setup, model, tokenizer, records, heldout, LiveCurves(paths.curves), [monitor])
+    # 3. Train.
     trainer.train(resume_from_checkpoint=resume)
     if monitor.collapsed_at is not None:
         raise StageError(
@@ -197,8 +172,8 @@ def train_grpo(
             f"{params.grpo.guard.max_zero_std_logs} logged steps in a row, so nothing was being learned; "
             f"{COLLAPSE_CAUSES}"
         )
-    # Save: the Trainer writes the adapter from the main process; the rest is written there too.
-    trainer.save_model(str(adapter_dir))
+    # 4. Save: the Trainer writes the adapter from the main process; the rest is written there too.
+    trainer.save_model(str(paths.adapter))
     kept = watch.kept or {}  # the held-out measurement of the policy the adapter is (grpo.heldout.keep_best)
     summary = {
         **summarize(monitor.history, watch.history, preflight_stats, trainer.state.global_step),
@@ -207,9 +182,9 @@ def train_grpo(
         **layout,
     }
     if is_main_process():
-        write_base_record(adapter_dir, setup.start, setup.source)
-        write_json(summary_path, summary)
-        mark_finished(scratch, identity)
+        write_base_record(paths.adapter, setup.start, setup.source)
+        write_json(paths.summary, summary)
+        mark_finished(paths.scratch, identity)
         log.info("GRPO summary: %s", summary)
     return summary
 
@@ -256,17 +231,14 @@ def grpo_setup(params: Params, model_dir: Path, scratch: Path, processes: int):
     """The run's settings checked for this many processes (``check_launch``), then precision,
     ``GRPOConfig`` and starting model resolved once; and the batch layout."""
     layout = check_launch(params, processes)
-    setup = set_up_training(params, lambda precision: grpo_config(params, scratch, precision), str(model_dir), None)
-    return setup, layout
+    return training_setup(params, "grpo", scratch, str(model_dir), None), layout
 
 
 def check_launch(params: Params, processes: int) -> dict:
     """The settings of a run in ``processes`` processes, checked before any starts: rewards, vLLM and the
     batch layout (from the trainer section over TRL's defaults)."""
-    from trl import GRPOConfig
-
     check_reward_weights(params.grpo.rewards, params.path)
-    values = trainer_values(GRPOConfig, params.grpo.trainer)
+    values = launch_view(params, "grpo")
     check_vllm(values)
     layout = grpo_batch_layout(values, processes)
     log_layout("grpo", layout)
@@ -277,23 +249,9 @@ def main() -> None:
     parser = stage_parser(__doc__, "model", "train", "heldout", "adapter", "curves", "summary", "scratch")
     add_processes_argument(parser)
     args = parser.parse_args()
-
     params = load_params(args.params)
-    # Several processes: settings refused here, before any starts; then the stage runs in each.
-    launch_if_needed("medjson.stages.grpo", args.processes, lambda: check_launch(params, args.processes))
-    if is_main_process():
-        log_params("grpo", params.view(*PARAMS_READ))
-    train_grpo(
-        params,
-        args.model,
-        args.train,
-        args.heldout,
-        args.adapter,
-        args.curves,
-        args.summary,
-        args.scratch,
-        args.processes,
-    )
+    start_training("medjson.stages.grpo", "grpo", params, args.processes, check_launch, PARAMS_READ)
+    train_grpo(params, TrainingPaths.from_args(args), args.processes)
 
 
 if __name__ == "__main__":

@@ -20,29 +20,14 @@ from medjson.core.records import SFT_KEYS, read_pool, write_json
 from medjson.errors import StageError
 from medjson.model.lineage import write_base_record
 from medjson.model.modeling import lora_config
-from medjson.params import Params, load_params, log_params
+from medjson.params import Params, load_params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
-from medjson.training.configs import TrainingSetup, set_up_training, stage_trainer_config
-from medjson.training.parallel import (
-    add_processes_argument,
-    batch_layout,
-    is_main_process,
-    launch_if_needed,
-    log_layout,
-    trainer_values,
-)
+from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, training_setup
+from medjson.training.parallel import add_processes_argument, batch_layout, is_main_process, log_layout, start_training
 
 log = logging.getLogger("medjson.sft")
 
 PARAMS_READ = ("seed", "model", "sft", "launch")  # the params.yaml sections this stage reads (dvc.yaml lists the same)
-
-
-def sft_config(params: Params, scratch: Path, precision: str):
-    """The ``SFTConfig`` of ``sft.trainer`` (``precision``: resolved)."""
-    from trl import SFTConfig
-
-    # Loss on the answer only: the prompt is given, not learned.
-    return stage_trainer_config(SFTConfig, params, "sft", scratch, precision, completion_only_loss=True)
 
 
 def sft_dataset(records: list[dict], enable_thinking: bool):
@@ -86,10 +71,8 @@ def drop_overlong(records: list[dict], tokenizer, max_length: int, enable_thinki
 
 
 def sft_setup(params: Params, scratch: Path) -> TrainingSetup:
-    """Precision, ``SFTConfig`` and the base, resolved once."""
-    return set_up_training(
-        params, lambda precision: sft_config(params, scratch, precision), params.model.base, params.model.revision
-    )
+    """Precision, ``SFTConfig`` and the pretrained base, resolved once."""
+    return training_setup(params, "sft", scratch, params.model.base, params.model.revision)
 
 
 def build_trainer(setup: TrainingSetup, records: list[dict], heldout: list[dict], train_path: Path, callbacks: list):
@@ -121,43 +104,36 @@ def build_trainer(setup: TrainingSetup, records: list[dict], heldout: list[dict]
     )
 
 
-def train_sft(
-    params: Params,
-    train_path: Path,
-    heldout_path: Path,
-    adapter_dir: Path,
-    curves_dir: Path,
-    scratch: Path,
-    summary_path: Path | None = None,
-    processes: int = 1,
-    extra_callbacks: list | None = None,
-) -> dict:
+def train_sft(params: Params, paths: TrainingPaths, processes: int = 1, extra_callbacks: list | None = None) -> dict:
     """Train, resuming only an interrupted run of the same identity, and save the adapter (in every
     process of a data-parallel run; the main one writes)."""
     from medjson.training.curves import LiveCurves
     from medjson.training.guards import FiniteGuard
     from medjson.training.heldout import HeldoutLossWatch, first_last
 
-    # Cheap checks first: settings, data and scratch folder, before the model loads.
+    # 1. Settings, data and the scratch folder, checked before the model loads.
     layout = check_launch(params, processes)
-    setup = sft_setup(params, scratch)
-    records = read_pool(train_path, SFT_KEYS)
-    heldout = read_pool(heldout_path, SFT_KEYS)
-    identity = run_identity("medjson.stages.sft", params.view(*PARAMS_READ) | layout, train_path, setup.start)
-    resume = shared_resume_point(scratch, identity)
+    setup = sft_setup(params, paths.scratch)
+    records = read_pool(paths.train, SFT_KEYS)
+    heldout = read_pool(paths.heldout, SFT_KEYS)
+    identity = run_identity("medjson.stages.sft", params.view(*PARAMS_READ) | layout, paths.train, setup.start)
+    resume = shared_resume_point(paths.scratch, identity)
     if resume:  # the first held-out loss is in the checkpoint's log history already
         setup.config.eval_on_start = False
+    # 2. Model, data and trainer.
     callbacks = [
-        LiveCurves(curves_dir),
+        LiveCurves(paths.curves),
         HeldoutLossWatch(),
         FiniteGuard(setup.precision, "sft"),
         *(extra_callbacks or []),
     ]
-    trainer = build_trainer(setup, records, heldout, train_path, callbacks)
+    trainer = build_trainer(setup, records, heldout, paths.train, callbacks)
     if is_main_process():
         trainer.model.print_trainable_parameters()
+    # 3. Train.
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(adapter_dir))
+    # 4. Save: the adapter (every process of a data-parallel run), then the main process's records.
+    trainer.save_model(str(paths.adapter))
     summary = {
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
@@ -165,20 +141,17 @@ def train_sft(
         **layout,
     }
     if is_main_process():
-        write_base_record(adapter_dir, setup.start, setup.source)
-        if summary_path is not None:
-            write_json(summary_path, summary)
-        mark_finished(scratch, identity)
-        log.info("saved adapter to %s after %d steps", adapter_dir, trainer.state.global_step)
+        write_base_record(paths.adapter, setup.start, setup.source)
+        if paths.summary is not None:
+            write_json(paths.summary, summary)
+        mark_finished(paths.scratch, identity)
+        log.info("saved adapter to %s after %d steps", paths.adapter, trainer.state.global_step)
     return {**summary, "resumed_from": resume}
 
 
 def check_launch(params: Params, processes: int) -> dict:
-    """The batch layout of a run in ``processes`` processes (the trainer section over TRL's defaults),
-    logged before any starts; params.yaml itself was checked when it was read."""
-    from trl import SFTConfig
-
-    layout = batch_layout(trainer_values(SFTConfig, params.sft.trainer), processes)
+    """The batch layout of a run in ``processes`` processes, logged before any starts."""
+    layout = batch_layout(launch_view(params, "sft"), processes)
     log_layout("sft", layout)
     return layout
 
@@ -187,13 +160,9 @@ def main() -> None:
     parser = stage_parser(__doc__, "train", "heldout", "adapter", "curves", "summary", "scratch")
     add_processes_argument(parser)
     args = parser.parse_args()
-
     params = load_params(args.params)
-    # Several processes: settings refused here, before any starts; then the stage runs in each.
-    launch_if_needed("medjson.stages.sft", args.processes, lambda: check_launch(params, args.processes))
-    if is_main_process():
-        log_params("sft", params.view(*PARAMS_READ))
-    train_sft(params, args.train, args.heldout, args.adapter, args.curves, args.scratch, args.summary, args.processes)
+    start_training("medjson.stages.sft", "sft", params, args.processes, check_launch, PARAMS_READ)
+    train_sft(params, TrainingPaths.from_args(args), args.processes)
 
 
 if __name__ == "__main__":

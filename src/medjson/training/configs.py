@@ -1,14 +1,21 @@
-"""What a training stage resolves once and passes whole: its precision, its starting model, that
-model's identity, and its TRL config (its ``trainer`` section of params.yaml, passed straight through,
-plus what every training stage sets itself)."""
+"""What a training stage resolves once and passes whole: its paths, its precision, its starting model,
+that model's identity, and its TRL config (its ``trainer`` section of params.yaml, passed straight
+through, plus what the pipeline sets itself).
+
+    setup = training_setup(params, "sft", paths.scratch, params.model.base, params.model.revision)
+
+is the one call that builds a stage's ``SFTConfig``/``GRPOConfig``, from params already checked.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from types import SimpleNamespace
+from typing import Any
 
 from medjson.model.lineage import base_identity
 from medjson.model.modeling import (
@@ -19,31 +26,81 @@ from medjson.model.modeling import (
     resolve_source,
     trainer_precision_flags,
 )
-from medjson.params import Params, trainer_config
+from medjson.params import Params, check_trainer_section, trainer_config
 from medjson.training.parallel import world_size
 
 log = logging.getLogger(__name__)
 
+TRAINING_STAGES = ("sft", "grpo")
+CONFIG_CLASSES = {"sft": "SFTConfig", "grpo": "GRPOConfig"}  # trl's config of each training stage
 
-def stage_trainer_config(config_cls: type, params: Params, stage: str, scratch: Path, precision: str, **overrides):
-    """``config_cls`` (``SFTConfig``, ``GRPOConfig``) from ``<stage>.trainer``, checked key by key
-    (``medjson.params.trainer_config``); ``precision`` is the resolved one. The trainer's seed is the
-    stage's own where it has one (``grpo.seed``), else the top-level ``seed``."""
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    """Every path a training stage reads and writes, as dvc.yaml's command passes them."""
+
+    train: Path  # the pool trained on
+    heldout: Path  # the held-out pool training is measured on
+    adapter: Path  # the adapter folder written
+    curves: Path  # the DVCLive folder of the curves
+    scratch: Path  # checkpoints of an unfinished run (not a DVC output)
+    summary: Path | None = None  # the training summary (a metrics file)
+    model: Path | None = None  # GRPO: the merged SFT model it starts from
+
+    @classmethod
+    def from_args(cls, args) -> TrainingPaths:
+        """The paths of a stage's parsed command line (``medjson.cli.stage_parser``'s flags)."""
+        return cls(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)})
+
+
+def config_class(stage: str) -> type:
+    import trl
+
+    return getattr(trl, CONFIG_CLASSES[stage])
+
+
+def pipeline_settings(params: Params, stage: str) -> dict[str, Any]:
+    """The trainer values the pipeline sets itself, beside ``<stage>.trainer`` (which may not set them)."""
     stage_seed = getattr(getattr(params, stage), "seed", None)  # grpo.seed; SFT has none of its own
     seed = params.seed if stage_seed is None else stage_seed
+    common = {
+        "seed": seed,
+        "data_seed": seed,
+        "logging_nan_inf_filter": False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
+    }
+    if stage == "sft":
+        return common | {"completion_only_loss": True}  # the loss is on the answer: the prompt is given, not learned
+    return common | {
+        "reward_weights": list(params.grpo.rewards.values()),  # in params.grpo.rewards' order, as REWARDS are passed
+        "chat_template_kwargs": {"enable_thinking": params.model.enable_thinking},
+    }
+
+
+def stage_trainer_config(params: Params, stage: str, scratch: Path, precision: str):
+    """``SFTConfig``/``GRPOConfig`` from ``<stage>.trainer``, checked key by key
+    (``medjson.params.trainer_config``), with the pipeline's own settings; ``precision`` is the
+    resolved one. The trainer's seed is the stage's own where it has one (``grpo.seed``), else the
+    top-level ``seed``."""
     return trainer_config(
-        config_cls,
+        config_class(stage),
         getattr(params, stage).trainer,
         f"{stage}.trainer",
         params.path,
         output_dir=str(scratch),
-        seed=seed,
-        data_seed=seed,
-        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so FiniteGuard can stop the run
+        **pipeline_settings(params, stage),
         **trainer_precision_flags(precision),
         **cpu_processes_flag(),
-        **overrides,
     )
+
+
+def launch_view(params: Params, stage: str) -> SimpleNamespace:
+    """``<stage>.trainer`` over its config's defaults, checked as ``stage_trainer_config`` checks it,
+    without building the config: the command that starts N processes runs alone, and TRL's own
+    cross-field checks there would count one process, refusing a batch that N of them divide."""
+    cls, section = config_class(stage), getattr(params, stage).trainer
+    check_trainer_section(cls, section, f"{stage}.trainer", params.path, pipeline_settings(params, stage))
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return SimpleNamespace(**{**defaults, **section})
 
 
 def cpu_processes_flag() -> dict:
@@ -75,12 +132,10 @@ class TrainingSetup:
         return load_model(self.source, self.precision, attn_implementation=self.params.model.attn_implementation)
 
 
-def set_up_training(
-    params: Params, config_for: Callable[[str], Any], start: str, revision: str | None
-) -> TrainingSetup:
-    """Resolve precision, the TRL config (``config_for(precision)``) and the starting model once; the
-    config fails on a bad key before anything loads."""
+def training_setup(params: Params, stage: str, scratch: Path, start: str, revision: str | None) -> TrainingSetup:
+    """Resolve precision, the stage's TRL config and its starting model (``start`` at ``revision``)
+    once; the config fails on a bad key before anything loads."""
     precision = resolve_precision(params.model.precision)
     log.info("precision: %s", precision)
-    config = config_for(precision)
+    config = stage_trainer_config(params, stage, scratch, precision)
     return TrainingSetup(params, precision, config, resolve_source(start, revision), start)

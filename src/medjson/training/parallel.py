@@ -18,13 +18,11 @@ marker, the training metrics and the log of resolved parameters.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import logging
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from medjson.errors import ParamsError
@@ -161,11 +159,16 @@ def grpo_batch_layout(config, processes: int, section: str = "grpo.trainer") -> 
     return {**layout, "num_generations": generations, "prompts_per_step": layout["effective_batch"] // generations}
 
 
-def trainer_values(config_class, section: dict[str, Any]) -> SimpleNamespace:
-    """A trainer section's values over the TRL config's defaults, without building the config: the
-    command that starts N processes runs alone, and TRL's own checks there would count 1 process."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
-    return SimpleNamespace(**{**defaults, **section})
+def start_training(module: str, stage: str, params, processes: int, check_launch: Callable, params_read) -> None:
+    """What a training stage does between reading its command line and training: settings refused
+    before any process starts (``check_launch(params, processes)``), ``processes`` processes started
+    where asked (each runs ``module`` again and trains; this one exits with their status), and the
+    resolved params (``params_read`` sections) logged once."""
+    from medjson.params import log_params
+
+    launch_if_needed(module, processes, lambda: check_launch(params, processes))
+    if is_main_process():
+        log_params(stage, params.view(*params_read))
 
 
 def check_vllm(config, section: str = "grpo.trainer") -> None:
