@@ -29,19 +29,17 @@ from medjson.core.records import GRPO_KEYS, read_pool, write_json
 from medjson.errors import StageError
 from medjson.model.lineage import check_starts_from_sft, write_base_record
 from medjson.model.modeling import lora_config
-from medjson.params import Params, load_params
+from medjson.params import Params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
-from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, training_setup
+from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, start_training, training_setup
 from medjson.training.heldout import first_last
 from medjson.training.heldout_rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, HeldoutRewards
 from medjson.training.parallel import (
-    add_processes_argument,
     check_vllm,
     from_main_process,
     grpo_batch_layout,
     is_main_process,
     log_layout,
-    start_training,
 )
 from medjson.training.rewards import REWARDS, check_reward_weights, weighted_rewards
 
@@ -247,11 +245,8 @@ def check_launch(params: Params, processes: int) -> dict:
 
 def main() -> None:
     parser = stage_parser(__doc__, "model", "train", "heldout", "adapter", "curves", "summary", "scratch")
-    add_processes_argument(parser)
-    args = parser.parse_args()
-    params = load_params(args.params)
-    start_training("medjson.stages.grpo", "grpo", params, args.processes, check_launch, PARAMS_READ)
-    train_grpo(params, TrainingPaths.from_args(args), args.processes)
+    params, paths, processes = start_training(parser, "medjson.stages.grpo", "grpo", check_launch, PARAMS_READ)
+    train_grpo(params, paths, processes)
 
 
 if __name__ == "__main__":

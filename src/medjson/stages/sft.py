@@ -20,10 +20,10 @@ from medjson.core.records import SFT_KEYS, read_pool, write_json
 from medjson.errors import StageError
 from medjson.model.lineage import write_base_record
 from medjson.model.modeling import lora_config
-from medjson.params import Params, load_params
+from medjson.params import Params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
-from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, training_setup
-from medjson.training.parallel import add_processes_argument, batch_layout, is_main_process, log_layout, start_training
+from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, start_training, training_setup
+from medjson.training.parallel import batch_layout, is_main_process, log_layout
 
 log = logging.getLogger("medjson.sft")
 
@@ -158,11 +158,8 @@ def check_launch(params: Params, processes: int) -> dict:
 
 def main() -> None:
     parser = stage_parser(__doc__, "train", "heldout", "adapter", "curves", "summary", "scratch")
-    add_processes_argument(parser)
-    args = parser.parse_args()
-    params = load_params(args.params)
-    start_training("medjson.stages.sft", "sft", params, args.processes, check_launch, PARAMS_READ)
-    train_sft(params, TrainingPaths.from_args(args), args.processes)
+    params, paths, processes = start_training(parser, "medjson.stages.sft", "sft", check_launch, PARAMS_READ)
+    train_sft(params, paths, processes)
 
 
 if __name__ == "__main__":

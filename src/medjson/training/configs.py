@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from medjson.model.lineage import base_identity
 from medjson.model.modeling import (
@@ -26,8 +26,8 @@ from medjson.model.modeling import (
     resolve_source,
     trainer_precision_flags,
 )
-from medjson.params import Params, check_trainer_section, trainer_config
-from medjson.training.parallel import world_size
+from medjson.params import Params, check_trainer_section, load_params, log_params, trainer_config
+from medjson.training.parallel import add_processes_argument, is_main_process, launch_if_needed, world_size
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +139,20 @@ def training_setup(params: Params, stage: str, scratch: Path, start: str, revisi
     log.info("precision: %s", precision)
     config = stage_trainer_config(params, stage, scratch, precision)
     return TrainingSetup(params, precision, config, resolve_source(start, revision), start)
+
+
+def start_training(
+    parser, module: str, stage: str, check_launch: Callable, params_read: tuple[str, ...]
+) -> tuple[Params, TrainingPaths, int]:
+    """What a training stage does between its command line (``parser``, ``medjson.cli.stage_parser``'s)
+    and training: params read, settings refused before any process starts (``check_launch(params,
+    processes)``), ``--processes`` processes started where asked (each runs ``module`` again and
+    trains; this one then exits with their status), and the resolved params (``params_read``
+    sections) logged once. Returns what the stage trains with."""
+    add_processes_argument(parser)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    launch_if_needed(module, args.processes, lambda: check_launch(params, args.processes))
+    if is_main_process():
+        log_params(stage, params.view(*params_read))
+    return params, TrainingPaths.from_args(args), args.processes

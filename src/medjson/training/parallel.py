@@ -159,18 +159,6 @@ def grpo_batch_layout(config, processes: int, section: str = "grpo.trainer") -> 
     return {**layout, "num_generations": generations, "prompts_per_step": layout["effective_batch"] // generations}
 
 
-def start_training(module: str, stage: str, params, processes: int, check_launch: Callable, params_read) -> None:
-    """What a training stage does between reading its command line and training: settings refused
-    before any process starts (``check_launch(params, processes)``), ``processes`` processes started
-    where asked (each runs ``module`` again and trains; this one exits with their status), and the
-    resolved params (``params_read`` sections) logged once."""
-    from medjson.params import log_params
-
-    launch_if_needed(module, processes, lambda: check_launch(params, processes))
-    if is_main_process():
-        log_params(stage, params.view(*params_read))
-
-
 def check_vllm(config, section: str = "grpo.trainer") -> None:
     """``use_vllm`` needs vLLM installed: refused before any model loads, not deep inside TRL."""
     if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
