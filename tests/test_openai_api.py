@@ -229,10 +229,15 @@ def test_keys_foreign_schemas_and_unreadable_messages_get_openai_errors_and_metr
 def test_metrics_count_answers_tokens_and_the_abstention_rate():
     from prometheus_client.parser import text_string_to_metric_families
 
+    from medjson.model.answer_record import AnswerMeta, AnswerRecord
     from medjson.serving.metrics import ServiceMetrics
 
+    def record(new_tokens: int, abstained: bool | None) -> AnswerRecord:
+        meta = AnswerMeta("m", "constrained", 1.0, new_tokens, "stop", "letter", 0.5, 0.4, 0.4, abstained, 0.5)
+        return AnswerRecord("q", "A", 0.4, "r", True, None, meta)
+
     metrics = ServiceMetrics({"/v1/answer", "/v1/models/{model_id:path}"})
-    records = [{"meta": {"new_tokens": n, "abstained": a}} for n, a in ((30, True), (40, False), (50, None))]
+    records = [record(n, a) for n, a in ((30, True), (40, False), (50, None))]
     metrics.generated(records)  # a batch: every row's tokens, delivered or not
     metrics.answered(records)
     metrics.answered(records[:1])

@@ -313,3 +313,25 @@ def test_the_confidence_setting_is_a_serve_flag_with_its_choices():
     assert settings_from([*params, "--confidence", "stated"])[0].confidence == "stated"
     with pytest.raises(SystemExit):
         settings_from([*params, "--confidence", "letter"])
+
+
+def test_the_documented_answer_is_the_answer_record_field_for_field():
+    """The API's models of an answer (protocol.AnswerOut, Meta) and the record every route returns
+    (model.answer_record) name the same fields in the same order: neither can gain one alone."""
+    import dataclasses
+
+    from medjson.model.answer_record import AnswerMeta, AnswerRecord
+    from medjson.serving.protocol import AnswerOut, Meta
+
+    assert list(AnswerOut.model_fields) == [f.name for f in dataclasses.fields(AnswerRecord)]
+    assert list(Meta.model_fields) == [f.name for f in dataclasses.fields(AnswerMeta)]
+
+
+def test_a_record_writes_the_models_text_only_where_it_is_no_answer():
+    from medjson.model.answer_record import AnswerMeta, AnswerRecord
+
+    meta = AnswerMeta("m", "free", 1.0, 3, "stop", "stated", 0.5, None, 0.4, None, None, raw_output="prose")
+    valid = AnswerRecord("q1", "A", 0.5, "r", True, None, meta)
+    assert "raw_output" not in valid.to_json()["meta"] and valid.with_latency(9.0).to_json()["meta"]["latency_ms"] == 9.0
+    invalid = AnswerRecord("q1", None, None, None, False, "not an answer", meta)
+    assert invalid.to_json()["meta"]["raw_output"] == "prose"

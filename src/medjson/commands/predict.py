@@ -58,10 +58,10 @@ def predict(
 
     def flush() -> None:
         records = answerer.answer([q for _, q in pending], batch_size)
-        out.write("".join(dumps_line(record) for record in records))
+        out.write("".join(dumps_line(record.to_json()) for record in records))
         out.flush()
         counts["answered"] += len(records)
-        counts["schema_valid"] += sum(record["valid"] for record in records)
+        counts["schema_valid"] += sum(record.valid for record in records)
         bar.update(len(pending))
         pending.clear()
 

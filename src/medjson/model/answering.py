@@ -33,6 +33,7 @@ from medjson.core.prompts import build_messages, prompt_ids
 from medjson.core.questions import Question
 from medjson.core.scoring import loglik_record, prediction_record
 from medjson.errors import DataError
+from medjson.model.answer_record import AnswerMeta, AnswerRecord
 
 log = logging.getLogger("medjson.answering")
 ABSTENTION_FILE = "abstention.json"  # what calibrate writes, one per model and decoding
@@ -160,7 +161,7 @@ class Answerer:
         batch_size: int | None = None,
         stopped: Callable[[int], bool] | None = None,
         on_token: Callable[[int, int, list[float] | None], None] | None = None,
-    ) -> list[dict]:
+    ) -> list[AnswerRecord]:
         """One record per question, in order: the id, the schema's three fields (None where the model's
         output is not a schema-valid answer, which constrained decoding rules out) and metadata.
         ``stopped(i)`` true: question i is no longer wanted, and its row stops generating;
@@ -195,38 +196,35 @@ class Answerer:
         value = self.abstention.confidence_of(None, letter_probs, letter)
         return _rounded(value) if value is not None and math.isfinite(value) else None
 
-    def _record(self, question: Question, answer: Answer, finish_reason: str, latency_ms: float) -> dict:
+    def _record(self, question: Question, answer: Answer, finish_reason: str, latency_ms: float) -> AnswerRecord:
         parsed = answer.parsed
         calibrated = None
         if self.abstention:
             calibrated = self.abstention.confidence_of(parsed.confidence, answer.letter_probs, parsed.predicted)
         use_calibrated = self.abstention is not None and self.confidence == CALIBRATED
         confidence = calibrated if use_calibrated else parsed.confidence
-        return {
-            "id": question.id,
-            "predicted_category": parsed.predicted,
-            "confidence": _rounded(confidence),
-            "reason": parsed.reason,
-            "valid": parsed.schema_valid,
-            "error": None if parsed.schema_valid else "the model's output is not a schema-valid answer",
-            "meta": {
-                "model": self.spec,
-                "decoding": self.decoding,
-                "latency_ms": latency_ms,
-                "new_tokens": answer.new_tokens,
-                "finish_reason": finish_reason,  # length: the token budget cut the answer
-                # What `confidence` is: stated (the number the model wrote) or the abstention file's.
-                "confidence_source": self.abstention.confidence if use_calibrated else STATED,
-                "stated_confidence": parsed.confidence,  # what the model wrote
-                "calibrated_confidence": _rounded(calibrated),  # the abstention file's; None: no file
-                # The model's own probability of the letter it wrote, renormalised over A-D.
-                "letter_probability": _rounded(answer.letter_probability),
-                # Below the fitted threshold (on the file's own confidence): answered, but not to be trusted.
-                "abstained": self.abstention.abstains(calibrated) if self.abstention else None,
-                "abstention_threshold": _rounded(self.abstention.threshold) if self.abstention else None,
-                **({} if parsed.schema_valid else {"raw_output": answer.text}),
-            },
-        }
+        return AnswerRecord(
+            id=question.id,
+            predicted_category=parsed.predicted,
+            confidence=_rounded(confidence),
+            reason=parsed.reason,
+            valid=parsed.schema_valid,
+            error=None if parsed.schema_valid else "the model's output is not a schema-valid answer",
+            meta=AnswerMeta(
+                model=self.spec,
+                decoding=self.decoding,
+                latency_ms=latency_ms,
+                new_tokens=answer.new_tokens,
+                finish_reason=finish_reason,
+                confidence_source=self.abstention.confidence if use_calibrated else STATED,
+                stated_confidence=parsed.confidence,
+                calibrated_confidence=_rounded(calibrated),
+                letter_probability=_rounded(answer.letter_probability),
+                abstained=self.abstention.abstains(calibrated) if self.abstention else None,
+                abstention_threshold=_rounded(self.abstention.threshold) if self.abstention else None,
+                raw_output=None if parsed.schema_valid else answer.text,
+            ),
+        )
 
 
 def _rounded(value: float | None) -> float | None:

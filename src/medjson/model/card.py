@@ -55,7 +55,10 @@ def lineage(workspace: Path, phase: str) -> list[dict]:
         record = _read(workspace / f"models/{current}_adapter/medjson_base.json")
         chain.insert(0, {"phase": current, **record})
         parent = record["base"]
-        if parent == f"models/{TRAINED_PHASES[TRAINED_PHASES.index(current) - 1]}_merged" and current != TRAINED_PHASES[0]:
+        if (
+            parent == f"models/{TRAINED_PHASES[TRAINED_PHASES.index(current) - 1]}_merged"
+            and current != TRAINED_PHASES[0]
+        ):
             current = TRAINED_PHASES[TRAINED_PHASES.index(current) - 1]
             continue
         return chain

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from medjson.model.answering import Answerer
 from medjson.params import ServeParams
-from medjson.serving import openai_routes, ops_routes, own_routes
+from medjson.serving import answer_routes, openai_routes, ops_routes
 from medjson.serving.auth import ApiKeys, BrowserGuard
 from medjson.serving.errors import CLIENT_GONE, ErrorBoundary, install_handlers
 from medjson.serving.http import BodyLimits
@@ -55,7 +55,7 @@ def create_app(service: Service):
         lifespan=lifespan,
     )
     app.state.service = service
-    routers = [module.router for module in (own_routes, openai_routes, ops_routes)]
+    routers = [module.router for module in (answer_routes, openai_routes, ops_routes)]
     for router in routers:
         app.include_router(router)
     # Every path the service answers (its own and the docs'), for the metrics' route label.

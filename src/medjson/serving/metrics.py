@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from medjson.core.choices import ACCESS_LOGS
+from medjson.model.answer_record import AnswerRecord
 from medjson.serving.client_text import log_safe
 from medjson.serving.errors import CLIENT_GONE, CLIENT_GONE_KEY
 
@@ -72,13 +73,13 @@ class ServiceMetrics:
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
 
-    def generated(self, records: list[dict]) -> None:
+    def generated(self, records: list[AnswerRecord]) -> None:
         """Count the tokens a batch generated, for answers delivered or not (a row whose caller left)."""
-        self.tokens.inc(sum(r["meta"]["new_tokens"] for r in records))
+        self.tokens.inc(sum(r.meta.new_tokens for r in records))
 
-    def answered(self, records: list[dict]) -> None:
+    def answered(self, records: list[AnswerRecord]) -> None:
         """Count delivered answers and abstentions (None: no abstention file, never counted)."""
-        abstained = sum(1 for r in records if r["meta"]["abstained"])
+        abstained = sum(1 for r in records if r.meta.abstained)
         self.answers.inc(len(records))
         self.abstained.inc(abstained)
         self._totals = (self._totals[0] + len(records), self._totals[1] + abstained)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from medjson.core.prompts import LETTERS
 from medjson.serving.answer_schema import difference
 from medjson.serving.client_text import excerpt
 from medjson.serving.errors import ApiError
+from medjson.serving.protocol import ChatRequest
 
 CHAT_ROUTE = "/v1/chat/completions"
 SCHEMA_ROUTE = "/v1/schema"
@@ -232,19 +232,6 @@ def check_response_format(response_format: Any) -> None:
         f"fetch it from GET {SCHEMA_ROUTE} (properties predicted_category A-D, confidence 0..1, reason)",
         "response_format",
     )
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """What a chat request asks of the service, once read and checked."""
-
-    model: str
-    question: str
-    options: list[str]
-    max_tokens: int | None  # None: the service's own limit
-    stream: bool
-    include_usage: bool  # in a stream, a last chunk with the usage
-    ignored: list[str]  # settings given that greedy decoding does not honour
 
 
 def read_chat_request(body: Any, served_model: str) -> ChatRequest:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
-from dataclasses import dataclass
+
+from medjson.serving.protocol import ChatCompletionChunk, ChunkChoice, Completion, Delta, completion_id
 
 _CONFIDENCE_VALUE = re.compile(r'"confidence"\s*:\s*(-?[0-9][0-9.eE+-]*)')
 _LETTER = re.compile(r'"predicted_category"\s*:\s*"([A-D])"')
@@ -82,95 +82,38 @@ class AnswerContent:
         return new
 
 
-@dataclass(frozen=True)
-class Completion:
-    """One answer as OpenAI's client reads it."""
-
-    content: str
-    finish_reason: str  # stop, or length: cut by max_tokens or by the service's limit
-    prompt_tokens: int
-    completion_tokens: int
-    medjson: dict
-
-    def usage(self) -> dict:
-        total = self.prompt_tokens + self.completion_tokens
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
-
-
-def extension(record: dict, ignored: list[str], capped_max_tokens: int | None) -> dict:
-    """The service's own fields beside OpenAI's: both confidences and the abstention verdict."""
-    meta = record["meta"]
-    return {
-        "valid": record["valid"],
-        "confidence": record["confidence"],  # the one the content carries (calibrated where a file scales it)
-        "confidence_source": meta["confidence_source"],
-        "stated_confidence": meta["stated_confidence"],
-        "calibrated_confidence": meta["calibrated_confidence"],
-        "letter_probability": meta["letter_probability"],
-        "abstained": meta["abstained"],
-        "abstention_threshold": meta["abstention_threshold"],
-        "decoding": meta["decoding"],
-        "latency_ms": meta["latency_ms"],
-        "ignored": ignored,
-        **({"max_tokens_capped_at": capped_max_tokens} if capped_max_tokens is not None else {}),
-    }
-
-
-def _identity(model: str, kind: str) -> dict:
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model}
-
-
-def completion_object(completion: Completion, model: str) -> dict:
-    return {
-        **_identity(model, "chat.completion"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": completion.finish_reason,
-            }
-        ],
-        "usage": completion.usage(),
-        "medjson": completion.medjson,
-    }
-
-
 class ChunkStream:
     """The server-sent events of one streamed completion: the role with the first delta, content
     deltas, the end with its finish reason (and ``medjson``), the usage when asked, ``[DONE]``."""
 
     def __init__(self, model: str, include_usage: bool):
-        self.base = _identity(model, "chat.completion.chunk")
+        chunk = ChatCompletionChunk(id=completion_id(), created=int(time.time()), model=model, choices=[])
+        self.identity = chunk.model_dump(include={"id", "object", "created", "model"})
         self.include_usage = include_usage
         self.started = False
 
-    def _event(self, payload: dict) -> str:
-        return f"data: {json.dumps({**self.base, **payload}, ensure_ascii=False)}\n\n"
+    def _event(self, **fields) -> str:
+        # Only the fields set: a delta without a role, a chunk without usage, leave the key out.
+        chunk = ChatCompletionChunk(**self.identity, **fields).model_dump(exclude_unset=True)
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
-    def _chunk(self, delta: dict, finish: str | None, **extra) -> str:
-        return self._event(
-            {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
-        )
+    def _chunk(self, delta: Delta, finish: str | None, **extra) -> str:
+        return self._event(choices=[ChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish)], **extra)
 
     def delta(self, text: str) -> str:
         """A content delta; the first one carries the role."""
-        delta = {"content": text} if self.started else {"role": "assistant", "content": text}
+        delta = Delta(content=text) if self.started else Delta(role="assistant", content=text)
         self.started = True
         return self._chunk(delta, None)
 
     def end(self, completion: Completion) -> list[str]:
         events = [] if self.started else [self.delta("")]
-        events.append(self._chunk({}, completion.finish_reason, medjson=completion.medjson))
+        events.append(self._chunk(Delta(), completion.finish_reason, medjson=completion.medjson.as_json()))
         if self.include_usage:
-            events.append(self._event({"choices": [], "usage": completion.usage()}))
+            events.append(self._event(choices=[], usage=completion.usage()))
         return [*events, "data: [DONE]\n\n"]
 
     @staticmethod
     def error(body: dict) -> list[str]:
         """A failure after the stream began (its status was already sent): OpenAI's error object as an event."""
         return [f"data: {json.dumps(body)}\n\n", "data: [DONE]\n\n"]
-
-
-def model_object(model: str, created: int) -> dict:
-    return {"id": model, "object": "model", "created": created, "owned_by": "medjson"}

@@ -20,20 +20,22 @@ from starlette.concurrency import run_in_threadpool
 
 from medjson.core.choices import CONSTRAINED
 from medjson.core.questions import Question
+from medjson.model.answer_record import AnswerRecord
 from medjson.params import ServeParams
 from medjson.serving.batching import FINISHED, Ticket
 from medjson.serving.client_text import excerpt
 from medjson.serving.errors import ApiError, error_body
-from medjson.serving.openai_requests import CHAT_ROUTE, ChatRequest, check_chat_cost, read_chat_request, refusal
-from medjson.serving.openai_responses import (
-    AnswerContent,
-    ChunkStream,
+from medjson.serving.openai_requests import CHAT_ROUTE, check_chat_cost, read_chat_request, refusal
+from medjson.serving.openai_responses import AnswerContent, ChunkStream
+from medjson.serving.protocol import (
+    ChatCompletion,
+    ChatRequest,
     Completion,
-    completion_object,
-    extension,
-    model_object,
+    MedjsonFields,
+    ModelCard,
+    ModelList,
+    QuestionIn,
 )
-from medjson.serving.own_routes import QuestionIn, check_limits
 from medjson.serving.service import Service, gone
 
 router = APIRouter()
@@ -53,7 +55,7 @@ def _question(service: Service, body: dict, chat: ChatRequest) -> Question:
     """The question, under the same checks as /v1/answer's, each refusal a 400 naming its field."""
     where = "options" if "question" in body or "options" in body else "messages"
     try:
-        (question,) = check_limits(service, [QuestionIn(question=chat.question, options=chat.options)])
+        (question,) = service.within_limits([QuestionIn(question=chat.question, options=chat.options)])
     except (ValidationError, RequestValidationError) as error:  # the types, then the serve limits
         raise refusal(f"{where}: {excerpt(error.errors()[0]['msg'])}", where) from None
     return question
@@ -67,11 +69,11 @@ def _limits(service: Service, chat: ChatRequest) -> tuple[int | None, int | None
     return (chat.max_tokens, None) if chat.max_tokens < most else (None, most if chat.max_tokens > most else None)
 
 
-def _completion(record: dict, content: str, chat: ChatRequest, prompt_tokens: int, capped: int | None) -> Completion:
-    meta = record["meta"]
-    return Completion(
-        content, meta["finish_reason"], prompt_tokens, meta["new_tokens"], extension(record, chat.ignored, capped)
-    )
+def _completion(
+    record: AnswerRecord, content: str, chat: ChatRequest, prompt_tokens: int, capped: int | None
+) -> Completion:
+    medjson = MedjsonFields.of(record, chat.ignored, capped)
+    return Completion(content, record.meta.finish_reason, prompt_tokens, record.meta.new_tokens, medjson)
 
 
 @router.post(CHAT_ROUTE)
@@ -98,7 +100,8 @@ async def chat_completions(request: Request):
         return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
     (record,), (ticket,) = await service.answer(request, [question], max_tokens)
     content = AnswerContent(service.answerer, ticket).text(final=True)
-    return completion_object(_completion(record, content, chat, prompt_tokens, capped), service.settings.model)
+    completion = _completion(record, content, chat, prompt_tokens, capped)
+    return ChatCompletion.of(completion, service.settings.model).model_dump()
 
 
 async def _events(service: Service, request: Request, ticket: Ticket, chat: ChatRequest, prompt_tokens, capped):
@@ -126,7 +129,7 @@ async def _events(service: Service, request: Request, ticket: Ticket, chat: Chat
             yield event
         return
     service.metrics.answered([record])
-    record = {**record, "meta": {**record["meta"], "latency_ms": round((time.perf_counter() - started) * 1000, 1)}}
+    record = record.with_latency(round((time.perf_counter() - started) * 1000, 1))
     for event in chunks.end(_completion(record, content.sent, chat, prompt_tokens, capped)):
         yield event
 
@@ -135,7 +138,7 @@ async def _events(service: Service, request: Request, ticket: Ticket, chat: Chat
 async def models(request: Request) -> dict:
     """OpenAI's model list: the one model this service answers with."""
     service = request.app.state.service
-    return {"object": "list", "data": [model_object(service.settings.model, service.started)]}
+    return ModelList(data=[ModelCard(id=service.settings.model, created=service.started)]).model_dump()
 
 
 @router.get("/v1/models/{model_id:path}")
@@ -149,4 +152,4 @@ async def model(model_id: str, request: Request) -> dict:
             "model",
             "model_not_found",
         )
-    return model_object(service.settings.model, service.started)
+    return ModelCard(id=service.settings.model, created=service.started).model_dump()

@@ -15,12 +15,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from fastapi.exceptions import RequestValidationError
+
 from medjson.core.questions import Question
+from medjson.model.answer_record import AnswerRecord
 from medjson.model.answering import Answerer
 from medjson.params import ServeParams
 from medjson.serving.batching import FINISHED, Batcher, Ticket
 from medjson.serving.errors import CLIENT_GONE_KEY, ApiError
 from medjson.serving.metrics import ServiceMetrics
+from medjson.serving.protocol import QuestionIn
 
 log = logging.getLogger("medjson.serve")
 
@@ -60,6 +64,37 @@ class Service:
     def prompt_refusal(self, question: Question) -> str | None:
         return self.token_refusal(self.answerer.prompt_tokens(question))
 
+    def within_limits(self, questions: list[QuestionIn], where: tuple = ()) -> list[Question]:
+        """The questions to answer, or a 422 for every field over a ``serve`` limit (characters, then the
+        prompt in tokens, ``serve.max_prompt_tokens``)."""
+        settings, errors = self.settings, []
+        if where and len(questions) > settings.max_batch_items:
+            errors.append(_too_long(("body", *where), settings.max_batch_items, questions, "questions"))
+        asked = []
+        for index, q in enumerate(questions):
+            at = ("body", *where, *((index,) if where else ()))
+            if len(q.question) > settings.max_question_chars:
+                errors.append(_too_long((*at, "question"), settings.max_question_chars, q.question))
+            for letter, option in enumerate(q.options):
+                if len(option) > settings.max_option_chars:
+                    errors.append(_too_long((*at, "options", letter), settings.max_option_chars, option))
+            asked.append((at, Question(None if q.id is None else str(q.id), q.question, list(q.options))))
+        if not errors:
+            for at, question in asked:
+                refusal = self.prompt_refusal(question)
+                if refusal:
+                    errors.append(
+                        {
+                            "type": "too_many_tokens",
+                            "loc": (*at, "question"),
+                            "msg": refusal,
+                            "input": question.question,
+                        }
+                    )
+        if errors:
+            raise RequestValidationError(errors)
+        return [question for _, question in asked]
+
     def timeout_error(self) -> ApiError:
         limit = self.settings.request_timeout_s
         return ApiError(504, f"no answer within serve.request_timeout_s = {limit} s", code="timeout")
@@ -94,7 +129,7 @@ class Service:
         records = _results(answers)
         self.metrics.answered(records)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        return [{**r, "meta": {**r["meta"], "latency_ms": latency_ms}} for r in records], tickets
+        return [r.with_latency(latency_ms) for r in records], tickets
 
     async def stream(self, ticket: Ticket) -> AsyncIterator[int | None]:
         """Each token count as the ticket's row grows, then FINISHED; a ``TimeoutError`` past the limit.
@@ -126,13 +161,13 @@ def _cancel(tickets: list[Ticket], reason: str) -> None:
         ticket.cancel(reason)
 
 
-async def _all_answers(tickets: list[Ticket]) -> list[dict]:
+async def _all_answers(tickets: list[Ticket]) -> list[AnswerRecord]:
     """Every ticket's record, in order. A cancelled ticket cancels this task, which asyncio then takes as
     settled; ``asyncio.gather`` would be left holding a CancelledError that nobody retrieves, and log it."""
     return [await ticket.answer for ticket in tickets]
 
 
-def _results(answers: asyncio.Future) -> list[dict]:
+def _results(answers: asyncio.Future) -> list[AnswerRecord]:
     try:
         return answers.result()
     except Exception:  # the batcher logged the generation's failure with its traceback
@@ -145,3 +180,12 @@ async def _disconnect(request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _too_long(loc: tuple, limit: int, value, what: str = "characters") -> dict:
+    return {
+        "type": "too_long",
+        "loc": loc,
+        "msg": f"should have at most {limit} {what}",
+        "input": value,
+    }
