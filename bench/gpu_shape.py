@@ -243,8 +243,8 @@ def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     has no bf16: the first of ``precisions()``), generation timed apart."""
     from medjson.core.prompts import LETTERS
     from medjson.core.records import GRPO_KEYS, read_pool
-    from medjson.stages.grpo import build_trainer, grpo_setup
     from medjson.params import load_params
+    from medjson.stages.grpo import build_trainer, grpo_setup
 
     precision = precisions()[0]
     overrides = {

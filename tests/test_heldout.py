@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from medjson.core.prompts import build_messages, target_json
-from medjson.training.heldout import first_last, warn_if_worsening, worsening_run
+from medjson.training.heldout import start_and_end, warn_if_worsening, worsening_run
 from medjson.training.heldout_rewards import HELDOUT_REWARD, HeldoutRewards, heldout_scores
 from medjson.training.rewards import weighted_rewards
 
@@ -41,8 +41,8 @@ def test_a_held_out_reward_falling_three_evaluations_running_is_a_warning(caplog
 
 def test_first_and_last_come_from_the_records_that_hold_the_key():
     history = [{"step": 0, "eval_loss": 2.0}, {"step": 1, "loss": 9.0}, {"step": 2, "eval_loss": 1.5}]
-    assert first_last(history, "eval_loss", "heldout_loss") == {"heldout_loss_start": 2.0, "heldout_loss_end": 1.5}
-    assert first_last(history, "missing") == {"missing_start": None, "missing_end": None}
+    assert start_and_end(history, "eval_loss", "heldout_loss") == {"heldout_loss_start": 2.0, "heldout_loss_end": 1.5}
+    assert start_and_end(history, "missing") == {"missing_start": None, "missing_end": None}
 
 
 def test_held_out_scores_are_the_weighted_rewards_and_the_top_letter_share():

@@ -243,7 +243,7 @@ def generate(
                     grammar=grammar,
                     letter_ids=letter_ids,
                     stopped=(lambda row, batch=batch: stopped(batch[row])) if stopped else None,
-                    on_token=(lambda row, *heard, batch=batch: on_token(batch[row], *heard)) if on_token else None,
+                    on_token=(lambda row, *chosen, batch=batch: on_token(batch[row], *chosen)) if on_token else None,
                 )
             for index, row, steps in zip(batch, rows, per_step):
                 count = _count_new_tokens(row, set(stop_ids))

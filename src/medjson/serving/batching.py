@@ -5,7 +5,7 @@ to the batch size, and runs as one batched generation in a worker thread while t
 keeps accepting requests and the next batch gathers.
 
 Each question travels as a ``Ticket``: its answer (a future), the tokens it has been given so far
-(heard from the generating thread, and handed to a streaming response as they come), the caller's
+(sent from the generating thread, and handed to a streaming response as they come), the caller's
 own token limit, and whether its caller still wants it. A ticket cancelled for any reason (the
 request's timeout, its client hanging up) leaves its batch at the next decoding step.
 """
@@ -38,7 +38,7 @@ class Ticket:
         # Every token with its step's letter logits, in order: what the content is built from.
         self.tokens: list[int] = []
         self.letter_logits: list[list[float] | None] = []
-        self.heard: asyncio.Queue = asyncio.Queue()  # a token count per step, then FINISHED
+        self.progress: asyncio.Queue = asyncio.Queue()  # a token count per step, then FINISHED
 
     def cancel(self, reason: str) -> None:
         """The caller gave up (``timeout``, ``disconnected``): the row stops at the next step."""
@@ -50,11 +50,11 @@ class Ticket:
         """Asked by the generating thread after each token: no more tokens for this row."""
         return self.answer.done() or (self.max_tokens is not None and len(self.tokens) >= self.max_tokens)
 
-    def took(self, token: int, letter_logits: list[float] | None) -> None:
+    def add_token(self, token: int, letter_logits: list[float] | None) -> None:
         """A token chosen for this row (in the generating thread); a stream hears of it at once."""
         self.tokens.append(token)
         self.letter_logits.append(letter_logits)
-        self.loop.call_soon_threadsafe(self.heard.put_nowait, len(self.tokens))
+        self.loop.call_soon_threadsafe(self.progress.put_nowait, len(self.tokens))
 
     def finished(self, record: dict | None = None, error: BaseException | None = None) -> None:
         if not self.answer.done():
@@ -62,7 +62,7 @@ class Ticket:
                 self.answer.set_exception(error)
             else:
                 self.answer.set_result(record)
-        self.heard.put_nowait(FINISHED)
+        self.progress.put_nowait(FINISHED)
 
 
 class Batcher:
@@ -118,7 +118,7 @@ class Batcher:
             answer = functools.partial(
                 self.answerer.answer,
                 stopped=lambda row: batch[row].stop_here(),
-                on_token=lambda row, token, letters: batch[row].took(token, letters),
+                on_token=lambda row, token, letters: batch[row].add_token(token, letters),
             )
             try:
                 records = await loop.run_in_executor(self.executor, answer, [t.question for t in batch])

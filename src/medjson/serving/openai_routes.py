@@ -36,7 +36,7 @@ from medjson.serving.protocol import (
     ModelList,
     QuestionIn,
 )
-from medjson.serving.service import Service, gone
+from medjson.serving.service import Service, mark_client_gone
 
 router = APIRouter()
 
@@ -108,8 +108,8 @@ async def _events(service: Service, request: Request, ticket: Ticket, chat: Chat
     chunks, content = ChunkStream(service.settings.model, chat.include_usage), AnswerContent(service.answerer, ticket)
     started = time.perf_counter()
     try:
-        async for heard in service.stream(ticket):
-            text = content.delta(final=heard is FINISHED)
+        async for step in service.stream(ticket):
+            text = content.delta(final=step is FINISHED)
             if text:
                 yield chunks.delta(text)
     except ApiError as error:  # the timeout: the status went out with the first chunk, so the error is an event
@@ -117,7 +117,7 @@ async def _events(service: Service, request: Request, ticket: Ticket, chat: Chat
             yield event
         return
     except asyncio.CancelledError:
-        gone(request)
+        mark_client_gone(request)
         raise
     try:
         record = ticket.answer.result()

@@ -123,7 +123,7 @@ class Service:
             _cancel(tickets, reason)
             answers.cancel()
             if reason == DISCONNECTED:
-                gone(request)
+                mark_client_gone(request)
                 raise ClientGone()
             raise self.timeout_error()
         records = _results(answers)
@@ -139,19 +139,19 @@ class Service:
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 try:
-                    heard = await asyncio.wait_for(ticket.heard.get(), max(remaining, 0))
+                    step = await asyncio.wait_for(ticket.progress.get(), max(remaining, 0))
                 except asyncio.TimeoutError:
                     ticket.cancel(TIMEOUT)
                     raise self.timeout_error() from None
-                yield heard
-                if heard is FINISHED:
+                yield step
+                if step is FINISHED:
                     return
         except (asyncio.CancelledError, GeneratorExit):
             ticket.cancel(DISCONNECTED)
             raise
 
 
-def gone(request) -> None:
+def mark_client_gone(request) -> None:
     """Mark the request as left by its client, for the metrics and the access log."""
     request.scope[CLIENT_GONE_KEY] = True
 

@@ -32,7 +32,7 @@ from medjson.model.modeling import lora_config
 from medjson.params import Params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, start_training, training_setup
-from medjson.training.heldout import first_last
+from medjson.training.heldout import start_and_end
 from medjson.training.heldout_rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, HeldoutRewards
 from medjson.training.parallel import (
     check_vllm,
@@ -135,7 +135,7 @@ def summarize(history: list[dict], heldout: list[dict], preflight_stats: dict, s
         "clipped_ratio_mean": statistics.fmean(h.get("completions/clipped_ratio", 0.0) for h in history)
         if history
         else 0.0,
-        **{name: value for key in heldout_keys for name, value in first_last(heldout, key).items()},
+        **{name: value for key in heldout_keys for name, value in start_and_end(heldout, key).items()},
         **preflight_stats,
     }
 

@@ -109,7 +109,7 @@ def train_sft(params: Params, paths: TrainingPaths, processes: int = 1, extra_ca
     process of a data-parallel run; the main one writes)."""
     from medjson.training.curves import LiveCurves
     from medjson.training.guards import FiniteGuard
-    from medjson.training.heldout import HeldoutLossWatch, first_last
+    from medjson.training.heldout import HeldoutLossWatch, start_and_end
 
     # 1. Settings, data and the scratch folder, checked before the model loads.
     layout = check_launch(params, processes)
@@ -137,7 +137,7 @@ def train_sft(params: Params, paths: TrainingPaths, processes: int = 1, extra_ca
     summary = {
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
-        **first_last(trainer.state.log_history, "eval_loss", "heldout_loss"),
+        **start_and_end(trainer.state.log_history, "eval_loss", "heldout_loss"),
         **layout,
     }
     if is_main_process():

@@ -55,7 +55,7 @@ def warn_if_worsening(values: list[float], key: str, higher_is_better: bool, ste
     return True
 
 
-def first_last(history: list[dict], key: str, name: str | None = None) -> dict[str, float | None]:
+def start_and_end(history: list[dict], key: str, name: str | None = None) -> dict[str, float | None]:
     """``<name>_start`` and ``<name>_end``: the first and last logged values of ``key`` (None if never logged)."""
     values = [record[key] for record in history if key in record]
     name = name or key
