@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a bare checkout (the GPU machine has no install)
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model and the service helpers the tests use
 
-QUESTIONS = ROOT / "data" / "questions" / "medjson_questions.jsonl"
+from constants import QUESTIONS  # noqa: E402 - found through the path set above
 
 
 def machine() -> str:
