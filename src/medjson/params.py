@@ -193,7 +193,7 @@ class GrpoParams:
 
 @dataclass(frozen=True)
 class CardParams:
-    """What the model cards (``medjson.card``) say of the models beyond the pipeline's own records."""
+    """What the model cards (``medjson.model.card``) say of the models beyond the pipeline's own records."""
 
     name: str = free()  # the models' name: <name>-sft, <name>-grpo
     license: str = free()  # the hub's license id

@@ -19,7 +19,7 @@ For each setting, phase comparison (``compare``'s pairs, by ``compare``'s own te
 (accuracy, valid JSON, schema pass, the stated confidence's Brier error, the largest share of answers
 naming one letter): each
 seed's difference and verdict, their mean with a 95% interval over seeds and questions together
-(``medjson.core.seed_stats`` says why that method), and how many seeds agree. With several settings,
+(``medjson.commands.seeds.stats`` says why that method), and how many seeds agree. With several settings,
 the choice between them: each setting's mean GRPO reward on the calibration pool (``SELECTION_POOL``),
 never the evaluation pool, with the standard error of each difference (``SELECTION_RULE``).
 
