@@ -1,6 +1,6 @@
 """Bad input never crashes a stage, never deletes what the stage does not own, never passes as success.
 
-Each case runs a real stage (``python -m medjson.<stage>``) in a folder of its own, and checks
+Each case runs a real stage (``python -m medjson.stages.<stage>``) in a folder of its own, and checks
 the exit code, that the message names the file, row, key or field at fault, that no traceback
 is printed, and that nothing but the stage's own outputs changed.
 """
@@ -324,7 +324,7 @@ def test_bad_input_ends_with_a_clear_error_and_changes_nothing_else(name, tmp_pa
     before = _snapshot(tmp_path)
     params_args = ["--params", case.params_file] if case.stage in READS_PARAMS else []
     result = subprocess.run(
-        [sys.executable, "-m", f"medjson.{case.stage}", *params_args, *ARGS[case.stage]],
+        [sys.executable, "-m", f"medjson.stages.{case.stage}", *params_args, *ARGS[case.stage]],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -352,7 +352,7 @@ def test_a_params_key_given_twice_stops_every_stage_reading_params(stage, tmp_pa
     assert "\nseed: " in text
     (tmp_path / "params.yaml").write_text(text.replace("\nseed: ", "\nseed: 1\nseed: ", 1))
     result = subprocess.run(
-        [sys.executable, "-m", f"medjson.{stage}", "--params", "params.yaml", *ARGS[stage]],
+        [sys.executable, "-m", f"medjson.stages.{stage}", "--params", "params.yaml", *ARGS[stage]],
         cwd=tmp_path,
         capture_output=True,
         text=True,

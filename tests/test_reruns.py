@@ -19,7 +19,7 @@ from medjson.workspace import create_workspace, deep_update, dvc_env
 
 pytestmark = pytest.mark.slow
 
-STEPS, SAVE_EVERY, LOG_EVERY = 30, 10, 5
+STEPS, SAVE_EVERY, LOG_EVERY = 20, 10, 5  # killed after step 10, resumed for the other 10
 
 
 @pytest.fixture(scope="module")
