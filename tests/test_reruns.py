@@ -1,7 +1,7 @@
 """Re-runs through DVC train exactly what they should: an interrupted SFT resumes and ends at its
-configured step with an unbroken curve; a finished one never resumes, even when a setting changes.
-SFT runs in two processes here (torchrun, gloo): every rank resumes from the same checkpoint.
-One process resuming is tested in test_training."""
+configured step with an unbroken curve. SFT runs in two processes here (torchrun, gloo): every rank
+resumes from the same checkpoint. One process resuming, and a finished run never resumed when a
+setting changes, are tested in test_training; a finished GRPO re-run through DVC in test_pipeline."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import subprocess
 import time
 
 import pytest
-import yaml
 from helpers import curve_steps, dvc_output, tiny_overrides
 
 from medjson.workspace import create_workspace, deep_update, dvc_env
@@ -64,13 +63,3 @@ def test_interrupted_sft_resumes_and_ends_at_its_configured_step(workspace):
     assert (workspace / "models/sft_adapter/adapter_model.safetensors").exists()
     assert json.loads((workspace / "checkpoints/sft/medjson_run.json").read_text())["finished"] is True
 
-
-def test_flipping_enable_thinking_retrains_sft_from_its_first_step(workspace):
-    if not (workspace / "models/sft_adapter").exists():
-        dvc_output(workspace, "repro", "sft")
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["model"]["enable_thinking"] = not params["model"]["enable_thinking"]
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stdout, log = dvc_output(workspace, "repro", "sft")
-    assert "Running stage 'sft'" in stdout and "resuming" not in log
-    assert curve_steps(workspace / "training/sft", "loss") == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))

@@ -139,6 +139,12 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_params, train_fil
     # Another setting makes the old checkpoints stale: they are cleared, not resumed.
     other = dataclasses.replace(params, seed=params.seed + 1)
     assert train_sft(other, paths)["resumed_from"] is None
+    # A finished run is never resumed when the chat template's thinking mode flips: it trains from its first
+    # step, and its curve is one unbroken run.
+    model = dataclasses.replace(params.model, enable_thinking=not params.model.enable_thinking)
+    first = _FirstStep()
+    assert train_sft(dataclasses.replace(params, model=model), paths, extra_callbacks=[first])["resumed_from"] is None
+    assert first.first == 0 and curve_steps(tmp_path / "curves", "loss") == list(range(1, 13))
 
 
 def test_grpo_refuses_to_start_from_the_base(tiny_params, tiny_model):
