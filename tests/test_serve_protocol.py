@@ -316,15 +316,22 @@ def test_the_confidence_setting_is_a_serve_flag_with_its_choices():
 
 
 def test_the_documented_answer_is_the_answer_record_field_for_field():
-    """The API's models of an answer (protocol.AnswerOut, Meta) and the record every route returns
-    (model.answer_record) name the same fields in the same order: neither can gain one alone."""
+    """The API documents /v1/answer with the record every route returns (model.answer_record), not a
+    copy of it: the OpenAPI schema's fields are the record's, in order."""
     import dataclasses
 
-    from medjson.model.answer_record import AnswerMeta, AnswerRecord
-    from medjson.serving.protocol import AnswerOut, Meta
+    from fastapi import FastAPI
 
-    assert list(AnswerOut.model_fields) == [f.name for f in dataclasses.fields(AnswerRecord)]
-    assert list(Meta.model_fields) == [f.name for f in dataclasses.fields(AnswerMeta)]
+    from medjson.model.answer_record import AnswerMeta, AnswerRecord
+    from medjson.serving import answer_routes
+
+    app = FastAPI()
+    app.include_router(answer_routes.router)
+    schemas = app.openapi()["components"]["schemas"]
+    assert list(schemas["AnswerRecord"]["properties"]) == [f.name for f in dataclasses.fields(AnswerRecord)]
+    assert list(schemas["AnswerMeta"]["properties"]) == [f.name for f in dataclasses.fields(AnswerMeta)]
+    answer = app.openapi()["paths"]["/v1/answer"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"]["$ref"].endswith("/AnswerRecord")
 
 
 def test_a_record_writes_the_models_text_only_where_it_is_no_answer():
@@ -332,6 +339,8 @@ def test_a_record_writes_the_models_text_only_where_it_is_no_answer():
 
     meta = AnswerMeta("m", "free", 1.0, 3, "stop", "stated", 0.5, None, 0.4, None, None, raw_output="prose")
     valid = AnswerRecord("q1", "A", 0.5, "r", True, None, meta)
-    assert "raw_output" not in valid.to_json()["meta"] and valid.with_latency(9.0).to_json()["meta"]["latency_ms"] == 9.0
+    assert (
+        "raw_output" not in valid.to_json()["meta"] and valid.with_latency(9.0).to_json()["meta"]["latency_ms"] == 9.0
+    )
     invalid = AnswerRecord("q1", None, None, None, False, "not an answer", meta)
     assert invalid.to_json()["meta"]["raw_output"] == "prose"

@@ -10,22 +10,23 @@ excerpt of what was sent) and never reaches, or fails, a batch.
 
 from fastapi import APIRouter, Request
 
-from medjson.serving.protocol import AnswerOut, BatchIn, BatchOut, QuestionIn
+from medjson.model.answer_record import AnswerRecord
+from medjson.serving.protocol import BatchIn, BatchOut, QuestionIn
 
 router = APIRouter()
 
 
-@router.post("/v1/answer", response_model=AnswerOut)
-async def answer(question: QuestionIn, request: Request) -> dict:
+@router.post("/v1/answer", response_model=AnswerRecord)
+async def answer(question: QuestionIn, request: Request) -> AnswerRecord:
     """Answer one question; the answer always has the schema's three fields when `valid` is true."""
     service = request.app.state.service
     (record,), _ = await service.answer(request, service.within_limits([question]))
-    return record.to_json()
+    return record
 
 
 @router.post("/v1/answer/batch", response_model=BatchOut)
-async def answer_batch(batch: BatchIn, request: Request) -> dict:
+async def answer_batch(batch: BatchIn, request: Request) -> BatchOut:
     """Answer several questions; they join the same dynamic batches as single requests."""
     service = request.app.state.service
     records, _ = await service.answer(request, service.within_limits(batch.questions, where=("questions",)))
-    return {"answers": [record.to_json() for record in records]}
+    return BatchOut(answers=records)

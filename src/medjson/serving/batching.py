@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from medjson.core.questions import Question
+from medjson.model.answer_record import AnswerRecord
 from medjson.model.answering import Answerer
 
 log = logging.getLogger("medjson.serve")
@@ -56,7 +57,7 @@ class Ticket:
         self.letter_logits.append(letter_logits)
         self.loop.call_soon_threadsafe(self.progress.put_nowait, len(self.tokens))
 
-    def finished(self, record: dict | None = None, error: BaseException | None = None) -> None:
+    def finished(self, record: AnswerRecord | None = None, error: BaseException | None = None) -> None:
         if not self.answer.done():
             if error is not None:
                 self.answer.set_exception(error)

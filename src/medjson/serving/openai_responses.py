@@ -87,8 +87,13 @@ class ChunkStream:
     deltas, the end with its finish reason (and ``medjson``), the usage when asked, ``[DONE]``."""
 
     def __init__(self, model: str, include_usage: bool):
-        chunk = ChatCompletionChunk(id=completion_id(), created=int(time.time()), model=model, choices=[])
-        self.identity = chunk.model_dump(include={"id", "object", "created", "model"})
+        # Every chunk of one stream shares its id and time.
+        self.identity = {
+            "id": completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
         self.include_usage = include_usage
         self.started = False
 

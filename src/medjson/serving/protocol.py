@@ -1,7 +1,7 @@
 """Every request and response model of the service, in one place.
 
 - The service's own API (``/v1/answer``, ``/v1/answer/batch``): ``QuestionIn`` and ``BatchIn`` in,
-  ``AnswerOut`` (``medjson.model.answer_record.AnswerRecord`` as JSON) and ``BatchOut`` out.
+  ``medjson.model.answer_record.AnswerRecord`` (the answering path's own record) and ``BatchOut`` out.
 - OpenAI's API (``/v1/chat/completions``, ``/v1/models``): ``ChatRequest``, a chat body once read and
   checked (``openai_requests.read_chat_request``), in; ``ChatCompletion``, ``ChatCompletionChunk``
   and ``ModelCard`` out, each carrying the service's own fields in ``medjson`` (``MedjsonFields``).
@@ -41,37 +41,8 @@ class BatchIn(BaseModel):
     questions: list[QuestionIn] = Field(min_length=1, description="at most serve.max_batch_items questions")
 
 
-class Meta(BaseModel):
-    """``AnswerMeta`` as the API documents it (a test holds the two to the same fields)."""
-
-    model: str
-    decoding: str
-    latency_ms: float
-    new_tokens: int
-    finish_reason: str = Field(description="stop, or length: the token budget cut the answer")
-    confidence_source: str = Field(description="what `confidence` is: stated, or the abstention file's (letter)")
-    stated_confidence: Optional[float] = None
-    calibrated_confidence: Optional[float] = None
-    letter_probability: Optional[float] = None
-    abstained: Optional[bool]
-    abstention_threshold: Optional[float] = None
-    raw_output: Optional[str] = None
-
-
-class AnswerOut(BaseModel):
-    """``AnswerRecord`` as the API documents it."""
-
-    id: Optional[str]
-    predicted_category: Optional[str]
-    confidence: Optional[float]
-    reason: Optional[str]
-    valid: bool
-    error: Optional[str]
-    meta: Meta
-
-
 class BatchOut(BaseModel):
-    answers: list[AnswerOut]
+    answers: list[AnswerRecord]
 
 
 # ---------------------------------------------------------------- OpenAI's API: the request
