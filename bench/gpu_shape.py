@@ -14,11 +14,16 @@ are the real ones. Then, with params.yaml's defaults except step counts:
 3. Evaluation: the eval pool through the project's decoder at ``evaluate.batch_size``, against batched
    ``model.generate`` and one question at a time (a sample, scaled): questions/s, new tokens/s.
 4. Constrained decoding over the real vocabulary: the grammar's mask per token beside a decoding step.
+5. Decoders (``--parts decode``): new tokens/s of the static decoder with its step compiled (one CUDA
+   graph a step), the pruned decoder and ``model.generate``, at batch 1, 64 and 256, free and
+   constrained, beside the floor the card's measured copy bandwidth sets; GRPO (part 2) runs once per
+   TRL rollout option (``ROLLOUT_OPTIONS``). The GPU's memory is capped at a T4's 15 GiB throughout.
 
 Random weights never stop early: every answer runs to the token limit, so every time is an upper bound.
 Each part writes its JSON as soon as it ends; a part that fails is reported and the next one runs.
 
     bash bench/run_gpu_shape.sh                               # on the GPU machine (wheels in .whl/)
+    bash bench/run_gpu_shape.sh .gpu-data/dev.json --parts decode grpo   # the decoders' call, < 8 minutes
     python bench/gpu_shape.py --tiny --data ../shared/data/medmcqa/dev.json --out /tmp/shape   # CPU check
 """
 
@@ -41,7 +46,7 @@ from common import QWEN3_06B_SHAPE, ROOT, load, machine, report, timed_generatio
 from transformers import TrainerCallback
 
 QWEN_VOCAB = 151936  # Qwen3-0.6B's embedding rows (the tokenizer has 151,669; the rest is padding)
-PARTS = ("grammar", "sft", "grpo", "eval")  # quickest first: a run cut short keeps the most parts
+PARTS = ("grammar", "sft", "grpo", "eval", "decode")  # quickest first: a run cut short keeps the most parts
 
 
 def qwen_tokenizer_dir() -> Path:
@@ -238,7 +243,31 @@ def sft_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
 # ---------------------------------------------------------------- 2. GRPO
 
 
+# TRL's ways of generating a step's rollouts that keep what the rewards read the same: the same
+# completions of the same prompts from the same policy. (A larger `generation_batch_size` would generate
+# the next step's rollouts with this step's weights: another algorithm, not a faster one.)
+ROLLOUT_OPTIONS = {
+    "generate (default)": {},
+    "static cache": {"grpo.trainer.cache_implementation": "static"},
+    "continuous batching": {"grpo.trainer.use_transformers_continuous_batching": True},
+}
+
+
 def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
+    """A GRPO step with each of TRL's rollout options (``--rollouts``); an option that fails is a row
+    saying why, and the next one runs."""
+    rows = []
+    for label in args.rollouts:
+        try:
+            rows.append({"rollouts": label, **grpo_run(args, model_dir, pools, work, ROLLOUT_OPTIONS[label])})
+        except Exception as err:  # an option this TRL or card does not run is a finding
+            traceback.print_exc()
+            rows.append({"rollouts": label, "error": f"{type(err).__name__}: {err}"[:300]})
+        release_memory()
+    return rows
+
+
+def grpo_run(args, model_dir: Path, pools: Path, work: Path, options: dict) -> dict:
     """Optimizer steps of the GRPO stage's own trainer in the GPU's T4 precision (fp16 where the card
     has no bf16: the first of ``precisions()``), generation timed apart."""
     from medjson.core.prompts import LETTERS
@@ -251,6 +280,7 @@ def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
         "grpo.trainer.max_steps": args.grpo_steps + 1,
         "grpo.trainer.log_completions": False,
         "grpo.trainer.save_strategy": "no",
+        **options,
     }
     params = load_params(write_params(work, model_dir, args.data, precision, overrides))
     setup, _ = grpo_setup(params, model_dir, Path(tempfile.mkdtemp(dir=work)), 1)
@@ -278,35 +308,36 @@ def grpo_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     generation = sum(d for t, d in generating if any(start <= t <= end for start, end in measured))
     history = trainer.state.log_history
     config = setup.config
-    return [
-        {
-            "precision": setup.precision,
-            "prompts_per_step": config.per_device_train_batch_size
-            * config.gradient_accumulation_steps
-            // config.num_generations,
-            "generations": config.num_generations,
-            "max_completion_length": config.max_completion_length,
-            "steps_timed": len(steps),
-            "s_per_optimizer_step": sum(steps) / len(steps),
-            "s_generating_per_step": generation / len(steps),
-            "generation_share": generation / sum(steps),
-            "heldout_measurements": len(heldout_seconds),
-            "s_per_heldout_measurement": sum(heldout_seconds) / max(len(heldout_seconds), 1),
-            "heldout_prompts": len(heldout),
-            "clipped_ratio": logged(history, "completions/clipped_ratio"),
-            "losses": logged(history, "loss"),
-            "grad_norms": logged(history, "grad_norm"),
-            "peak_gib": peak_gib(),
-        }
-    ]
+    return {
+        "precision": setup.precision,
+        "prompts_per_step": config.per_device_train_batch_size
+        * config.gradient_accumulation_steps
+        // config.num_generations,
+        "generations": config.num_generations,
+        "max_completion_length": config.max_completion_length,
+        "steps_timed": len(steps),
+        "s_per_optimizer_step": sum(steps) / len(steps),
+        "s_generating_per_step": generation / len(steps),
+        "generation_share": generation / sum(steps),
+        "heldout_measurements": len(heldout_seconds),
+        "s_per_heldout_measurement": sum(heldout_seconds) / max(len(heldout_seconds), 1),
+        "heldout_prompts": len(heldout),
+        "clipped_ratio": logged(history, "completions/clipped_ratio"),
+        "losses": logged(history, "loss"),
+        "grad_norms": logged(history, "grad_norm"),
+        "peak_gib": peak_gib(),
+    }
 
 
 # ---------------------------------------------------------------- 3. Evaluation
 
 
 @torch.inference_mode()
-def hf_generate(model, tokenizer, conversations: list, batch_size: int, max_new_tokens: int) -> tuple[float, int]:
-    """transformers' own ``model.generate``, greedy, left-padded batches: seconds, new tokens."""
+def hf_generate(
+    model, tokenizer, conversations: list, batch_size: int, max_new_tokens: int, grammar=None
+) -> tuple[float, int]:
+    """transformers' own ``model.generate``, greedy, left-padded batches: seconds, new tokens. With the
+    answer ``grammar``, masked by xgrammar's own logits processor for transformers."""
     from medjson.core.prompts import render_prompt
     from medjson.model.modeling import end_of_turn_ids
 
@@ -316,12 +347,18 @@ def hf_generate(model, tokenizer, conversations: list, batch_size: int, max_new_
     for start in range(0, len(conversations), batch_size):
         prompts = [render_prompt(tokenizer, m, False) for m in conversations[start : start + batch_size]]
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        masks = []
+        if grammar is not None:
+            import xgrammar.contrib.hf
+
+            masks = [xgrammar.contrib.hf.LogitsProcessor(grammar.compiled)]  # one per call: it keeps its matchers
         out = model.generate(
             **encoded,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
+            logits_processor=masks,
         )
         new = out[:, encoded["input_ids"].shape[1] :]
         new_tokens += int((~torch.isin(new, torch.tensor(stops + [tokenizer.pad_token_id], device=new.device))).sum())
@@ -443,6 +480,124 @@ def grammar_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
     ]
 
 
+# ---------------------------------------------------------------- 5. Decoders at the device's pace
+
+T4_MEMORY_GIB = 15.0  # what a T4's 16 GB leaves a process
+
+
+def cap_memory_at_a_t4() -> str:
+    """The process's GPU memory capped at a T4's, so every batch measured is one a T4 could hold."""
+    if not torch.cuda.is_available():
+        return "no cap (CPU)"
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, T4_MEMORY_GIB * 2**30 / total))
+    return f"capped at {T4_MEMORY_GIB:g} GiB of {total / 2**30:.0f}"
+
+
+def copy_bandwidth() -> float:
+    """The device's measured memory bandwidth in bytes/s: a large copy reads and writes every byte once."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = 2**30 if device == "cuda" else 2**26
+    source = torch.empty(size // 2, dtype=torch.float16, device=device)
+    target = torch.empty_like(source)
+    timings = []
+    for _ in range(6):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        target.copy_(source)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - started)
+    del source, target
+    return 2 * size / min(timings[1:])
+
+
+def floor_tokens_per_s(model, batch: int, context: float, bandwidth: float) -> float:
+    """The most new tokens/s memory bandwidth allows: a step reads every weight and each row's KV cache."""
+    config = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * model.dtype.itemsize
+    return batch * bandwidth / (weights + batch * context * per_token)
+
+
+def decode_part(args, model_dir: Path, pools: Path, work: Path) -> list[dict]:
+    """New tokens/s of the static decoder (compiled: one CUDA graph a step), the pruned decoder and
+    ``model.generate`` at each batch of ``--decode-batches``, free and constrained, beside the bandwidth
+    floor. Measurements that would start after ``--decode-budget-s`` are rows marked skipped."""
+    from medjson.core.records import read_jsonl
+    from medjson.model.generation import generate
+    from medjson.model.grammar import AnswerGrammar
+    from medjson.params import load_params
+
+    budget = load_params(ROOT / "params.yaml").evaluate.max_new_tokens
+    model, tokenizer = load(str(model_dir), precisions()[0])
+    conversations = [r["messages"] for r in read_jsonl(pools / "eval.jsonl")]
+    grammar = AnswerGrammar.for_model(model, tokenizer, budget)
+    # On CPU (the --tiny check) the new decoder runs its step eagerly: inductor takes minutes there.
+    new = "compiled" if torch.cuda.is_available() else "static"
+    bandwidth = copy_bandwidth()
+    generate(model, tokenizer, conversations[:2], False, 2, 8)  # warm-up: kernels, allocator
+    started, rows = time.perf_counter(), []
+    for batch in args.decode_batches:
+        questions = conversations[: max(batch, args.single_sample) if batch > 1 else args.single_sample]
+        for decoding in ("free", "constrained"):
+            mask = grammar if decoding == "constrained" else None
+            for decoder in (new, "pruned", "generate"):
+                row = {"decoder": decoder, "batch": batch, "decoding": decoding, "questions": len(questions)}
+                if time.perf_counter() - started > args.decode_budget_s:
+                    rows.append({**row, "skipped": "out of --decode-budget-s"})
+                    continue
+                reset_peak()
+                try:
+                    row |= timed_decoder(model, tokenizer, questions, batch, budget, mask, decoder)
+                except Exception as err:  # a decoder this card cannot run is a finding; the others still run
+                    traceback.print_exc()
+                    rows.append({**row, "error": f"{type(err).__name__}: {err}"[:300]})
+                    continue
+                context = sum(len(tokenizer.apply_chat_template(m, tokenize=True)) for m in questions[:32])
+                context = context / min(len(questions), 32) + budget / 2  # the mean row's cache over an answer
+                floor = floor_tokens_per_s(model, min(batch, len(questions)), context, bandwidth)
+                rows.append({**row, "floor_tokens_per_s": floor, "share_of_floor": row["new_tokens_per_s"] / floor})
+    for row in rows:
+        row["bandwidth_gb_s"] = bandwidth / 1e9
+        row["compile_s"] = row.get("compile_s", 0.0)
+    speeds = {(r["batch"], r["decoding"], r["decoder"]): r.get("new_tokens_per_s") for r in rows}
+    for row in rows:
+        for peer in ("pruned", "generate"):
+            other = speeds.get((row["batch"], row["decoding"], peer))
+            if row["decoder"] == new and row.get("new_tokens_per_s") and other:
+                row[f"x_{peer}"] = row["new_tokens_per_s"] / other
+    return rows
+
+
+def timed_decoder(model, tokenizer, questions, batch: int, budget: int, grammar, decoder: str) -> dict:
+    """One warm-up run (where the compiled decoder compiles and captures its graph), then the timed one."""
+    from medjson.model.generation import generate
+    from medjson.model.static_decoding import static_decoder
+
+    if decoder == "generate":
+        hf_generate(model, tokenizer, questions[:batch], batch, 4, grammar)
+        seconds, tokens = hf_generate(model, tokenizer, questions, batch, budget, grammar)
+        return {"new_tokens_per_s": tokens / seconds, "seconds": seconds, "peak_gib": peak_gib()}
+    compiled = decoder == "compiled"
+    before = static_decoder(model, True).compile_seconds if compiled else 0.0
+    generate(model, tokenizer, questions[:batch], False, batch, budget, grammar=grammar, decoder=decoder)
+    compile_s = static_decoder(model, True).compile_seconds - before if compiled else 0.0
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    run = generate(model, tokenizer, questions, False, batch, budget, grammar=grammar, decoder=decoder)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return {
+        "new_tokens_per_s": run.new_tokens / run.seconds,
+        "seconds": run.seconds,
+        "ended_answers": sum(o.ended for o in run.outputs),
+        "compile_s": compile_s,
+        "peak_gib": peak_gib(),
+    }
+
+
 def release_memory() -> None:
     import gc
 
@@ -461,6 +616,9 @@ def main() -> None:
     parser.add_argument("--single-sample", type=int, default=8, help="questions answered one at a time")
     parser.add_argument("--sft-steps", type=int, default=5, help="timed SFT steps, after one warm-up")
     parser.add_argument("--grpo-steps", type=int, default=2, help="timed GRPO steps, after one warm-up")
+    parser.add_argument("--rollouts", nargs="+", choices=list(ROLLOUT_OPTIONS), default=list(ROLLOUT_OPTIONS))
+    parser.add_argument("--decode-batches", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--decode-budget-s", type=float, default=300, help="no decoder measurement starts after")
     parser.add_argument("--sft-child", type=Path, help=argparse.SUPPRESS)  # the run under torchrun
     parser.add_argument("--pools", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -478,11 +636,13 @@ def main() -> None:
     model_dir = build_model_folder(work / "model", args.tiny)
     pools = prepare_pools(work, model_dir, args.data.resolve(), args.eval_size)
     print(f"model and pools ready in {time.perf_counter() - started:.1f} s on {machine()}", flush=True)
+    print(f"GPU memory: {cap_memory_at_a_t4()}", flush=True)
     titles = {
         "sft": "SFT optimizer steps (default params.yaml layout, real MedMCQA targets)",
-        "grpo": "GRPO optimizer steps (default params.yaml settings)",
+        "grpo": "GRPO optimizer steps (default params.yaml settings), each rollout option",
         "eval": f"Evaluation of {args.eval_size} MedMCQA questions",
         "grammar": "Constrained decoding: the grammar's mask beside a decoding step",
+        "decode": "Decoders: new tokens/s beside the bandwidth floor",
     }
     failed = []
     for part in args.parts:

@@ -54,6 +54,7 @@ def test_project_params_build_every_config(tmp_path):
         (lambda p: p["prepare"].update(sft_size="many"), "prepare.sft_size"),
         (lambda p: p["model"].pop("precision"), "model.precision"),
         (lambda p: p["model"].update(precision="fp8"), "model.precision"),
+        (lambda p: p["model"].update(decoder="vllm"), "model.decoder"),
     ],
 )
 def test_bad_params_fail_naming_the_key(tmp_path, change, message):

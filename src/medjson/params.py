@@ -22,9 +22,11 @@ from medjson.core.choices import (
     ANSWER_CONFIDENCES,
     ATTENTIONS,
     AUTO_CONFIDENCE,
+    AUTO_DECODER,
     AUTO_LAYOUT,
     BAD_ROWS,
     CONFIDENCE_SOURCES,
+    DECODERS,
     DECODINGS,
     HARNESS_TASKS,
     LAYOUTS,
@@ -56,6 +58,7 @@ class ModelParams:
     enable_thinking: bool = free()  # passed to the chat template in SFT, GRPO and evaluation alike
     # eager attention overflows to NaN in fp16 on Qwen3; sdpa does not
     attn_implementation: str = one_of(*ATTENTIONS)
+    decoder: str = one_of(*DECODERS, default=AUTO_DECODER)  # greedy answers' decoder (core/choices.DECODERS)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ from __future__ import annotations
 DECODINGS = ("free", "constrained")
 FREE, CONSTRAINED = DECODINGS
 
+# How greedy answers are decoded, step by step (model.decoder): pruned, rows leaving the batch as they
+# end (``model.generation``); static, a preallocated cache and the batch's bookkeeping on the device
+# (``model.static_decoding``), its step run eagerly; compiled, that step compiled (a CUDA graph on a
+# GPU); auto: compiled on CUDA, pruned elsewhere (docs/performance.md says why).
+DECODERS = ("auto", "pruned", "static", "compiled")
+AUTO_DECODER, PRUNED, STATIC, COMPILED = DECODERS
+
 # What an answer's confidence stands on: the number the model wrote, or its own probability of the
 # letter it wrote (renormalised over A-D).
 CONFIDENCE_SOURCES = ("stated", "letter")

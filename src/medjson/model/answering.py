@@ -59,6 +59,7 @@ class Answerer:
         """``abstention``: a file read with ``read_abstention``, None, or ``FIND_ABSTENTION`` (the file
         fitted for these weights and this decoding in the model's own workspace, or none, said in one
         line). ``confidence``: which confidence answers carry (``ANSWER_CONFIDENCES``)."""
+        from medjson.model.generation import resolve_decoder
         from medjson.model.grammar import AnswerGrammar
         from medjson.model.lineage import weights_digest
         from medjson.model.modeling import load_model, load_tokenizer, resolve_precision, resolve_source
@@ -92,6 +93,8 @@ class Answerer:
         self.grammar = (
             AnswerGrammar.for_model(self.model, self.tokenizer, max_new_tokens) if decoding == CONSTRAINED else None
         )
+        self.decoder = resolve_decoder(model.decoder, self.model.device)
+        log.info("greedy decoder: %s (model.decoder: %s)", self.decoder, model.decoder)
 
     def _generate(
         self,
@@ -114,6 +117,7 @@ class Answerer:
             grammar=self.grammar,
             stopped=stopped,
             on_token=on_token,
+            decoder=self.decoder,
         )
 
     def run(

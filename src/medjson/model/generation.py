@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
+from medjson.core.choices import AUTO_DECODER, COMPILED, DECODERS, PRUNED
 from medjson.core.prompts import LETTERS, prompt_ids, render_prompt
 from medjson.model.modeling import end_of_turn_ids
 
@@ -154,6 +156,26 @@ def greedy_pruned(
     return tokens, letter_logits
 
 
+def resolve_decoder(decoder: str, device) -> str:
+    """``auto``: the compiled static decoder on CUDA, where a step's host cost is what sets the pace;
+    the pruned one elsewhere, whose CPU answers are the pipeline's reference bytes and need no
+    minutes of compiling (docs/performance.md)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder {decoder!r}: choose one of {list(DECODERS)}")
+    if decoder != AUTO_DECODER:
+        return decoder
+    return COMPILED if torch.device(device).type == "cuda" else PRUNED
+
+
+def greedy_decoder(model, decoder: str) -> Callable:
+    """``greedy_pruned``'s call with the model bound, for a resolved ``decoder``."""
+    if decoder == PRUNED:
+        return partial(greedy_pruned, model)
+    from medjson.model.static_decoding import greedy_static, static_decoder
+
+    return partial(greedy_static, static_decoder(model, compiled=decoder == COMPILED))
+
+
 LETTER_PREFIX = re.compile(r'"predicted_category"\s*:\s*"$')
 
 
@@ -195,13 +217,16 @@ def generate(
     grammar=None,
     stopped: Callable[[int], bool] | None = None,
     on_token: Callable[[int, int, list[float] | None], None] | None = None,
+    decoder: str = PRUNED,
 ) -> GenerationRun:
     """Answers to every conversation; greedy unless a temperature is given, and masked by
     ``grammar`` when one is given (greedy only). ``stopped(i)`` true: conversation i is no longer
     wanted, and its row stops generating; ``on_token(i, token, letter_logits)`` hears each of its
-    tokens as it is chosen (both greedy only)."""
+    tokens as it is chosen (both greedy only). ``decoder``: which greedy decoder (``DECODERS``;
+    ``auto`` resolved by ``resolve_decoder``)."""
     if grammar is not None and temperature:
         raise ValueError("constrained decoding is greedy: pass no temperature with a grammar")
+    greedy = None if temperature else greedy_decoder(model, resolve_decoder(decoder, model.device))
     prompts = [render_prompt(tokenizer, messages, enable_thinking) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     stop_ids = end_of_turn_ids(tokenizer)
@@ -234,8 +259,7 @@ def generate(
                 unpadded = [
                     ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
                 ]
-                rows, per_step = greedy_pruned(
-                    model,
+                rows, per_step = greedy(
                     unpadded,
                     tokenizer.pad_token_id,
                     max_new_tokens,

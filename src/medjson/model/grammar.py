@@ -87,13 +87,15 @@ class AnswerGrammar:
 
     def mask(self, logits, matchers: list, steps_left: int) -> None:
         """Set to -inf, in place, every logit a row's matcher does not allow next; with only the
-        closing steps left, allow nothing but closing tokens."""
+        closing steps left, allow nothing but closing tokens. A row whose matcher is None (an answer
+        already ended, whose slot the static decoder keeps) is left as it is."""
         import torch
         import xgrammar as xgr
 
-        bitmask = xgr.allocate_token_bitmask(len(matchers), self.vocab_size)
+        bitmask = xgr.allocate_token_bitmask(len(matchers), self.vocab_size)  # all allowed
         for row, matcher in enumerate(matchers):
-            matcher.fill_next_token_bitmask(bitmask, row)
+            if matcher is not None:
+                matcher.fill_next_token_bitmask(bitmask, row)
         xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
         if steps_left in self.closing_ids:
             ids = self.closing_ids[steps_left].to(logits.device)
