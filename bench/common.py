@@ -98,11 +98,11 @@ def timed_generation(trainer) -> list[tuple[float, float]]:
 def report(title: str, rows: list[dict], out: Path | None) -> None:
     """Print a table and write the rows as JSON."""
     print(f"\n{title} on {machine()}")
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(_fmt(r[k])) for r in rows)) for k in keys}
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ (a skipped or failed one)
+    widths = {k: max(len(k), *(len(_fmt(r.get(k, ""))) for r in rows)) for k in keys}
     print("  ".join(k.ljust(widths[k]) for k in keys))
     for r in rows:
-        print("  ".join(_fmt(r[k]).ljust(widths[k]) for k in keys))
+        print("  ".join(_fmt(r.get(k, "")).ljust(widths[k]) for k in keys))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"title": title, "machine": machine(), "rows": rows}, indent=2) + "\n")

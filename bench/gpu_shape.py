@@ -617,7 +617,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=5, help="timed SFT steps, after one warm-up")
     parser.add_argument("--grpo-steps", type=int, default=2, help="timed GRPO steps, after one warm-up")
     parser.add_argument("--rollouts", nargs="+", choices=list(ROLLOUT_OPTIONS), default=list(ROLLOUT_OPTIONS))
-    parser.add_argument("--decode-batches", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--decode-batches", type=int, nargs="+", help="default 1 64 256 (--tiny: 1 4)")
     parser.add_argument("--decode-budget-s", type=float, default=300, help="no decoder measurement starts after")
     parser.add_argument("--sft-child", type=Path, help=argparse.SUPPRESS)  # the run under torchrun
     parser.add_argument("--pools", type=Path, help=argparse.SUPPRESS)
@@ -628,6 +628,7 @@ def main() -> None:
         result = sft_run(args.sft_child, args.pools, args.out.parent)
         args.out.write_text(json.dumps(result) + "\n")
         return
+    args.decode_batches = args.decode_batches or ([1, 4] if args.tiny else [1, 64, 256])
     if args.data is None or not args.data.is_file():
         raise SystemExit(f"--data {args.data}: give MedMCQA's dev.json (../shared/data/medmcqa/dev.json)")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,9 @@ class StaticDecoder:
         self._seen_shapes: set[tuple[int, int]] = set()
         self._step = self._forward
         if compiled:
+            # One graph per (rows, length) bucket: a service meets up to 5 row counts and a dozen lengths,
+            # more than dynamo's default 8 graphs per function, beyond which it runs the step eagerly.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self._step = torch.compile(self._forward, fullgraph=True, dynamic=False, **_compile_settings(model, backend))
 
     def _forward(self, cache, tokens, positions, attention_mask):
