@@ -214,6 +214,30 @@ def test_the_compiled_step_traces_as_one_graph_and_answers_as_the_eager_one(tiny
     assert compiled == eager and traced.compile_seconds > 0
 
 
+def test_a_step_that_does_not_compile_is_said_once_and_decoded_eagerly(tiny_model, caplog):
+    """Where torch cannot compile for a card or a setup, answers still come, the same ones, and the log
+    says why and which setting chooses the eager step up front."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.model.static_decoding import StaticDecoder, greedy_static
+
+    def refuses(graph, example_inputs):
+        raise RuntimeError("no compiler for this card")
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = [
+        tokenizer(render_prompt(tokenizer, build_messages(f"Q{i}?", list("abcd")), False))["input_ids"]
+        for i in range(2)
+    ]
+    eager, _ = greedy_static(StaticDecoder(model, compiled=False), prompts, tokenizer.pad_token_id, 12, set())
+    failing = StaticDecoder(model, compiled=True, backend=refuses)
+    with caplog.at_level("WARNING", logger="medjson.decoding"):
+        got, _ = greedy_static(failing, prompts, tokenizer.pad_token_id, 12, set())
+    assert got == eager and not failing.compiled
+    assert [r.message for r in caplog.records if "did not compile" in r.message and "no compiler" in r.message]
+
+
 def test_auto_compiles_on_cuda_and_keeps_the_pruned_decoder_elsewhere():
     from medjson.model.generation import resolve_decoder
 

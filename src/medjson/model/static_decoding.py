@@ -68,7 +68,7 @@ class StaticDecoder:
     which a graph break would fail, in seconds rather than inductor's minutes.
     """
 
-    def __init__(self, model, compiled: bool, backend: str = "inductor"):
+    def __init__(self, model, compiled: bool, backend: str | Callable = "inductor"):
         layers = model.config.get_text_config(decoder=True)
         kinds = set(getattr(layers, "layer_types", None) or ["full_attention"])
         if kinds != {"full_attention"}:
@@ -83,7 +83,9 @@ class StaticDecoder:
             # One graph per (rows, length) bucket: a service meets up to 5 row counts and a dozen lengths,
             # more than dynamo's default 8 graphs per function, beyond which it runs the step eagerly.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self._step = torch.compile(self._forward, fullgraph=True, dynamic=False, **_compile_settings(model, backend))
+            self._step = torch.compile(
+                self._forward, fullgraph=True, dynamic=False, **_compile_settings(model, backend)
+            )
 
     def _forward(self, cache, tokens, positions, attention_mask):
         # `past_key_values` rather than 5.24's new `cache` name: also works on older transformers.
@@ -102,7 +104,21 @@ class StaticDecoder:
         started = time.perf_counter()
         if self.compiled and tokens.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
-        logits = self._step(cache, tokens, positions, attention_mask)
+        try:
+            logits = self._step(cache, tokens, positions, attention_mask)
+        except torch._dynamo.exc.TorchDynamoException as err:  # a card or setup torch cannot compile for
+            if not first:
+                raise
+            # Compiling fails before the graph runs: the cache is untouched, and the eager step takes over.
+            cause = getattr(err, "inner_exception", None) or err  # the backend's own error, which dynamo wraps
+            log.warning(
+                "the decoding step did not compile (%s: %s); decoding on with the same step run eagerly "
+                "(model.decoder: static chooses that up front)",
+                type(cause).__name__,
+                str(cause).strip().splitlines()[0][:200] if str(cause).strip() else "",
+            )
+            self.compiled, self._step = False, self._forward
+            return self._forward(cache, tokens, positions, attention_mask)
         if first:
             self._seen_shapes.add(shape)
             self.compile_seconds += time.perf_counter() - started
@@ -132,7 +148,7 @@ class StaticDecoder:
             layer.cumulative_length.fill_(length)
 
 
-def _compile_settings(model, backend: str) -> dict:
+def _compile_settings(model, backend: str | Callable) -> dict:
     if backend != "inductor":
         return {"backend": backend}
     if model.device.type == "cuda":  # each step one CUDA graph, replayed
