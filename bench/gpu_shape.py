@@ -99,7 +99,7 @@ def write_params(work: Path, model_dir: Path, data: Path, precision: str, overri
     return path
 
 
-def prepare_pools(work: Path, model_dir: Path, data: Path, eval_size: int) -> Path:
+def prepare_pools(work: Path, model_dir: Path, data: Path, eval_size: int, heldout_size: int) -> Path:
     """The ``prepare`` stage itself, run on the MedMCQA file."""
     pools = work / "pools"
     if (pools / "eval.jsonl").exists():
@@ -108,7 +108,7 @@ def prepare_pools(work: Path, model_dir: Path, data: Path, eval_size: int) -> Pa
         "prepare.sft_size": 256,
         "prepare.grpo_size": 64,
         "prepare.calibration_size": 16,
-        "prepare.heldout_size": 64,
+        "prepare.heldout_size": heldout_size,
         "prepare.eval_size": eval_size,
     }
     params = write_params(work, model_dir, data, "fp32", sizes)
@@ -635,7 +635,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="medjson-gpu-shape-"))
     started = time.perf_counter()
     model_dir = build_model_folder(work / "model", args.tiny)
-    pools = prepare_pools(work, model_dir, args.data.resolve(), args.eval_size)
+    # The CPU check watches GRPO on 8 held-out prompts, not 64: each measurement is minutes there.
+    pools = prepare_pools(work, model_dir, args.data.resolve(), args.eval_size, 8 if args.tiny else 64)
     print(f"model and pools ready in {time.perf_counter() - started:.1f} s on {machine()}", flush=True)
     print(f"GPU memory: {cap_memory_at_a_t4()}", flush=True)
     titles = {

@@ -238,6 +238,22 @@ def test_a_step_that_does_not_compile_is_said_once_and_decoded_eagerly(tiny_mode
     assert [r.message for r in caplog.records if "did not compile" in r.message and "no compiler" in r.message]
 
 
+def test_a_cache_is_kept_for_batches_it_holds_with_at_most_twice_their_length(tiny_model):
+    """Each kept cache is one compiled graph less; one per row count bounds the memory."""
+    from transformers import AutoModelForCausalLM
+
+    from medjson.model.static_decoding import StaticDecoder
+
+    decoder = StaticDecoder(AutoModelForCausalLM.from_pretrained(tiny_model).eval(), compiled=False)
+    first = decoder.cache(8, 300)
+    assert first.layers[0].max_cache_len == 384  # a multiple of 128
+    assert decoder.cache(8, 200) is first  # 384 <= 2 x 256
+    shorter = decoder.cache(8, 100)
+    assert shorter is not first and shorter.layers[0].max_cache_len == 128
+    assert decoder.cache(8, 500).layers[0].max_cache_len == 512
+    assert decoder.cache(4, 500) is not decoder.cache(8, 500) and len(decoder._caches) == 2
+
+
 def test_auto_compiles_on_cuda_and_keeps_the_pruned_decoder_elsewhere():
     from medjson.model.generation import resolve_decoder
 

@@ -6,8 +6,8 @@ small operations dispatched from Python, a few per layer. On a GPU that host wor
 the pace (docs/performance.md: 40 ms a step of Qwen3-0.6B whether 1 row or 64). Here, as in vLLM and in
 transformers' own compiled ``generate``:
 
-- the KV cache is preallocated (transformers' ``StaticCache``) at a bucketed batch and length, so
-  every step has the same shapes and one compiled graph serves them all;
+- the KV cache is preallocated (transformers' ``StaticCache``) at a bucketed batch and length and kept
+  from batch to batch, so steps keep their shapes and one compiled graph serves them all;
 - the step (the model's forward) is compiled with ``torch.compile(fullgraph=True)``: on CUDA in
   ``reduce-overhead`` mode, so a step is one CUDA graph replayed, its host cost independent of the
   number of layers; on CPU with inductor's C++ wrapper (``bench/decode_step.py`` measures both);
@@ -76,7 +76,7 @@ class StaticDecoder:
         self.model = model
         self.compiled = compiled
         self.compile_seconds = 0.0  # spent in the first step of each new shape (compiling, or capturing)
-        self._caches: dict[tuple[int, int], object] = {}
+        self._caches: dict[int, object] = {}  # by row count
         self._seen_shapes: set[tuple[int, int]] = set()
         self._step = self._forward
         if compiled:
@@ -126,15 +126,17 @@ class StaticDecoder:
         # A CUDA graph's output is overwritten by its next replay; the grammar masks it in place.
         return logits.clone() if self.compiled else logits
 
-    def cache(self, rows: int, length: int):
-        """An empty cache of ``rows`` x ``length`` tokens, the same object each time that shape is asked for
-        (a CUDA graph reads its tensors at fixed addresses)."""
+    def cache(self, rows: int, tokens: int):
+        """An empty cache of ``rows`` rows holding at least ``tokens`` each: the one kept for that many rows
+        where it is long enough and at most twice what is needed, else a new one in its place. So a pool
+        answered longest prompts first compiles once or twice, not once per length, and memory holds one
+        cache per row count; the price is attention over up to twice the slots a batch needs."""
         from transformers import StaticCache
 
-        key = (rows, length)
-        if key not in self._caches:
-            self._caches[key] = StaticCache(config=self.model.config, max_cache_len=length)
-        cache = self._caches[key]
+        cache = self._caches.get(rows)
+        if cache is None or not tokens <= cache.layers[0].max_cache_len <= 2 * bucketed_length(tokens):
+            self._caches.pop(rows, None)  # freed before its successor is allocated
+            cache = self._caches[rows] = StaticCache(config=self.model.config, max_cache_len=bucketed_length(tokens))
         cache.reset()
         return cache
 
@@ -193,8 +195,8 @@ def greedy_static(
     shared = _common_prefix_length(padded)
     own = [p[shared:] for p in padded]
     width = max(len(o) for o in own)
-    length = bucketed_length(shared + width + max_new_tokens)
-    cache = decoder.cache(rows, length)
+    cache = decoder.cache(rows, shared + width + max_new_tokens)
+    length = cache.layers[0].max_cache_len
     if shared:
         from transformers import DynamicCache
 
