@@ -254,6 +254,29 @@ def test_a_cache_is_kept_for_batches_it_holds_with_at_most_twice_their_length(ti
     assert decoder.cache(4, 500) is not decoder.cache(8, 500) and len(decoder._caches) == 2
 
 
+def test_the_service_compiles_every_batch_size_before_it_opens(tiny_model, tiny_params, caplog):
+    """serve calls ``warm_up(serve.max_batch_size)``: each power-of-two batch up to it compiles then, not
+    in a request's time. (Traced here with the eager backend in place of inductor.)"""
+    from medjson.core.questions import Question
+    from medjson.model.answering import Answerer
+    from medjson.model.static_decoding import _DECODERS, StaticDecoder
+
+    answerer = Answerer(str(tiny_model), tiny_params.model, "constrained", 72)
+    assert answerer.decoder == "pruned"  # auto, on CPU
+    answerer.warm_up(5)  # the pruned decoder compiles nothing: nothing to warm
+    assert answerer.model not in _DECODERS
+    answerer.decoder = "compiled"
+    traced = _DECODERS.setdefault(answerer.model, {})[True] = StaticDecoder(answerer.model, True, backend="eager")
+    with caplog.at_level("INFO", logger="medjson.answering"):
+        answerer.warm_up(5)
+    assert sorted(rows for rows, _ in traced._seen_shapes) == [1, 2, 4, 8]
+    assert len([r for r in caplog.records if "warmed up" in r.message]) == 4
+    compiled = len(traced._seen_shapes)
+    question = Question("q", "Which muscle abducts the arm?", ["Deltoid", "Biceps", "Triceps", "Pectoralis"])
+    answers = answerer.answer([question] * 3)  # a batch of 3 runs on the 4-row graph: no new compile
+    assert len(traced._seen_shapes) == compiled and all(a.predicted_category for a in answers)
+
+
 def test_auto_compiles_on_cuda_and_keeps_the_pruned_decoder_elsewhere():
     from medjson.model.generation import resolve_decoder
 

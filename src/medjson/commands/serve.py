@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.model, params.model, settings.decoding, settings.max_new_tokens, None, abstention, settings.confidence
     )
     check_context(settings, answerer)
+    answerer.warm_up(settings.max_batch_size)  # a compiled decoder compiles each batch size before the port opens
     keys = load_api_keys(settings.api_keys_file)
     warn_if_open(settings.host, keys)
     if settings.access_log == JSON_LOG:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,7 @@ from medjson.core.abstention import Abstention
 from medjson.core.choices import (
     ANSWER_CONFIDENCES,
     CALIBRATED,
+    COMPILED,
     CONSTRAINED,
     DECODINGS,
     FIND_ABSTENTION,
@@ -179,6 +181,22 @@ class Answerer:
             self._record(q, Answer.read(o.text, o.new_tokens, o.letter_probs), self.finish_reason(o), latency_ms)
             for q, o in zip(questions, run.outputs)
         ]
+
+    def warm_up(self, max_rows: int) -> None:
+        """Compile the decoding step for every batch size up to ``max_rows`` now, before anyone waits on it:
+        with the compiled decoder a new shape's first step compiles, which can take longer than a
+        request may wait. Nothing to do for the eager decoders."""
+        if self.decoder != COMPILED:
+            return
+        question = Question(None, "Which nerve supplies the deltoid muscle?", ["Axillary", "Radial", "Median", "Ulnar"])
+        rows = 1
+        while True:
+            started = time.perf_counter()
+            self.answer([question] * min(rows, max_rows))
+            log.info("decoding warmed up for %d rows in %.1f s", min(rows, max_rows), time.perf_counter() - started)
+            if rows >= max_rows:
+                return
+            rows *= 2
 
     def finish_reason(self, generated) -> str:
         """``length`` where the token budget (or a caller's own limit) cut the answer, ``stop`` where the
