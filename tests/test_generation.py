@@ -43,11 +43,11 @@ def test_batched_greedy_matches_one_at_a_time_generate(tiny_model, decoder):
 
 
 def test_common_prefix_leaves_every_row_a_token_of_its_own():
-    from medjson.model.generation import _common_prefix_length
+    from medjson.model.pruned_decoding import common_prefix_length
 
-    assert _common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
-    assert _common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
-    assert _common_prefix_length([[7], [8, 9]]) == 0
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[7], [8, 9]]) == 0
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -11,7 +11,7 @@ DECODINGS = ("free", "constrained")
 FREE, CONSTRAINED = DECODINGS
 
 # How greedy answers are decoded, step by step (model.decoder): pruned, rows leaving the batch as they
-# end (``model.generation``); static, a preallocated cache and the batch's bookkeeping on the device
+# end (``model.pruned_decoding``); static, a preallocated cache and the batch's bookkeeping on the device
 # (``model.static_decoding``), its step run eagerly; compiled, that step compiled (a CUDA graph on a
 # GPU); auto: compiled on CUDA, pruned elsewhere (docs/performance.md says why).
 DECODERS = ("auto", "pruned", "static", "compiled")

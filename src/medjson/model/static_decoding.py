@@ -1,7 +1,7 @@
 """Greedy decoding at the device's pace: a preallocated cache, the batch's bookkeeping on the device, and
 one compiled step.
 
-``generation.greedy_pruned`` runs each decoding step as transformers runs a model eagerly: hundreds of
+``pruned_decoding.greedy_pruned`` runs each decoding step as transformers runs a model eagerly: hundreds of
 small operations dispatched from Python, a few per layer. On a GPU that host work, not the card, sets
 the pace (docs/performance.md: 40 ms a step of Qwen3-0.6B whether 1 row or 64). Here, as in vLLM and in
 transformers' own compiled ``generate``:
@@ -42,6 +42,8 @@ import weakref
 from typing import Callable
 
 import torch
+
+from medjson.model.pruned_decoding import common_prefix_length
 
 log = logging.getLogger("medjson.decoding")
 
@@ -182,17 +184,15 @@ def greedy_static(
     stopped: Callable[[int], bool] | None = None,
     on_token: Callable[[int, int, list[float] | None], None] | None = None,
 ) -> tuple[list[list[int]], list[list[list[float]]]]:
-    """``generation.greedy_pruned``'s contract (same arguments, same returns, same greedy tokens) on a
+    """``pruned_decoding.greedy_pruned``'s contract (same arguments, same returns, same greedy tokens) on a
     preallocated cache. A row for which ``stopped(row)`` turns true is finished at the next host read
     (every step with a grammar or ``on_token``, else every ``CHECK_EVERY`` steps); its tokens end
     where it was asked, as in the pruned decoder."""
-    from medjson.model.generation import _common_prefix_length
-
     model, device = decoder.model, decoder.model.device
     count = len(prompts)
     rows = bucketed_rows(count)
     padded = prompts + [prompts[-1]] * (rows - count)  # filler rows, finished from the start
-    shared = _common_prefix_length(padded)
+    shared = common_prefix_length(padded)
     own = [p[shared:] for p in padded]
     width = max(len(o) for o in own)
     cache = decoder.cache(rows, shared + width + max_new_tokens)
