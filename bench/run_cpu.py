@@ -4,6 +4,7 @@
 2. evaluation throughput, batched vs one at a time, SmolLM2-135M-Instruct, 64 questions;
 3. SFT and GRPO step timings on the tiny model (smoke runs: the targets are GPU figures);
 4. the per-token cost of constrained decoding (xgrammar, and llguidance where installed);
+   a decoding step's host cost per greedy decoder at 28 layers (about 9 minutes: two compiles);
 5. the service under load, dynamic batching against one at a time, on the demo's SFT model
    (after `make demo`; skipped before).
 """
@@ -31,6 +32,7 @@ RUNS = [
     ["sft_step.py", "--tiny", "--seq-len", "320", "--steps", "3"],
     ["grpo_step.py", "--tiny", "--steps", "2"],
     ["grammar_overhead.py"],
+    ["decode_step.py"],
 ]
 DEMO_SFT = HERE.parent / "demo-run" / "models" / "sft_merged"
 
