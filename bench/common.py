@@ -12,9 +12,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a bare checkout (the GPU machine has no install)
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny model and the service helpers the tests use
 
-from constants import QUESTIONS  # noqa: E402 - found through the path set above
+from medjson.workspace import PROJECT_QUESTIONS as QUESTIONS  # noqa: E402 - found through the path set above
 
 
 def machine() -> str:
@@ -37,7 +36,7 @@ TINY_DIR = ROOT / "bench" / "results" / "tiny"
 
 def tiny_qwen3():
     """The tiny random Qwen3 of the tests (built once under bench/results), and its tokenizer."""
-    from tiny_model import build_tiny_qwen3
+    from medjson.commands.tiny_model import build_tiny_qwen3
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (TINY_DIR / "config.json").exists():
@@ -61,7 +60,7 @@ QWEN3_06B_SHAPE = dict(
 
 def random_qwen3_06b(dtype: torch.dtype):
     """Qwen3-0.6B's shape with random weights (no hub here), with the tiny model's tokenizer."""
-    from tiny_model import random_qwen3
+    from medjson.commands.tiny_model import random_qwen3
 
     _, tokenizer = tiny_qwen3()
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):

@@ -33,7 +33,7 @@ def medmcqa_dev() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from tiny_model import build_tiny_qwen3
+    from medjson.commands.tiny_model import build_tiny_qwen3
 
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"), seed=0)
 

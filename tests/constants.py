@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = PROJECT_ROOT / "data" / "questions" / "medjson_questions.jsonl"  # the 200 questions the project wrote
+from medjson.workspace import PROJECT_QUESTIONS as QUESTIONS  # the 200 questions the project wrote
+from medjson.workspace import PROJECT_ROOT
 MEDMCQA_DEV = PROJECT_ROOT.parent / "shared" / "data" / "medmcqa" / "dev.json"  # real data; tests skip without it
 
 # The question every service test asks: as a record for /v1/answer, and as the chat message a client writes.

@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": "medjson.commands.demo",
     "seeds": "medjson.commands.seeds.__main__",
     "hf-job": "medjson.commands.hf_job",
+    "tiny-model": "medjson.commands.tiny_model",
 }
 
 

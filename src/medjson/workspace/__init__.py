@@ -25,6 +25,7 @@ from medjson.workspace.plot_templates import write_templates
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # DVC's plot page with the vega libraries inlined, so `dvc plots show` draws offline.
 OFFLINE_PLOTS_TEMPLATE = PROJECT_ROOT / "vendor" / "dvc-plots" / "offline.html"
+PROJECT_QUESTIONS = PROJECT_ROOT / "data" / "questions" / "medjson_questions.jsonl"  # the 200 the project wrote
 
 
 def deep_update(base: dict, overrides: dict, where: str = "") -> dict:

@@ -1,11 +1,11 @@
-"""Build a tiny random Qwen3 and its tokenizer locally, in seconds, with no network.
+"""``medjson tiny-model FOLDER``: a tiny random Qwen3 and its tokenizer, built locally in seconds, offline.
 
-Tests and quick pipeline runs use it in place of ``Qwen/Qwen3-0.6B``: same
+Tests, benchmarks and quick pipeline runs use it in place of ``Qwen/Qwen3-0.6B``: same
 architecture class, same chat template (taken from TRL's copy of Qwen3's, so
 ``enable_thinking`` behaves as on the real model), a byte-level BPE tokenizer trained
 on the project's own questions. Weights are random but deterministic for a seed.
 
-    python tests/tiny_model.py models/tiny-qwen3
+    medjson tiny-model models/tiny-qwen3
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import importlib.resources
 import json
 from pathlib import Path
 
-from constants import QUESTIONS
-
 from medjson.data.pools import pool_record
 from medjson.data.sources import LoadReport, read_local, validate_rows
+from medjson.workspace import PROJECT_QUESTIONS
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
@@ -40,7 +39,7 @@ def _training_corpus(questions_path: Path) -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 1024, questions_path: Path = QUESTIONS):
+def build_tokenizer(vocab_size: int = 1024, questions_path: Path = PROJECT_QUESTIONS):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -114,11 +113,11 @@ def build_tiny_qwen3(out_dir: Path | str, seed: int = 0, vocab_size: int = 1024)
     return out_dir
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(build_tiny_qwen3(args.out_dir, args.seed))
 
 
