@@ -36,8 +36,9 @@ TINY_DIR = ROOT / "bench" / "results" / "tiny"
 
 def tiny_qwen3():
     """The tiny random Qwen3 of the tests (built once under bench/results), and its tokenizer."""
-    from medjson.commands.tiny_model import build_tiny_qwen3
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medjson.commands.tiny_model import build_tiny_qwen3
 
     if not (TINY_DIR / "config.json").exists():
         build_tiny_qwen3(TINY_DIR)

@@ -62,8 +62,9 @@ def qwen_tokenizer_dir() -> Path:
 
 def build_model_folder(folder: Path, tiny: bool) -> Path:
     """A model folder as a user's hub download would be: random weights of the shape, Qwen3's tokenizer."""
-    from medjson.commands.tiny_model import TINY_SHAPE, random_qwen3
     from transformers import AutoTokenizer
+
+    from medjson.commands.tiny_model import TINY_SHAPE, random_qwen3
 
     if (folder / "config.json").exists():
         return folder

@@ -17,11 +17,10 @@ import asyncio
 import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-import sys
 
 import httpx
 import yaml

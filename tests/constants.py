@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from medjson.workspace import PROJECT_QUESTIONS as QUESTIONS  # the 200 questions the project wrote
+from medjson.workspace import PROJECT_QUESTIONS as QUESTIONS  # noqa: F401 - the 200 questions the project wrote
 from medjson.workspace import PROJECT_ROOT
+
 MEDMCQA_DEV = PROJECT_ROOT.parent / "shared" / "data" / "medmcqa" / "dev.json"  # real data; tests skip without it
 
 # The question every service test asks: as a record for /v1/answer, and as the chat message a client writes.
