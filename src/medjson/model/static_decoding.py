@@ -186,8 +186,8 @@ def greedy_static(
 ) -> tuple[list[list[int]], list[list[list[float]]]]:
     """``pruned_decoding.greedy_pruned``'s contract (same arguments, same returns, same greedy tokens) on a
     preallocated cache. A row for which ``stopped(row)`` turns true is finished at the next host read
-    (every step with a grammar or ``on_token``, else every ``CHECK_EVERY`` steps); its tokens end
-    where it was asked, as in the pruned decoder."""
+    (every step with a grammar or ``on_token``, as the pruned decoder asks, else every ``CHECK_EVERY``
+    steps), its tokens ending at that read."""
     model, device = decoder.model, decoder.model.device
     count = len(prompts)
     rows = bucketed_rows(count)
