@@ -55,6 +55,23 @@ def test_project_params_build_every_config(tmp_path):
         (lambda p: p["model"].pop("precision"), "model.precision"),
         (lambda p: p["model"].update(precision="fp8"), "model.precision"),
         (lambda p: p["model"].update(decoder="vllm"), "model.decoder"),
+        (lambda p: p["prepare"].update(sft_size=True), "`prepare.sft_size` = True is not of type int"),
+        (
+            lambda p: p["prepare"].update(max_dropped_share=1.5),
+            "max_dropped_share` = 1.5 is out of range: it must be between",
+        ),
+        (lambda p: p["prepare"].update(max_dropped_share=float("inf")), "max_dropped_share` = inf must be a finite"),
+        (
+            lambda p: p["sft"]["lora"].update(target_modules=["q_proj", 3]),
+            "`sft.lora.target_modules.1` = 3 is not of type str",
+        ),
+        (
+            lambda p: p["grpo"]["rewards"].update(valid_json="1.0"),
+            "`grpo.rewards.valid_json` = '1.0' is not of type float",
+        ),
+        (lambda p: p["prepare"].update({3: 1}), "`prepare` has the key 3"),
+        (lambda p: p.update(model=[1]), "`model` must be a mapping, got list"),
+        (lambda p: p.update(path="elsewhere.yaml"), "unknown key `params.path`"),
     ],
 )
 def test_bad_params_fail_naming_the_key(tmp_path, change, message):

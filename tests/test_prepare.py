@@ -46,6 +46,10 @@ def _question(qid: str, text: str) -> ExamQuestion:
     return ExamQuestion(qid, text, ["a", "b", "c", "d"], "A", "Anatomy", "single", "")
 
 
+def _data(source) -> DataParams:
+    return DataParams(source=str(source), layout="auto", revision=None, columns=None)
+
+
 def test_same_question_text_never_crosses_pools(tmp_path):
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(30)]
     # Five rows share one stem (spacing and case differ), under different ids.
@@ -53,7 +57,7 @@ def test_same_question_text_never_crosses_pools(tmp_path):
         rows[i]["question"] = ["Skeletal  muscles", "skeletal muscles?", "SKELETAL muscles"][i % 3]
     path = write_rows(tmp_path / "src.json", rows)
     for seed in range(20):
-        pools, _, drops, _ = make_pools(DataParams(str(path), "auto", None, None), _prep(sft_size=8, grpo_size=6), seed)
+        pools, _, drops, _ = make_pools(_data(path), _prep(sft_size=8, grpo_size=6), seed)
         homes = {
             name for name, pool in pools.items() for q in pool if normalize_question(q.question) == "skeletal muscles"
         }
@@ -177,9 +181,7 @@ def test_hub_source_pools_train_for_training_and_validation_for_eval(monkeypatch
             sources.RawRow(f"hub[{split}]#{i}", r) for i, r in enumerate(splits[split])
         ],
     )
-    pools, _, drops, _ = make_pools(
-        DataParams("org/medmcqa", "auto", None, None), _prep(sft_size=10, grpo_size=5), seed=1
-    )
+    pools, _, drops, _ = make_pools(_data("org/medmcqa"), _prep(sft_size=10, grpo_size=5), seed=1)
     assert {q.id for q in pools["eval"]} == {r["id"] for r in validation}
     assert [q.answer for q in pools["eval"]][:4] == list("ABCD")  # hub layout: cop 0 is A
     training_ids = {q.id for q in pools["sft"] + pools["grpo"] + pools["calibration"] + pools["heldout"]}
@@ -194,7 +196,7 @@ def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp
     rows = [medmcqa_row(i, cop=(i % 4) + 1) for i in range(40)] + [medmcqa_row(99, cop=7)]
     path = write_rows(tmp_path / "src.json", rows)
     prep = _prep(sft_size=10, grpo_size=5, eval_size=8, bad_rows="drop", max_dropped_share=0.1)
-    pools, report, drops, not_used = make_pools(DataParams(str(path), "auto", None, None), prep, seed=3)
+    pools, report, drops, not_used = make_pools(_data(path), prep, seed=3)
     summary = pools_report(pools, report, drops, not_used, pool_sizes(prep))
     assert summary["rows_read"] == 41 and summary["rows_not_used"] == 40 - 28
     assert summary["rows_read"] == sum(summary["rows"][p] for p in POOLS) + summary["rows_dropped"] + not_used
@@ -203,7 +205,7 @@ def test_data_report_reconciles_rows_read_with_pools_drops_and_rows_not_used(tmp
 
 def test_a_short_pool_is_allowed_only_when_asked_and_then_reported(tmp_path):
     path = write_rows(tmp_path / "src.json", [medmcqa_row(i, cop=(i % 4) + 1) for i in range(12)])
-    data = DataParams(str(path), "auto", None, None)
+    data = _data(path)
     with pytest.raises(DataError, match="pool `grpo` has 2 rows, fewer than the 5"):
         make_pools(data, _prep(sft_size=10, grpo_size=5), seed=0)
     with pytest.raises(DataError, match="pool `eval` is empty"):

@@ -1,9 +1,10 @@
 """Reading ``params.yaml`` into typed settings, failing early on unknown, mistyped or out-of-range keys.
 
-Plain sections become frozen dataclasses whose fields carry their allowed range or
-choices, checked on load; the ``trainer`` sections pass straight through to TRL's
-``SFTConfig`` and ``GRPOConfig``, checked against those configs' own field types (and
-the ranges below) before any model is loaded, with the file and key named.
+Plain sections are frozen pydantic dataclasses (``core/validation.section``) whose fields carry
+their type, range (``Field(ge=..., le=...)``) and choices (``Literal``), checked on load; the
+``trainer`` sections pass straight through to TRL's ``SFTConfig`` and ``GRPOConfig``, checked
+against those configs' own field types (and the ranges below) before any model is loaded, with the
+file and key named.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field
 
 from medjson.core.choices import (
     ACCESS_LOGS,
@@ -33,15 +35,15 @@ from medjson.core.choices import (
     PRECISIONS,
 )
 from medjson.core.validation import (
-    at_least,
-    between,
+    Bool,
+    Float,
+    Int,
+    Str,
     build_section,
+    check_type,
     config_type_hints,
-    free,
-    one_of,
     range_error,
-    type_error,
-    type_ok,
+    section,
 )
 from medjson.errors import ParamsError
 
@@ -50,180 +52,180 @@ log = logging.getLogger(__name__)
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-@dataclass(frozen=True)
+@section
 class ModelParams:
-    base: str = free()  # hub id, local folder, .gguf file, or package:<pkg>/<file>.gguf
-    revision: str | None = free()  # hub commit of the base; ignored for local paths
-    precision: str = one_of("auto", *PRECISIONS)  # auto: bf16 where the GPU has it, fp16 on a T4, fp32 on CPU
-    enable_thinking: bool = free()  # passed to the chat template in SFT, GRPO and evaluation alike
+    base: Str  # hub id, local folder, .gguf file, or package:<pkg>/<file>.gguf
+    revision: Str | None  # hub commit of the base; ignored for local paths
+    precision: Literal[("auto", *PRECISIONS)]  # auto: bf16 where the GPU has it, fp16 on a T4, fp32 on CPU
+    enable_thinking: Bool  # passed to the chat template in SFT, GRPO and evaluation alike
     # eager attention overflows to NaN in fp16 on Qwen3; sdpa does not
-    attn_implementation: str = one_of(*ATTENTIONS)
-    decoder: str = one_of(*DECODERS, default=AUTO_DECODER)  # greedy answers' decoder (core/choices.DECODERS)
+    attn_implementation: Literal[(*ATTENTIONS,)]
+    decoder: Literal[(*DECODERS,)] = AUTO_DECODER  # greedy answers' decoder (core/choices.DECODERS)
 
 
-@dataclass(frozen=True)
+@section
 class DataParams:
-    source: str = free()  # hub dataset id, or a local .json/.jsonl/.parquet file
+    source: Str  # hub dataset id, or a local .json/.jsonl/.parquet file
     # auto | MedMCQA: hub (cop 0..3), original (cop 1..4) | medqa, medqa_hub, mmlu, mmlu_hub, columns
-    layout: str = one_of(AUTO_LAYOUT, *LAYOUTS)
-    revision: str | None = free()  # hub dataset revision; ignored for local files
-    columns: dict | None = free()  # with layout: columns, where the question's parts sit (layouts.ColumnMapping)
+    layout: Literal[(AUTO_LAYOUT, *LAYOUTS)]
+    revision: Str | None  # hub dataset revision; ignored for local files
+    columns: dict | None  # with layout: columns, where the question's parts sit (layouts.ColumnMapping)
 
 
-@dataclass(frozen=True)
+@section
 class BenchmarkParams:
     """One entry of the ``benchmarks`` section: a question set every model is also scored on."""
 
-    source: str = free()  # hub dataset id, or a local .json/.jsonl/.csv/.parquet file
-    layout: str = one_of(AUTO_LAYOUT, *LAYOUTS, default=AUTO_LAYOUT)
-    bad_rows: str = one_of(*BAD_ROWS, default="error")
+    source: Str  # hub dataset id, or a local .json/.jsonl/.csv/.parquet file
+    layout: Literal[(AUTO_LAYOUT, *LAYOUTS)] = AUTO_LAYOUT
+    bad_rows: Literal[(*BAD_ROWS,)] = "error"
     # Optional: left out, each is null.
-    split: str | None = free(default=None)  # hub split (test, validation, ...); ignored for local files
-    subsets: list[str] | None = free(default=None)  # hub subsets (configurations) read in turn; None: the default
-    revision: str | None = free(default=None)  # hub dataset revision; None: the default branch
-    limit: int | None = at_least(1, default=None)  # the first this many questions of the source; None: all
-    columns: dict | None = free(default=None)  # with layout: columns, where the question's parts sit
+    split: Str | None = None  # hub split (test, validation, ...); ignored for local files
+    subsets: list[Str] | None = None  # hub subsets (configurations) read in turn; None: the default
+    revision: Str | None = None  # hub dataset revision; None: the default branch
+    limit: Int | None = Field(default=None, ge=1)  # the first this many questions of the source; None: all
+    columns: dict | None = None  # with layout: columns, where the question's parts sit
     # The lm-evaluation-harness task whose zero-shot prompt loglik_accuracy uses; None: the layout's own.
-    harness_task: str | None = one_of(*HARNESS_TASKS, default=None)
+    harness_task: Literal[(*HARNESS_TASKS,)] | None = None
 
 
-@dataclass(frozen=True)
+@section
 class PrepareParams:
-    sft_size: int = at_least(1)
-    grpo_size: int = at_least(1)
-    calibration_size: int = at_least(1)  # questions the abstention threshold is fitted on, in no other pool
-    heldout_size: int = at_least(1)  # questions training watches (SFT's held-out loss, GRPO's held-out rewards)
-    eval_size: int | None = at_least(1)  # None: every evaluation row
-    allow_short_pools: bool = free()  # a pool smaller than asked: an error, or (true) a loud line in the report
-    keep_multi: bool = free()  # keep `multi` choice-type questions
-    bad_rows: str = one_of(*BAD_ROWS)
-    max_dropped_share: float = between(0.0, 1.0)  # with bad_rows: drop, more than this share dropped is an error
-    reason_max_chars: int = at_least(0)
-    confidence_explained: float = between(0.0, 1.0)
-    confidence_unexplained: float = between(0.0, 1.0)
+    sft_size: Int = Field(ge=1)
+    grpo_size: Int = Field(ge=1)
+    calibration_size: Int = Field(ge=1)  # questions the abstention threshold is fitted on, in no other pool
+    heldout_size: Int = Field(ge=1)  # questions training watches (SFT's held-out loss, GRPO's held-out rewards)
+    eval_size: Int | None = Field(ge=1)  # None: every evaluation row
+    allow_short_pools: Bool  # a pool smaller than asked: an error, or (true) a loud line in the report
+    keep_multi: Bool  # keep `multi` choice-type questions
+    bad_rows: Literal[(*BAD_ROWS,)]
+    max_dropped_share: Float = Field(ge=0.0, le=1.0)  # with bad_rows: drop, more than this share dropped is an error
+    reason_max_chars: Int = Field(ge=0)
+    confidence_explained: Float = Field(ge=0.0, le=1.0)
+    confidence_unexplained: Float = Field(ge=0.0, le=1.0)
 
 
-@dataclass(frozen=True)
+@section
 class LoraParams:
-    r: int = at_least(1)
-    lora_alpha: int = at_least(1)
-    lora_dropout: float = between(0.0, 0.99)
-    target_modules: list[str] = free()
+    r: Int = Field(ge=1)
+    lora_alpha: Int = Field(ge=1)
+    lora_dropout: Float = Field(ge=0.0, le=0.99)
+    target_modules: list[Str]
 
 
-@dataclass(frozen=True)
+@section
 class GuardParams:
-    preflight_prompts: int = at_least(0)  # prompts sampled from the SFT model before GRPO starts
-    max_zero_std_logs: int = at_least(1)  # logged steps in a row with no reward variance before stopping
+    preflight_prompts: Int = Field(ge=0)  # prompts sampled from the SFT model before GRPO starts
+    max_zero_std_logs: Int = Field(ge=1)  # logged steps in a row with no reward variance before stopping
 
 
-@dataclass(frozen=True)
+@section
 class GrpoHeldoutParams:
-    eval_steps: int = at_least(1)  # greedy answers to the held-out pool every this many optimizer steps
-    batch_size: int = at_least(1)  # held-out prompts generated together
-    keep_best: bool = free()  # leave the adapter of the highest held-out reward rather than the last
+    eval_steps: Int = Field(ge=1)  # greedy answers to the held-out pool every this many optimizer steps
+    batch_size: Int = Field(ge=1)  # held-out prompts generated together
+    keep_best: Bool  # leave the adapter of the highest held-out reward rather than the last
 
 
-@dataclass(frozen=True)
+@section
 class EvaluateParams:
-    batch_size: int = at_least(1)
-    max_new_tokens: int = at_least(1)
-    limit: int | None = at_least(1)  # None: the whole evaluation pool
+    batch_size: Int = Field(ge=1)
+    max_new_tokens: Int = Field(ge=1)
+    limit: Int | None = Field(ge=1)  # None: the whole evaluation pool
 
 
-@dataclass(frozen=True)
+@section
 class CalibrateParams:
-    target_accuracy: float = between(0.0, 1.0)  # the accuracy the answered questions should reach
+    target_accuracy: Float = Field(ge=0.0, le=1.0)  # the accuracy the answered questions should reach
     # auto: the better calibrated of the two on the calibration pool
-    confidence: str = one_of(AUTO_CONFIDENCE, *CONFIDENCE_SOURCES)
-    fit_temperature: bool = free()  # scale the letter probability by a temperature fitted on the calibration pool
-    min_kept: int = at_least(1)  # a threshold must keep at least this many calibration answers
+    confidence: Literal[(AUTO_CONFIDENCE, *CONFIDENCE_SOURCES)]
+    fit_temperature: Bool  # scale the letter probability by a temperature fitted on the calibration pool
+    min_kept: Int = Field(ge=1)  # a threshold must keep at least this many calibration answers
 
 
-@dataclass(frozen=True)
+@section
 class ServeParams:
-    model: str = free()  # what predict and the service answer with: a merged model folder, hub id or .gguf
-    decoding: str = one_of(*DECODINGS)
+    model: Str  # what predict and the service answer with: a merged model folder, hub id or .gguf
+    decoding: Literal[(*DECODINGS,)]
     # The calibrate stage's file for this model and decoding; auto: the one beside the model; None: none.
-    abstention: str | None = free()
-    confidence: str = one_of(*ANSWER_CONFIDENCES)  # what an answer's `confidence` is (docs/use.md)
-    max_new_tokens: int = at_least(16)
-    max_batch_size: int = at_least(1)  # dynamic batching: at most this many questions per generation
-    max_wait_ms: float = between(0, 10_000)  # ... or those that arrived this long after the first
-    request_timeout_s: float = between(0.001, 3600)
-    max_question_chars: int = at_least(1)
-    max_option_chars: int = at_least(1)
+    abstention: Str | None
+    confidence: Literal[(*ANSWER_CONFIDENCES,)]  # what an answer's `confidence` is (docs/use.md)
+    max_new_tokens: Int = Field(ge=16)
+    max_batch_size: Int = Field(ge=1)  # dynamic batching: at most this many questions per generation
+    max_wait_ms: Float = Field(ge=0, le=10_000)  # ... or those that arrived this long after the first
+    request_timeout_s: Float = Field(ge=0.001, le=3600)
+    max_question_chars: Int = Field(ge=1)
+    max_option_chars: Int = Field(ge=1)
     # The prompt's length in tokens, checked before a question queues; with max_new_tokens it must
     # fit the model's context (characters alone do not bound tokens: 3,000 CJK characters are ~9,000).
-    max_prompt_tokens: int = at_least(1)
-    max_batch_items: int = at_least(1)  # questions in one POST /v1/answer/batch
-    max_body_bytes: int = at_least(1024)  # a larger request body is refused (413) before it is read
-    header_timeout_s: float = between(0.1, 3600)  # a connection whose request headers take longer is closed
-    body_timeout_s: float = between(0.1, 3600)  # a request body that takes longer gets a 408
+    max_prompt_tokens: Int = Field(ge=1)
+    max_batch_items: Int = Field(ge=1)  # questions in one POST /v1/answer/batch
+    max_body_bytes: Int = Field(ge=1024)  # a larger request body is refused (413) before it is read
+    header_timeout_s: Float = Field(ge=0.1, le=3600)  # a connection whose request headers take longer is closed
+    body_timeout_s: Float = Field(ge=0.1, le=3600)  # a request body that takes longer gets a 408
     # What one chat request may hold, refused before its schema is checked: messages, content parts
     # over all messages, and characters of text over all messages.
-    max_chat_messages: int = at_least(1)
-    max_content_parts: int = at_least(1)
-    max_chat_chars: int = at_least(1)
-    host: str = free()
-    port: int = between(0, 65535)
+    max_chat_messages: Int = Field(ge=1)
+    max_content_parts: Int = Field(ge=1)
+    max_chat_chars: Int = Field(ge=1)
+    host: Str
+    port: Int = Field(ge=0, le=65535)
     # A keyless server answers only requests addressed to this machine (Host) from pages of this machine
     # (Origin): more hosts and origins, or "*" for any, here.
-    allowed_hosts: list[str] = free()
-    allowed_origins: list[str] = free()
-    access_log: str = one_of(*ACCESS_LOGS)
+    allowed_hosts: list[Str]
+    allowed_origins: list[Str]
+    access_log: Literal[(*ACCESS_LOGS,)]
     # A file of API keys, one per line (with MEDJSON_API_KEYS): every route but /health then needs one.
-    api_keys_file: str | None = free(default=None)
+    api_keys_file: Str | None = None
 
 
-@dataclass(frozen=True)
+@section
 class SftParams:
     lora: LoraParams
     trainer: dict[str, Any]  # trl.SFTConfig fields, checked by trainer_config
 
 
-@dataclass(frozen=True)
+@section
 class GrpoParams:
     lora: LoraParams
-    rewards: dict[str, float]  # reward name -> weight, checked by rewards.check_reward_weights
+    rewards: dict[str, Float]  # reward name -> weight, checked by rewards.check_reward_weights
     guard: GuardParams
     heldout: GrpoHeldoutParams
     trainer: dict[str, Any]  # trl.GRPOConfig fields, checked by trainer_config
     # GRPO's own seed (LoRA init, data order, rollout sampling); None: the top-level seed. Varied alone, it
     # repeats GRPO over one SFT model, so the spread across seeds is GRPO's own (medjson.commands.seeds).
-    seed: int | None = at_least(0, default=None)
+    seed: Int | None = Field(default=None, ge=0)
 
 
-@dataclass(frozen=True)
+@section
 class CardParams:
     """What the model cards (``medjson.model.card``) say of the models beyond the pipeline's own records."""
 
-    name: str = free()  # the models' name: <name>-sft, <name>-grpo
-    license: str = free()  # the hub's license id
-    datasets: list[str] = free()  # the hub datasets the models were trained on
+    name: Str  # the models' name: <name>-sft, <name>-grpo
+    license: Str  # the hub's license id
+    datasets: list[Str]  # the hub datasets the models were trained on
 
 
-@dataclass(frozen=True)
+@section
 class LaunchParams:
     # Training processes for sft and grpo (dvc.yaml passes it as --processes): 1 runs the stage as a
     # plain process; more run it data-parallel under torchrun, one process per GPU.
-    processes: int = at_least(1)
+    processes: Int = Field(ge=1)
 
 
-@dataclass(frozen=True)
+@section
 class Params:
-    seed: int = at_least(0)
-    model: ModelParams = free()
-    data: DataParams = free()
-    prepare: PrepareParams = free()
-    sft: SftParams = free()
-    grpo: GrpoParams = free()
-    evaluate: EvaluateParams = free()
-    calibrate: CalibrateParams = free()
-    benchmarks: dict[str, Any] = free()  # name -> BenchmarkParams, built entry by entry on load
-    serve: ServeParams = free()
-    card: CardParams = free()
-    launch: LaunchParams = free()
+    seed: Int = Field(ge=0)
+    model: ModelParams
+    data: DataParams
+    prepare: PrepareParams
+    sft: SftParams
+    grpo: GrpoParams
+    evaluate: EvaluateParams
+    calibrate: CalibrateParams
+    benchmarks: dict[str, Any]  # name -> BenchmarkParams, built entry by entry on load
+    serve: ServeParams
+    card: CardParams
+    launch: LaunchParams
     # Where these values were read from, for messages; not a key of the file.
     path: Path = field(default=DEFAULT_PARAMS, compare=False, metadata={"not_a_key": True})
 
@@ -340,8 +342,8 @@ def check_trainer_section(
         raise ParamsError(f"{source}: `{where}.{clash[0]}` is set by the pipeline itself; remove it")
     hints = config_type_hints(config_cls)
     for key, value in section.items():
-        if key in hints and not type_ok(value, hints[key]):
-            raise type_error(source, f"{where}.{key}", value, hints[key])
+        if key in hints:
+            check_type(value, hints[key], source, f"{where}.{key}")
         if key in TRAINER_RANGES and (error := range_error(source, f"{where}.{key}", value, *TRAINER_RANGES[key])):
             raise error
     if section.get("max_steps", -1) == 0:

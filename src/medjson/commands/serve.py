@@ -37,9 +37,10 @@ from typing import Any
 
 from medjson.cli import run_stage
 from medjson.core.choices import JSON_LOG
+from medjson.core.validation import build_section, choices_of, present_type
 from medjson.errors import ParamsError
 from medjson.model.answering import Answerer, abstention_setting, read_abstention
-from medjson.params import ServeParams, build_section, load_params
+from medjson.params import ServeParams, load_params
 from medjson.serving.app import service_app
 from medjson.serving.auth import is_loopback, load_api_keys
 from medjson.serving.http import header_timeout_protocol
@@ -68,22 +69,21 @@ def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any, str]
     the parameters, and who named the abstention file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    hints = typing.get_type_hints(ServeParams)
     for f in dataclasses.fields(ServeParams):
-        kind = hints[f.name]
+        kind = present_type(typing.get_type_hints(ServeParams)[f.name])
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
-            type=_comma_list if kind == list[str] else kind if kind in (int, float) else str,
-            choices=f.metadata.get("choices"),
+            type=_comma_list if typing.get_origin(kind) is list else kind if kind in (int, float) else str,
+            choices=choices_of(ServeParams, f.name),
             help=f"overrides serve.{f.name}",
         )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     overrides = {key: value for key, value in vars(args).items() if key != "params" and value is not None}
     abstention, named_by = abstention_setting(overrides.pop("abstention", None), params.serve.abstention)
-    settings = dataclasses.replace(params.serve, **overrides, abstention=abstention)
+    settings = {**dataclasses.asdict(params.serve), **overrides, "abstention": abstention}
     # Command-line values get the same checks as params.yaml, and an error names the flag's source.
-    return build_section(ServeParams, dataclasses.asdict(settings), "serve", "the command line"), params, named_by
+    return build_section(ServeParams, settings, "serve", "the command line"), params, named_by
 
 
 def check_context(settings: ServeParams, answerer: Answerer) -> None:

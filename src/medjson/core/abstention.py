@@ -20,11 +20,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from medjson.core.choices import AUTO_CONFIDENCE, CONFIDENCE_SOURCES, DECODINGS, LETTER, STATED
 from medjson.core.prompts import LETTERS
 from medjson.core.stats import expected_calibration_error
-from medjson.core.validation import at_least, between, build_section, free, one_of
+from medjson.core.validation import Float, Int, Str, build_section, section
 from medjson.errors import DataError, ParamsError
 
 # Temperatures tried: 400 steps evenly spaced in log between 0.05 and 20, and 1.0 itself, so the
@@ -92,27 +95,27 @@ def fit_threshold(confidences: list[float | None], correct: list[bool], target: 
     return best
 
 
-@dataclass(frozen=True)
+@section
 class Abstention:
     """What the calibrate stage fitted for one model and decoding, as written to its JSON file."""
 
     # Each field says what it accepts: a file read back is checked field by field (type and range).
-    model: str = free()
-    model_sha256: str | None = free()  # weights of a local model; None for a hub model (its revision pins it)
-    revision: str | None = free()
-    decoding: str = one_of(*DECODINGS)
-    confidence: str = one_of(*CONFIDENCE_SOURCES)
-    temperature: float = between(MIN_TEMPERATURE, MAX_TEMPERATURE)  # applied to the letter probability
-    threshold: float | None = between(0.0, 1.0)  # None: every answer abstains (no threshold reached the target)
-    target_accuracy: float = between(0.0, 1.0)
-    min_kept: int = at_least(1)
-    calibration_n: int = at_least(0)
-    calibration_coverage: float = between(0.0, 1.0)
-    calibration_accuracy: float | None = between(0.0, 1.0)
-    calibration_ece: dict[str, float | None] = free()  # source -> ECE on the calibration pool (letter after scaling)
-    fitted_on: list[str] = free()  # ids of the calibration questions: never an evaluation question
+    model: Str
+    model_sha256: Str | None  # weights of a local model; None for a hub model (its revision pins it)
+    revision: Str | None
+    decoding: Literal[(*DECODINGS,)]
+    confidence: Literal[(*CONFIDENCE_SOURCES,)]
+    temperature: Float = Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)  # applied to the letter probability
+    threshold: Float | None = Field(ge=0.0, le=1.0)  # None: every answer abstains (no threshold reached the target)
+    target_accuracy: Float = Field(ge=0.0, le=1.0)
+    min_kept: Int = Field(ge=1)
+    calibration_n: Int = Field(ge=0)
+    calibration_coverage: Float = Field(ge=0.0, le=1.0)
+    calibration_accuracy: Float | None = Field(ge=0.0, le=1.0)
+    calibration_ece: dict[str, Float | None]  # source -> ECE on the calibration pool (letter after scaling)
+    fitted_on: list[Str]  # ids of the calibration questions: never an evaluation question
     # The file it was read from, for messages; not written to it.
-    path: Path | None = dataclasses.field(default=None, compare=False, repr=False, metadata={"not_in_file": True})
+    path: Path | None = dataclasses.field(default=None, compare=False, repr=False, metadata={"not_a_key": True})
 
     def confidence_of(
         self, stated: float | None, letter_probs: list[float] | None, predicted: str | None
@@ -166,7 +169,7 @@ class Abstention:
                 "decoding): pass the abstention file of this model and decoding, or `none` to answer without one"
             )
 
-    def check_unseen(self, question_ids: list[str]) -> None:
+    def check_unseen(self, question_ids: list[Str]) -> None:
         """Refuse to report an out-of-sample figure on questions the threshold was fitted on."""
         seen = set(self.fitted_on).intersection(question_ids)
         if seen:
@@ -177,7 +180,7 @@ class Abstention:
 
 
 def _file_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(Abstention) if not f.metadata.get("not_in_file")]
+    return [f for f in dataclasses.fields(Abstention) if not f.metadata.get("not_a_key")]
 
 
 def fit_abstention(
