@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,8 @@ import httpx
 import yaml
 from common import ROOT, conversations, report
 
-sys.path.insert(0, str(ROOT / "tests"))  # the one thing a benchmark shares with the tests: how they start the service
-from helpers import start_service  # noqa: E402 - found through the path set above
-
-from medjson.core.parsing import ANSWER_SCHEMA  # noqa: E402
+from medjson.core.parsing import ANSWER_SCHEMA
+from medjson.workspace.service import start_service
 
 
 def start(model: str, folder: Path, name: str, **serve) -> tuple:

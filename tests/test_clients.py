@@ -13,8 +13,9 @@ import os
 from typing import Literal
 
 import pytest
-from helpers import running_service
 from pydantic import BaseModel, Field
+
+from medjson.workspace.service import running_service
 
 pytestmark = pytest.mark.slow
 

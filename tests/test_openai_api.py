@@ -9,13 +9,13 @@ from typing import Literal
 import httpx
 import pytest
 from constants import MESSAGE
-from helpers import running_service
 from pydantic import BaseModel, Field
 
 from medjson.core.parsing import ANSWER_SCHEMA
 from medjson.serving.answer_schema import difference
 from medjson.serving.errors import ApiError
 from medjson.serving.openai_requests import read_chat_request, read_question_text
+from medjson.workspace.service import running_service
 
 MODEL = "models/grpo_merged"
 

@@ -12,7 +12,9 @@ import httpx
 import pytest
 import yaml
 from constants import MESSAGE, PROJECT_ROOT, QUESTION
-from helpers import running_service, write_abstention_file
+from helpers import write_abstention_file
+
+from medjson.workspace.service import running_service
 
 pytestmark = pytest.mark.slow  # a real service in a subprocess, with a model
 

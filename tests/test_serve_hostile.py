@@ -15,11 +15,11 @@ from typing import Literal
 import httpx
 import pytest
 from constants import MESSAGE, QUESTION, QUESTIONS
-from helpers import running_service
 from pydantic import BaseModel, Field
 
 from medjson.core.prompts import build_messages, prompt_ids, render_prompt
 from medjson.serving.openai_requests import HONOURED, IGNORED, ONLY_AT, REQUEST_SCHEMA
+from medjson.workspace.service import running_service
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch prices from the network
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 from constants import MESSAGE, PROJECT_ROOT
-from helpers import running_service, write_abstention_file
+from helpers import write_abstention_file
 
 from medjson.serving.errors import ApiError
 from medjson.serving.openai_requests import read_chat_request
+from medjson.workspace.service import running_service
 
 SCHEMAS = json.loads((Path(__file__).parent / "openai_response.schemas.json").read_text(encoding="utf-8"))
 MODEL = "models/grpo_merged"
@@ -268,11 +269,11 @@ def test_an_unexpected_error_is_a_json_500_logged_once_with_its_traceback(tiny_m
     import logging
 
     import uvicorn
-    from helpers import free_port
 
     from medjson.model.answering import Answerer
     from medjson.params import load_params
     from medjson.serving.app import service_app
+    from medjson.workspace.service import free_port
 
     params = load_params(PROJECT_ROOT / "params.yaml")
     settings = dataclasses.replace(params.serve, model=str(tiny_model), abstention=None, max_new_tokens=72)

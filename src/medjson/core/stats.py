@@ -1,5 +1,9 @@
 """The statistics the evaluation reports: intervals, paired tests and calibration. Pure functions.
 
+The distributions and tests are scipy's (binomial test, Wilson interval, Student t, Mann-Whitney U);
+what no library ships is here: Newcombe's paired interval, the verdict that needs the interval and
+the test to agree, and the calibration and selective-answering measures.
+
 - Wilson interval for an accuracy (honest near 0 and 1, unlike the normal one);
 - paired accuracy difference with Newcombe's hybrid score interval (never zero-width, and
   unlike a normal interval it does not claim a gain from four discordant pairs in 50);
@@ -14,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-Z95 = 1.959963984540054
+import scipy.stats
 
 
 def majority_accuracy(labels: list[str]) -> float:
@@ -25,16 +29,14 @@ def majority_accuracy(labels: list[str]) -> float:
     return max(counts.values()) / len(labels) if labels else 0.0
 
 
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion; (0, 1) when there is no data."""
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion; (0, 1) when there is no data."""
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    interval = scipy.stats.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
     # At 0 or n successes one bound is exactly 0 or 1; rounding must not put it above or below the estimate.
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, float(interval.low))
+    high = 1.0 if successes == n else min(1.0, float(interval.high))
     return low, high
 
 
@@ -76,12 +78,11 @@ def mcnemar_exact(new_only: int, old_only: int) -> float:
     discordant = new_only + old_only
     if discordant == 0:
         return 1.0
-    tail = sum(math.comb(discordant, k) for k in range(min(new_only, old_only) + 1)) / 2**discordant
-    return min(1.0, 2 * tail)
+    return float(scipy.stats.binomtest(new_only, discordant, 0.5).pvalue)
 
 
 def newcombe_paired_interval(
-    both: int, new_only: int, old_only: int, neither: int, z: float = Z95
+    both: int, new_only: int, old_only: int, neither: int, level: float = 0.95
 ) -> tuple[float, float]:
     """Newcombe's hybrid score interval for a difference of paired proportions (method 10).
 
@@ -96,8 +97,8 @@ def newcombe_paired_interval(
         return -1.0, 1.0
     new_right, old_right = both + new_only, both + old_only
     p_new, p_old = new_right / n, old_right / n
-    new_low, new_high = wilson_interval(new_right, n, z)
-    old_low, old_high = wilson_interval(old_right, n, z)
+    new_low, new_high = wilson_interval(new_right, n, level)
+    old_low, old_high = wilson_interval(old_right, n, level)
     margins = new_right * (n - new_right) * old_right * (n - old_right)
     cross = both * neither - new_only * old_only
     if margins == 0 or 0 <= cross <= n / 2:
@@ -120,7 +121,7 @@ def paired_verdict(ci_low: float, ci_high: float, p: float, alpha: float = 0.05,
     return NO_CLEAR_DIFFERENCE if not (interval_sees or test_sees) else UNSETTLED
 
 
-def paired_comparison(new_correct: list[bool], old_correct: list[bool], z: float = Z95) -> PairedComparison:
+def paired_comparison(new_correct: list[bool], old_correct: list[bool], level: float = 0.95) -> PairedComparison:
     """Difference of two models' rates of a yes/no outcome on the same questions (accuracy: ``correct``),
     with a 95% interval, McNemar p and a verdict."""
     if len(new_correct) != len(old_correct):
@@ -129,64 +130,20 @@ def paired_comparison(new_correct: list[bool], old_correct: list[bool], z: float
     both = sum(1 for a, b in zip(new_correct, old_correct) if a and b)
     new_only = sum(1 for a, b in zip(new_correct, old_correct) if a and not b)
     old_only = sum(1 for a, b in zip(new_correct, old_correct) if b and not a)
-    low, high = newcombe_paired_interval(both, new_only, old_only, n - both - new_only - old_only, z)
+    low, high = newcombe_paired_interval(both, new_only, old_only, n - both - new_only - old_only, level)
     p = mcnemar_exact(new_only, old_only)
     diff = (new_only - old_only) / n if n else 0.0
     return PairedComparison(n, diff, low, high, new_only, old_only, p, paired_verdict(low, high, p))
 
 
-def _continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function (modified Lentz), as in Numerical
-    Recipes (Press et al., 3rd ed., section 6.4)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        for numerator in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the CDF of a Beta(a, b) distribution at ``x``."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _continued_fraction(b, a, 1.0 - x) / b
-
-
 def student_t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * scipy.stats.t.sf(abs(t), df))
 
 
 def student_t_quantile(probability: float, df: float) -> float:
-    """The ``probability`` quantile (above 0.5) of Student's t, by bisection on the two-sided p-value."""
-    tail = 2.0 * (1.0 - probability)
-    low, high = 0.0, 1.0
-    while student_t_two_sided_p(high, df) > tail:
-        high *= 2.0
-    for _ in range(200):
-        middle = (low + high) / 2.0
-        low, high = (middle, high) if student_t_two_sided_p(middle, df) > tail else (low, middle)
-    return (low + high) / 2.0
+    """The ``probability`` quantile of Student's t."""
+    return float(scipy.stats.t.ppf(probability, df))
 
 
 def paired_loss_comparison(new_losses: list[float], old_losses: list[float]) -> PairedLossComparison:
@@ -269,20 +226,8 @@ def auroc(scores: list[float], correct: list[bool]) -> float | None:
     negatives = [s for s, right in zip(scores, correct) if not right]
     if not positives or not negatives:
         return None
-    # Rank-sum form (average ranks for ties): O(n log n).
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
-            end += 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = (start + end) / 2 + 1
-        start = end + 1
-    positive_ranks = sum(r for r, right in zip(ranks, correct) if right)
-    n_pos, n_neg = len(positives), len(negatives)
-    return (positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    # The Mann-Whitney U of the right answers' scores against the wrong ones' (average ranks for ties).
+    return float(scipy.stats.mannwhitneyu(positives, negatives).statistic) / (len(positives) * len(negatives))
 
 
 def risk_coverage(confidences: list[float], correct: list[bool]) -> list[dict]:
