@@ -7,7 +7,7 @@ below however fast the card is (docs/performance.md). For each batch and decoder
 
     {"layers": 28, "batch": B, "decoder": NAME, "ms_per_step": X, "compile_s": S}
 
-- ``pruned``: the pipeline's decoder on CPU (``medjson.model.generation.greedy_pruned``);
+- ``pruned``: the pipeline's decoder on CPU (``medjson.model.pruned_decoding.greedy_pruned``);
 - ``static``: ``medjson.model.static_decoding.greedy_static`` on its preallocated cache, step eager;
 - ``compiled``: the same with its step under ``torch.compile`` (inductor, C++ wrapper); ``compile_s``
   is the first call's time over a warm one's, spent compiling its graph.
@@ -55,16 +55,15 @@ def prompts(batch: int, shared: int = 64, own: int = 40) -> list[list[int]]:
     each with up to ``own`` of its own."""
     generator = torch.Generator().manual_seed(1)
     prefix = torch.randint(5, 1000, (shared,), generator=generator).tolist()
-    return [
-        prefix + torch.randint(5, 1000, (own - (row % 7),), generator=generator).tolist() for row in range(batch)
-    ]
+    return [prefix + torch.randint(5, 1000, (own - (row % 7),), generator=generator).tolist() for row in range(batch)]
 
 
 def decode(model, decoder: str, rows: list[list[int]], steps: int) -> float:
     from medjson.model.generation import greedy_decoder
+    from medjson.model.pruned_decoding import GreedyBatch
 
     started = time.perf_counter()
-    greedy_decoder(model, decoder)(rows, 0, steps, set())
+    greedy_decoder(model, decoder)(GreedyBatch(rows, 0, steps, set()))
     return time.perf_counter() - started
 
 

@@ -13,6 +13,7 @@ import torch
 from medjson.core.prompts import build_messages, render_prompt
 from medjson.model.generation import generate, greedy_decoder
 from medjson.model.modeling import end_of_turn_ids
+from medjson.model.pruned_decoding import GreedyBatch
 
 DECODERS = ["pruned", "static"]
 
@@ -66,11 +67,11 @@ def test_rows_that_stop_early_end_there(tiny_model, decoder):
         for i in range(4)
     ]
     greedy = greedy_decoder(model, decoder)
-    free, _ = greedy(prompts, tokenizer.pad_token_id, 10, stop_ids=set())
+    free, _ = greedy(GreedyBatch(prompts, tokenizer.pad_token_id, 10, stop_ids=set()))
     assert [len(t) for t in free] == [10] * 4
     # Make each row's third token a stop token: every row ends there, and nothing runs on.
     stops = {row[2] for row in free}
-    stopped, _ = greedy(prompts, tokenizer.pad_token_id, 10, stop_ids=stops)
+    stopped, _ = greedy(GreedyBatch(prompts, tokenizer.pad_token_id, 10, stop_ids=stops))
     for row, full in zip(stopped, free):
         first_stop = next(i for i, t in enumerate(full) if t in stops)
         assert row == full[: first_stop + 1]
@@ -125,7 +126,9 @@ def test_letter_probability_equals_a_direct_forward_pass(tiny_model, decoder):
     stops = end_of_turn_ids(tokenizer)
     grammar = AnswerGrammar(tokenizer, model.config.vocab_size, stops, max_new_tokens=72)
     letters = letter_token_ids(tokenizer)
-    rows, per_step = greedy_decoder(model, decoder)(prompts, tokenizer.pad_token_id, 72, set(stops), grammar, letters)
+    rows, per_step = greedy_decoder(model, decoder)(
+        GreedyBatch(prompts, tokenizer.pad_token_id, 72, set(stops), grammar, letters)
+    )
     via_generate = generate(
         model, tokenizer, questions, False, batch_size=6, max_new_tokens=72, grammar=grammar, decoder=decoder
     )
@@ -208,9 +211,11 @@ def test_the_compiled_step_traces_as_one_graph_and_answers_as_the_eager_one(tiny
     ]
     grammar = AnswerGrammar.for_model(model, tokenizer, 72)
     stops = set(end_of_turn_ids(tokenizer))
-    eager, _ = greedy_static(StaticDecoder(model, compiled=False), prompts, tokenizer.pad_token_id, 72, stops, grammar)
+    eager, _ = greedy_static(
+        StaticDecoder(model, compiled=False), GreedyBatch(prompts, tokenizer.pad_token_id, 72, stops, grammar)
+    )
     traced = StaticDecoder(model, compiled=True, backend="eager")
-    compiled, _ = greedy_static(traced, prompts, tokenizer.pad_token_id, 72, stops, grammar)
+    compiled, _ = greedy_static(traced, GreedyBatch(prompts, tokenizer.pad_token_id, 72, stops, grammar))
     assert compiled == eager and traced.compile_seconds > 0
 
 
@@ -230,10 +235,12 @@ def test_a_step_that_does_not_compile_is_said_once_and_decoded_eagerly(tiny_mode
         tokenizer(render_prompt(tokenizer, build_messages(f"Q{i}?", list("abcd")), False))["input_ids"]
         for i in range(2)
     ]
-    eager, _ = greedy_static(StaticDecoder(model, compiled=False), prompts, tokenizer.pad_token_id, 12, set())
+    eager, _ = greedy_static(
+        StaticDecoder(model, compiled=False), GreedyBatch(prompts, tokenizer.pad_token_id, 12, set())
+    )
     failing = StaticDecoder(model, compiled=True, backend=refuses)
     with caplog.at_level("WARNING", logger="medjson.decoding"):
-        got, _ = greedy_static(failing, prompts, tokenizer.pad_token_id, 12, set())
+        got, _ = greedy_static(failing, GreedyBatch(prompts, tokenizer.pad_token_id, 12, set()))
     assert got == eager and not failing.compiled
     assert [r.message for r in caplog.records if "did not compile" in r.message and "no compiler" in r.message]
 

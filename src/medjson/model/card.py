@@ -142,6 +142,8 @@ def _source_name(source: str) -> str:
 
 
 def body(workspace: Path, phase: str, params, name: str, chain: list[dict], index: list[dict]) -> str:
+    """The card's text. Over 80 lines because it is one template: the card reads top to bottom here
+    as it does on the hub, each section beside the values it states."""
     abstention = _read(workspace / f"calibration/{phase}_constrained/abstention.json")
     data = _read(workspace / "metrics/data.json")
     trained = params.view(phase)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from medjson.core.choices import AUTO_DECODER, COMPILED, DECODERS, PRUNED
 from medjson.core.prompts import LETTERS, prompt_ids, render_prompt
 from medjson.model.modeling import end_of_turn_ids
-from medjson.model.pruned_decoding import greedy_pruned
+from medjson.model.pruned_decoding import GreedyBatch, greedy_pruned
 
 
 @dataclass(frozen=True)
@@ -154,14 +154,18 @@ def generate(
                     ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
                 ]
                 rows, per_step = greedy(
-                    unpadded,
-                    tokenizer.pad_token_id,
-                    max_new_tokens,
-                    set(stop_ids),
-                    grammar=grammar,
-                    letter_ids=letter_ids,
-                    stopped=(lambda row, batch=batch: stopped(batch[row])) if stopped else None,
-                    on_token=(lambda row, *chosen, batch=batch: on_token(batch[row], *chosen)) if on_token else None,
+                    GreedyBatch(
+                        unpadded,
+                        tokenizer.pad_token_id,
+                        max_new_tokens,
+                        set(stop_ids),
+                        grammar=grammar,
+                        letter_ids=letter_ids,
+                        stopped=(lambda row, batch=batch: stopped(batch[row])) if stopped else None,
+                        on_token=(lambda row, *chosen, batch=batch: on_token(batch[row], *chosen))
+                        if on_token
+                        else None,
+                    )
                 )
             for index, row, steps in zip(batch, rows, per_step):
                 count = _count_new_tokens(row, set(stop_ids))

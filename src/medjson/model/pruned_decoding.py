@@ -6,7 +6,8 @@ bytes; ``static_decoding`` holds the one a GPU answers with.
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -20,18 +21,50 @@ def common_prefix_length(rows: list[list[int]]) -> int:
     return length
 
 
+def own_tokens(own: list[list[int]], pad_id: int, shared: int, device) -> tuple[torch.Tensor, ...]:
+    """Each row's own tokens (after the ``shared`` prefix) left-padded to one width: the ids, the mask of
+    real tokens, and each token's position, padding skipped, so every row sees exactly its prompt."""
+    width = max(len(o) for o in own)
+    input_ids = torch.tensor([[pad_id] * (width - len(o)) + o for o in own], device=device)
+    own_mask = torch.tensor([[0] * (width - len(o)) + [1] * len(o) for o in own], device=device)
+    return input_ids, own_mask, shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def last_logits(model, cache, input_ids, attention_mask, positions) -> torch.Tensor:
+    """The prefill's logits at each row's last position. Only those are needed: skipping the rest saves
+    the LM head's work over every prompt token (a fifth of the prefill on a 49k-token vocabulary)."""
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+
+
+@dataclass(frozen=True)
+class GreedyBatch:
+    """One batch for a greedy decoder: what ``greedy_pruned`` and ``static_decoding.greedy_static`` take.
+
+    ``prompts``: each row's token ids; ``stop_ids``: tokens that end a row; ``grammar``: an
+    ``AnswerGrammar`` that masks each row's logits to what its matcher allows; ``letter_ids``: tokens
+    whose raw logits (before any mask) are kept at every step; ``stopped(row)`` true: its caller gave up
+    on that row; ``on_token(row, token, letter_logits)`` hears each token as it is chosen.
+    """
+
+    prompts: list[list[int]]
+    pad_id: int
+    max_new_tokens: int
+    stop_ids: set[int]
+    grammar: Any = None
+    letter_ids: list[int] | None = None
+    stopped: Callable[[int], bool] | None = None
+    on_token: Callable[[int, int, list[float] | None], None] | None = None
+
+
 @torch.inference_mode()
-def greedy_pruned(
-    model,
-    prompts: list[list[int]],
-    pad_id: int,
-    max_new_tokens: int,
-    stop_ids: set[int],
-    grammar=None,
-    letter_ids: list[int] | None = None,
-    stopped: Callable[[int], bool] | None = None,
-    on_token: Callable[[int, int, list[float] | None], None] | None = None,
-) -> tuple[list[list[int]], list[list[list[float]]]]:
+def greedy_pruned(model, batch: GreedyBatch) -> tuple[list[list[int]], list[list[list[float]]]]:
     """Greedy decoding of a batch that shares its common prefix and drops rows as they end.
 
     Two savings over ``generate``, same tokens:
@@ -52,55 +85,42 @@ def greedy_pruned(
     from transformers import DynamicCache
 
     device = model.device
-    shared = common_prefix_length(prompts)
+    shared = common_prefix_length(batch.prompts)
     # `past_key_values` rather than 5.24's new `cache` name: also works on older transformers.
     cache = DynamicCache(config=model.config)
     if shared:
         model(
-            input_ids=torch.tensor([prompts[0][:shared]], device=device),
+            input_ids=torch.tensor([batch.prompts[0][:shared]], device=device),
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        cache.batch_repeat_interleave(len(prompts))
-    own = [p[shared:] for p in prompts]
-    width = max(len(o) for o in own)
-    input_ids = torch.tensor([[pad_id] * (width - len(o)) + o for o in own], device=device)
-    own_mask = torch.tensor([[0] * (width - len(o)) + [1] * len(o) for o in own], device=device)
-    attention_mask = torch.cat([own_mask.new_ones((len(own), shared)), own_mask], dim=1)
-    positions = shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
-    # Only the last position's logits are needed: skipping the rest saves the LM head's work
-    # over every prompt token (a fifth of the prefill on a 49k-token vocabulary).
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
-    alive = list(range(len(prompts)))  # original row of each live row
+        cache.batch_repeat_interleave(len(batch.prompts))
+    input_ids, own_mask, positions = own_tokens([p[shared:] for p in batch.prompts], batch.pad_id, shared, device)
+    attention_mask = torch.cat([own_mask.new_ones((len(own_mask), shared)), own_mask], dim=1)
+    logits = last_logits(model, cache, input_ids, attention_mask, positions)
+    alive = list(range(len(batch.prompts)))  # original row of each live row
     tokens: list[list[int]] = [[] for _ in alive]
-    matchers = grammar.matchers(len(prompts)) if grammar else None
+    matchers = batch.grammar.matchers(len(batch.prompts)) if batch.grammar else None
     letter_logits: list[list[list[float]]] = [[] for _ in alive]
-    letter_index = torch.tensor(letter_ids, device=device) if letter_ids else None
-    for step in range(max_new_tokens):
+    letter_index = torch.tensor(batch.letter_ids, device=device) if batch.letter_ids else None
+    for step in range(batch.max_new_tokens):
         if letter_index is not None:
             for row, values in zip(alive, logits[:, letter_index].float().tolist()):
                 letter_logits[row].append(values)
-        if grammar:
-            grammar.mask(logits, [matchers[row] for row in alive], steps_left=max_new_tokens - step)
+        if batch.grammar:
+            batch.grammar.mask(logits, [matchers[row] for row in alive], steps_left=batch.max_new_tokens - step)
         next_tokens = logits.argmax(-1)
         keep = []
         for position, (row, token) in enumerate(zip(alive, next_tokens.tolist())):
             tokens[row].append(token)
-            if grammar:
-                grammar.accept(matchers[row], token)
-            if on_token:
-                on_token(row, token, letter_logits[row][-1] if letter_index is not None else None)
-            if token not in stop_ids and not (stopped and stopped(row)):
+            if batch.grammar:
+                batch.grammar.accept(matchers[row], token)
+            if batch.on_token:
+                batch.on_token(row, token, letter_logits[row][-1] if letter_index is not None else None)
+            if token not in batch.stop_ids and not (batch.stopped and batch.stopped(row)):
                 keep.append(position)
-        if not keep or step == max_new_tokens - 1:
+        if not keep or step == batch.max_new_tokens - 1:
             break
         if len(keep) < len(alive):
             index = torch.tensor(keep, device=device)

@@ -43,7 +43,7 @@ from typing import Callable
 
 import torch
 
-from medjson.model.pruned_decoding import common_prefix_length
+from medjson.model.pruned_decoding import GreedyBatch, common_prefix_length, last_logits, own_tokens
 
 log = logging.getLogger("medjson.decoding")
 
@@ -173,29 +173,19 @@ def static_decoder(model, compiled: bool) -> StaticDecoder:
 
 
 @torch.inference_mode()
-def greedy_static(
-    decoder: StaticDecoder,
-    prompts: list[list[int]],
-    pad_id: int,
-    max_new_tokens: int,
-    stop_ids: set[int],
-    grammar=None,
-    letter_ids: list[int] | None = None,
-    stopped: Callable[[int], bool] | None = None,
-    on_token: Callable[[int, int, list[float] | None], None] | None = None,
-) -> tuple[list[list[int]], list[list[list[float]]]]:
-    """``pruned_decoding.greedy_pruned``'s contract (same arguments, same returns, same greedy tokens) on a
+def greedy_static(decoder: StaticDecoder, batch: GreedyBatch) -> tuple[list[list[int]], list[list[list[float]]]]:
+    """``pruned_decoding.greedy_pruned``'s contract (the same batch, returns and greedy tokens) on a
     preallocated cache. A row for which ``stopped(row)`` turns true is finished at the next host read
     (every step with a grammar or ``on_token``, as the pruned decoder asks, else every ``CHECK_EVERY``
     steps), its tokens ending at that read."""
     model, device = decoder.model, decoder.model.device
-    count = len(prompts)
+    count = len(batch.prompts)
     rows = bucketed_rows(count)
-    padded = prompts + [prompts[-1]] * (rows - count)  # filler rows, finished from the start
+    padded = batch.prompts + [batch.prompts[-1]] * (rows - count)  # filler rows, finished from the start
     shared = common_prefix_length(padded)
     own = [p[shared:] for p in padded]
     width = max(len(o) for o in own)
-    cache = decoder.cache(rows, shared + width + max_new_tokens)
+    cache = decoder.cache(rows, shared + width + batch.max_new_tokens)
     length = cache.layers[0].max_cache_len
     if shared:
         from transformers import DynamicCache
@@ -203,46 +193,37 @@ def greedy_static(
         prefix = DynamicCache(config=model.config)
         model(input_ids=torch.tensor([padded[0][:shared]], device=device), past_key_values=prefix, use_cache=True)
         decoder.load_prefix(cache, prefix, rows, shared)
-    own_mask = torch.tensor([[0] * (width - len(o)) + [1] * len(o) for o in own], device=device)
+    input_ids, own_mask, positions = own_tokens(own, batch.pad_id, shared, device)
     attention_mask = torch.zeros((rows, length), dtype=torch.long, device=device)
     attention_mask[:, :shared] = 1
     attention_mask[:, shared : shared + width] = own_mask
-    positions = shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(
-        input_ids=torch.tensor([[pad_id] * (width - len(o)) + o for o in own], device=device),
-        attention_mask=attention_mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
+    logits = last_logits(model, cache, input_ids, attention_mask, positions)
     positions = positions[:, -1:].clone()
     slot = shared + width  # the cache slot the next token's keys go to, the same for every row
 
-    chosen = torch.full((rows, max_new_tokens), pad_id, device=device)
+    chosen = torch.full((rows, batch.max_new_tokens), batch.pad_id, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     finished[count:] = True
-    stops = torch.tensor(sorted(stop_ids), device=device)
-    letter_index = torch.tensor(letter_ids, device=device) if letter_ids else None
-    letters = torch.zeros((rows, max_new_tokens, len(letter_ids or [])), device=device)
-    matchers = grammar.matchers(count) if grammar else None
-    every_step = grammar is not None or on_token is not None
-    ends = [max_new_tokens] * count  # each row's token count, once known
+    stops = torch.tensor(sorted(batch.stop_ids), device=device)
+    letter_index = torch.tensor(batch.letter_ids, device=device) if batch.letter_ids else None
+    letters = torch.zeros((rows, batch.max_new_tokens, len(batch.letter_ids or [])), device=device)
+    matchers = batch.grammar.matchers(count) if batch.grammar else None
+    every_step = batch.grammar is not None or batch.on_token is not None
+    ends = [batch.max_new_tokens] * count  # each row's token count, once known
     open_rows = set(range(count))
     read_from = 0  # the first step the host has not read yet
-    for step in range(max_new_tokens):
+    for step in range(batch.max_new_tokens):
         if letter_index is not None:
             letters[:, step] = logits[:, letter_index].float()
-        if grammar:
+        if batch.grammar:
             live = [matchers[row] if row in open_rows else None for row in range(count)]
-            grammar.mask(logits[:count], live, steps_left=max_new_tokens - step)
-        next_tokens = torch.where(finished, pad_id, logits.argmax(-1))
+            batch.grammar.mask(logits[:count], live, steps_left=batch.max_new_tokens - step)
+        next_tokens = torch.where(finished, batch.pad_id, logits.argmax(-1))
         chosen[:, step] = next_tokens
         finished |= torch.isin(next_tokens, stops)
-        last = step == max_new_tokens - 1
+        last = step == batch.max_new_tokens - 1
         if every_step or last or (step + 1) % CHECK_EVERY == 0:
-            _read_back(chosen, letters, read_from, step + 1, open_rows, ends, stop_ids, grammar, matchers, stopped,
-                       on_token, letter_index is not None)  # fmt: skip
+            _read_back(batch, chosen, letters, read_from, step + 1, open_rows, ends, matchers, letter_index is not None)
             read_from = step + 1
             if not open_rows:
                 break
@@ -258,23 +239,23 @@ def greedy_static(
     return [t[:end] for t, end in zip(tokens, ends)], [s[:end] for s, end in zip(per_step, ends)]
 
 
-def _read_back(chosen, letters, start, end, open_rows, ends, stop_ids, grammar, matchers, stopped, on_token, lettered):
+def _read_back(batch: GreedyBatch, chosen, letters, start, end, open_rows, ends, matchers, lettered):
     """The host's view of steps ``start``..``end`` of every open row, in the pruned decoder's order: the
     grammar hears each token, then ``on_token``; a stop token closes the row there, and ``stopped``, asked
     once a row per read (each step where every step is read), closes it at the window's end."""
     window = chosen[:, start:end].tolist()
-    seen = letters[:, start:end].tolist() if lettered and on_token else None
+    seen = letters[:, start:end].tolist() if lettered and batch.on_token else None
     for row in sorted(open_rows):
         for offset, token in enumerate(window[row]):
-            if grammar:
-                grammar.accept(matchers[row], token)
-            if on_token:
-                on_token(row, token, seen[row][offset] if seen is not None else None)
-            if token in stop_ids:
+            if batch.grammar:
+                batch.grammar.accept(matchers[row], token)
+            if batch.on_token:
+                batch.on_token(row, token, seen[row][offset] if seen is not None else None)
+            if token in batch.stop_ids:
                 ends[row] = start + offset + 1
                 open_rows.discard(row)
                 break
         else:
-            if stopped and stopped(row):
+            if batch.stopped and batch.stopped(row):
                 ends[row] = end
                 open_rows.discard(row)
