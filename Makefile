@@ -23,9 +23,10 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 # Two workers, one test file each at a time (module fixtures such as the pipeline run once): every
-# test runs single-threaded, so on 2 cores the files run side by side.
+# test runs single-threaded, so on 2 cores the files run side by side. The files go out in the order
+# tests/conftest.py gives them (longest first), not xdist's own (most tests first).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"

@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
-import scipy.stats
+
+@cache
+def _scipy_stats():
+    """scipy.stats, imported at first use: the import costs a process about a second, and most of the
+    processes that import this module (predict, the service, prepare) never compute an interval."""
+    import scipy.stats
+
+    return scipy.stats
 
 
 def majority_accuracy(labels: list[str]) -> float:
@@ -33,7 +41,7 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     """Wilson score interval for a proportion; (0, 1) when there is no data."""
     if n == 0:
         return 0.0, 1.0
-    interval = scipy.stats.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    interval = _scipy_stats().binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
     # At 0 or n successes one bound is exactly 0 or 1; rounding must not put it above or below the estimate.
     low = 0.0 if successes == 0 else max(0.0, float(interval.low))
     high = 1.0 if successes == n else min(1.0, float(interval.high))
@@ -78,7 +86,7 @@ def mcnemar_exact(new_only: int, old_only: int) -> float:
     discordant = new_only + old_only
     if discordant == 0:
         return 1.0
-    return float(scipy.stats.binomtest(new_only, discordant, 0.5).pvalue)
+    return float(_scipy_stats().binomtest(new_only, discordant, 0.5).pvalue)
 
 
 def newcombe_paired_interval(
@@ -138,12 +146,12 @@ def paired_comparison(new_correct: list[bool], old_correct: list[bool], level: f
 
 def student_t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
-    return float(2.0 * scipy.stats.t.sf(abs(t), df))
+    return float(2.0 * _scipy_stats().t.sf(abs(t), df))
 
 
 def student_t_quantile(probability: float, df: float) -> float:
     """The ``probability`` quantile of Student's t."""
-    return float(scipy.stats.t.ppf(probability, df))
+    return float(_scipy_stats().t.ppf(probability, df))
 
 
 def paired_loss_comparison(new_losses: list[float], old_losses: list[float]) -> PairedLossComparison:
@@ -227,7 +235,7 @@ def auroc(scores: list[float], correct: list[bool]) -> float | None:
     if not positives or not negatives:
         return None
     # The Mann-Whitney U of the right answers' scores against the wrong ones' (average ranks for ties).
-    return float(scipy.stats.mannwhitneyu(positives, negatives).statistic) / (len(positives) * len(negatives))
+    return float(_scipy_stats().mannwhitneyu(positives, negatives).statistic) / (len(positives) * len(negatives))
 
 
 def risk_coverage(confidences: list[float], correct: list[bool]) -> list[dict]:
