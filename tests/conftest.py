@@ -54,10 +54,11 @@ def tiny_params(tmp_path, tiny_model, questions_path):
     return load_params(path)
 
 
-# The files that take longest (seconds of test time on 2 cores, `pytest --durations=0`): pipeline 510,
-# predict 179, reruns 116, bad_input 94, parallel 80, modeling 51, serve 50. `make test` hands whole
-# files to two workers in collection order: these go first, so the pipeline starts at once and the
-# short files fill in around it instead of the pipeline starting last and running alone.
+# The files that take longest (`pytest --durations`, 2 cores): pipeline about 600 s of test time (its
+# run 284 s, the seed experiments 137 s), then predict, reruns, bad_input, parallel, modeling, serve.
+# `make test` hands whole files to two workers in collection order (--no-loadscope-reorder): these go
+# first, so the pipeline starts at once on one worker and the short files fill in on the other,
+# instead of the pipeline starting last and running alone.
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_predict.py",
