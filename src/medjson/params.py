@@ -222,7 +222,7 @@ class Params:
     grpo: GrpoParams
     evaluate: EvaluateParams
     calibrate: CalibrateParams
-    benchmarks: dict[str, Any]  # name -> BenchmarkParams, built entry by entry on load
+    benchmarks: dict[str, BenchmarkParams]  # name -> a question set; names become stage and folder names
     serve: ServeParams
     card: CardParams
     launch: LaunchParams
@@ -244,6 +244,9 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
+BENCHMARK_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
+
+
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     """Read and validate the whole parameter file."""
     path = Path(path)
@@ -255,7 +258,10 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ParamsError(f"{path} is not readable YAML: {' '.join(str(err).split())}") from None
     params = build_section(Params, raw, "params", path)
-    return dataclasses.replace(params, path=path, benchmarks=_benchmarks(params.benchmarks, path))
+    for name in params.benchmarks:
+        if not BENCHMARK_NAME.fullmatch(str(name)):
+            raise ParamsError(f"{path}: benchmark name `{name}` must be lower-case letters, digits and _")
+    return dataclasses.replace(params, path=path)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -272,19 +278,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
-
-
-BENCHMARK_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
-
-
-def _benchmarks(raw: dict, path: Path) -> dict[str, BenchmarkParams]:
-    """Each benchmark entry checked like a section; names become stage and folder names."""
-    benchmarks = {}
-    for name, entry in raw.items():
-        if not BENCHMARK_NAME.fullmatch(str(name)):
-            raise ParamsError(f"{path}: benchmark name `{name}` must be lower-case letters, digits and _")
-        benchmarks[name] = build_section(BenchmarkParams, entry, f"benchmarks.{name}", path)
-    return benchmarks
 
 
 # Ranges for the trainer keys this pipeline relies on; TRL checks the rest of its own fields.
