@@ -69,8 +69,9 @@ def settings_from(argv: list[str] | None = None) -> tuple[ServeParams, Any, str]
     the parameters, and who named the abstention file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
+    hints = typing.get_type_hints(ServeParams)
     for f in dataclasses.fields(ServeParams):
-        kind = present_type(typing.get_type_hints(ServeParams)[f.name])
+        kind = present_type(hints[f.name])
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=_comma_list if typing.get_origin(kind) is list else kind if kind in (int, float) else str,

@@ -169,7 +169,7 @@ class Abstention:
                 "decoding): pass the abstention file of this model and decoding, or `none` to answer without one"
             )
 
-    def check_unseen(self, question_ids: list[Str]) -> None:
+    def check_unseen(self, question_ids: list[str]) -> None:
         """Refuse to report an out-of-sample figure on questions the threshold was fitted on."""
         seen = set(self.fitted_on).intersection(question_ids)
         if seen:
