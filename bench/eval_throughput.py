@@ -59,10 +59,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from medjson.model.generation import generate
-    from medjson.model.modeling import DTYPES, resolve_precision
+    from medjson.model.modeling import dtype_named, resolve_precision
 
     if args.random_qwen3:
-        model, tokenizer = random_qwen3_06b(DTYPES[resolve_precision("auto")])
+        model, tokenizer = random_qwen3_06b(dtype_named(resolve_precision("auto")))
         tokenizer.padding_side = "left"
         name = "random Qwen3-0.6B shape"
     else:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import write_abstention_file
 
 from medjson.core.choices import EVALUATED
 from medjson.training.closure import PACKAGE_DIR, closure_deps, closure_files, direct_imports, package_files
@@ -15,6 +19,7 @@ from medjson.workspace import PROJECT_ROOT
 
 DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
+PARAMS = PROJECT_ROOT / "params.yaml"
 STAGE_MODULES = sorted({m for s in STAGES.values() for m in re.findall(r"python -m (medjson\.stages\.\w+)", str(s))})
 
 
@@ -169,3 +174,42 @@ def test_no_import_cycle_between_modules_counting_imports_inside_functions():
     modules = {_module_name(path) for path in PACKAGE_DIR.rglob("*.py")}
     graph = {module: direct_imports(module) - {module} for module in modules}
     assert not import_cycle(graph), f"import cycle: {' -> '.join(import_cycle(graph))}"
+
+
+def _refused(tmp_path, tiny_model, command: str) -> list[str]:
+    """A command line each command refuses before it needs a model: (module, arguments)."""
+    if command == "predict, a missing input":
+        return ["medjson.commands.predict", "--params", str(PARAMS), "--input", str(tmp_path / "absent.jsonl")]
+    if command == "predict, an abstention file of another model":
+        other = write_abstention_file(tmp_path / "other.json", tiny_model, "constrained", threshold=0.5)
+        digest = json.loads(other.read_text())
+        other.write_text(json.dumps({**digest, "model_sha256": "0" * 64}))
+        return ["medjson.commands.predict", "--params", str(PARAMS), "--model", str(tiny_model)] + [
+            "--input",
+            "-",
+            "--abstention",
+            str(other),
+        ]
+    return ["medjson.commands.seeds", "--workspace", str(tmp_path), "--setting", "a=HEAD", "--out", str(tmp_path)]
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("predict, a missing input", "no such file"),
+        ("predict, an abstention file of another model", "was fitted for"),
+        ("seeds, a folder that is no git repository", "not a git repository"),
+    ],
+)
+def test_a_refused_command_answers_before_torch_is_imported(tmp_path, tiny_model, command, message):
+    """torch's import alone takes about two seconds: a bad command line is answered without it."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", *_refused(tmp_path, tiny_model, command)],
+        cwd=tmp_path,
+        input="",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert "medjson.cli" in imported and "torch" not in imported, f"{command} imported torch before refusing"

@@ -61,8 +61,6 @@ class Answerer:
         """``abstention``: a file read with ``read_abstention``, None, or ``FIND_ABSTENTION`` (the file
         fitted for these weights and this decoding in the model's own workspace, or none, said in one
         line). ``confidence``: which confidence answers carry (``ANSWER_CONFIDENCES``)."""
-        from medjson.model.generation import resolve_decoder
-        from medjson.model.grammar import AnswerGrammar
         from medjson.model.lineage import weights_digest
         from medjson.model.modeling import load_model, load_tokenizer, resolve_precision, resolve_source
 
@@ -89,6 +87,11 @@ class Answerer:
         self.abstention = abstention
         if confidence == CALIBRATED and abstention is None:
             log.info("confidence: the model's stated one (no abstention file to calibrate it with)")
+        # torch and the decoders are imported only now: a refused model, decoding or abstention file is
+        # answered before their import.
+        from medjson.model.generation import resolve_decoder
+        from medjson.model.grammar import AnswerGrammar
+
         self.precision = resolve_precision(model.precision)
         self.tokenizer = load_tokenizer(self.source, padding_side="left")
         self.model = load_model(self.source, self.precision, attn_implementation=model.attn_implementation).eval()

@@ -20,12 +20,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from medjson.core.choices import PRECISIONS
 from medjson.errors import StageError
 from medjson.model.release import check_adapters, is_release, read_release
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,19 @@ def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
 
 
 BF16, FP16, FP32 = PRECISIONS
-DTYPES = {BF16: torch.bfloat16, FP16: torch.float16, FP32: torch.float32}
+# Each precision's dtype by torch's name for it. torch itself is imported where a model is loaded, not
+# when this module is: a command that refuses its input (predict, the seeds report) answers in well
+# under a second instead of after torch's two-second import.
+DTYPE_NAMES = {BF16: "bfloat16", FP16: "float16", FP32: "float32"}
 
 
 def resolve_precision(precision: str) -> str:
     """``auto``: bf16 where the GPU supports it, fp16 on older GPUs such as the T4, fp32 on CPU.
 
     A stage resolves it once and passes the result to everything it loads or trains."""
-    if precision in DTYPES:
+    import torch
+
+    if precision in DTYPE_NAMES:
         return precision
     if not torch.cuda.is_available():
         return FP32
@@ -111,8 +118,10 @@ def resolve_precision(precision: str) -> str:
 
 def dtype_named(name: str | None) -> torch.dtype:
     """The dtype a ``config.json`` names (``bfloat16``) or a precision names (``bf16``); fp32 for any other."""
-    by_torch_name = {str(dtype).removeprefix("torch."): dtype for dtype in DTYPES.values()}
-    return DTYPES.get(name) or by_torch_name.get(name, torch.float32)
+    import torch
+
+    torch_name = DTYPE_NAMES.get(name) or (name if name in DTYPE_NAMES.values() else "float32")
+    return getattr(torch, torch_name)
 
 
 def trainer_precision_flags(precision: str) -> dict:
@@ -121,11 +130,15 @@ def trainer_precision_flags(precision: str) -> dict:
 
 
 def device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def device_name() -> str:
     """What the model runs on, for metrics: the GPU's name, or cpu."""
+    import torch
+
     return torch.cuda.get_device_name() if device() == "cuda" else "cpu"
 
 
@@ -175,7 +188,7 @@ def gguf_folder(source: ModelSource) -> Path:
     building = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         with _clear_load_errors(source, "model"):
-            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.kwargs())
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype_named(FP32), **source.kwargs())
             tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
         _forget_gguf_quantization(model)
         model.save_pretrained(building)
@@ -223,7 +236,7 @@ def load_model(source: ModelSource, precision: str, on_accelerator: bool = True,
     """
     from transformers import AutoModelForCausalLM
 
-    dtype = DTYPES[precision]
+    dtype = dtype_named(DTYPE_NAMES[precision])  # a resolved precision (``resolve_precision``), nothing else
     log.info("loading model %s (%s, %s attention)", source.describe(), dtype, attn_implementation)
     if source.release:
         model = build_release_model(source.path, attn_implementation).to(dtype)

@@ -33,7 +33,7 @@ from medjson.params import Params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, start_training, training_setup
 from medjson.training.heldout import start_and_end
-from medjson.training.heldout_rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, HeldoutRewards
+from medjson.training.heldout_rewards import HeldoutRewards
 from medjson.training.parallel import (
     check_vllm,
     from_main_process,
@@ -41,7 +41,7 @@ from medjson.training.parallel import (
     is_main_process,
     log_layout,
 )
-from medjson.training.rewards import REWARDS, check_reward_weights, weighted_rewards
+from medjson.training.rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, REWARDS, check_reward_weights, weighted_rewards
 
 log = logging.getLogger("medjson.grpo")
 

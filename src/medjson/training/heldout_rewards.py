@@ -19,12 +19,9 @@ from transformers import TrainerCallback
 
 from medjson.training.heldout import warn_if_worsening
 from medjson.training.parallel import is_main_process
-from medjson.training.rewards import letter_shares, weighted_rewards
+from medjson.training.rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER, letter_shares, weighted_rewards
 
 log = logging.getLogger("medjson.heldout")
-
-HELDOUT_REWARD = "heldout_reward"  # the weighted total, as GRPO's own `reward` is
-HELDOUT_TOP_LETTER = "heldout_top_letter_share"  # the largest predicted-letter share: collapse onto one letter
 
 
 def heldout_scores(texts: list[str], answers: list[str], weights: dict[str, float]) -> dict[str, float]:

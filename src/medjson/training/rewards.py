@@ -76,6 +76,12 @@ def letter_balance(completions, **kwargs) -> list[float]:
     return [0.0 if p.predicted is None else 1.0 - shares[p.predicted] for p in parsed]
 
 
+# The held-out measures GRPO logs as curves (``medjson.training.heldout_rewards``), named here, beside the
+# rewards they total, so that readers of the curves (the seeds command) need not import the trainer.
+HELDOUT_REWARD = "heldout_reward"  # the weighted total, as GRPO's own `reward` is
+HELDOUT_TOP_LETTER = "heldout_top_letter_share"  # the largest predicted-letter share: collapse onto one letter
+
+
 def letter_shares(completions) -> dict[str, float]:
     """Each letter's share of all the completions, counting those that name it (schema-valid ones)."""
     return _letter_shares(_parsed(completions))

@@ -15,7 +15,7 @@ import yaml
 
 from medjson.core.scoring import TRAINING_PAIRS, compare
 from medjson.errors import StageError
-from medjson.training.heldout_rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER
+from medjson.training.rewards import HELDOUT_REWARD, HELDOUT_TOP_LETTER
 
 SEED_KEYS = ("seed", "grpo.seed")  # the params a seed group may differ in
 EVAL_PREDICTIONS = "evaluation/{model}/predictions.jsonl"
@@ -49,19 +49,21 @@ def effective_seed(params: dict) -> int:
 
 class Revision:
     """One git revision of a DVC workspace, its files read as DVC reads them (tracked outputs from
-    the cache)."""
+    the cache), through one ``DVCFileSystem``: DVC builds the revision's index once, not per file."""
 
     def __init__(self, workspace: Path, name: str):
         self.workspace = workspace
         self.name = name
         self.sha = resolve(workspace, name)
+        self._fs = None
 
     def text(self, path: str) -> str:
-        import dvc.api
+        from dvc.api import DVCFileSystem
 
         try:
-            with dvc.api.open(path, repo=str(self.workspace), rev=self.sha) as stream:
-                return stream.read()
+            if self._fs is None:
+                self._fs = DVCFileSystem(str(self.workspace), rev=self.sha)
+            return self._fs.read_text(path)
         except Exception as err:  # DVC raises several kinds for a path absent at a revision
             raise StageError(
                 f"run {self.name} ({self.sha[:7]}): {path} cannot be read at its revision "
