@@ -37,6 +37,7 @@ def majority_accuracy(labels: list[str]) -> float:
     return max(counts.values()) / len(labels) if labels else 0.0
 
 
+@cache  # a pure function of a few small integers, asked again for every measure and pair of models
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion; (0, 1) when there is no data."""
     if n == 0:
