@@ -3,6 +3,7 @@ model, every metrics and plots file is written, and a GRPO change re-runs only i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -335,13 +336,25 @@ def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pip
     same = json.loads(reference.stdout.splitlines()[0])
     keys = ("predicted_category", "confidence", "reason")
     assert [record[k] for k in keys] == [same[k] for k in keys] and record["meta"]["abstained"] is not None
-    # The clone has every output but the merged models, which one `dvc repro` rebuilds alone.
+    # The clone has every output but the merged models (a pull brings none: see the next test): every
+    # stage that reads one shows its dependency missing, and one `dvc repro` rebuilds both, byte for byte
+    # as the workspace has them, and runs nothing else.
+    weights = {phase: Path(f"models/{phase}_merged/model.safetensors") for phase in ("sft", "grpo")}
+    assert not any((clone / path).exists() for path in weights.values())
+    assert {"merge@sft", "merge@grpo"} <= set(json.loads(run_dvc(clone, "status", "--json")))
     stdout, _ = dvc_output(clone, "repro")
-    assert sorted(line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")) == [
-        "merge@grpo",
-        "merge@sft",
-    ]
+    ran = sorted(line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage"))
+    assert ran == ["merge@grpo", "merge@sft"]
+    assert {phase: _md5(clone / path) for phase, path in weights.items()} == {
+        phase: _md5(pipeline / path) for phase, path in weights.items()
+    }
     assert json.loads(run_dvc(clone, "status", "--json")) == {}
+    ignored = subprocess.run(["git", "status", "--porcelain", "models"], cwd=clone, capture_output=True, text=True)
+    assert ignored.stdout == ""  # git ignores the rebuilt models too
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_publish_dry_run_checks_and_lists_the_model_card_and_abstention_file_offline(pipeline):
@@ -374,30 +387,19 @@ def test_publish_dry_run_checks_and_lists_the_model_card_and_abstention_file_off
     (pipeline / "bare.md").unlink()
 
 
-def test_merged_models_stay_out_of_the_cache_and_repro_rebuilds_them_alone(pipeline):
-    """A merged model is its adapter merged in seconds: DVC keeps the adapter, and after a pull (which
-    brings no merged model) `dvc repro` rebuilds both byte for byte and runs nothing else."""
-    import hashlib
-    import shutil
-
+def test_merged_models_stay_out_of_the_cache_and_git(pipeline):
+    """A merged model is its adapter merged in seconds: DVC caches the adapter, never the merged weights,
+    and git ignores them, so an experiment or a push costs the adapter alone. That a pull (which
+    therefore brings no merged model) is followed by a `dvc repro` that rebuilds both byte for byte and
+    runs nothing else is tested on a clone above."""
     cache = pipeline / ".dvc/cache/files/md5"
-    weights = {phase: pipeline / f"models/{phase}_merged/model.safetensors" for phase in ("sft", "grpo")}
-    digests = {phase: hashlib.md5(path.read_bytes()).hexdigest() for phase, path in weights.items()}
-    for phase, digest in digests.items():
+    for phase in ("sft", "grpo"):
+        digest = _md5(pipeline / f"models/{phase}_merged/model.safetensors")
         assert not (cache / digest[:2] / digest[2:]).exists(), f"{phase}'s merged weights are in the cache"
-    adapter = hashlib.md5((pipeline / "models/sft_adapter/adapter_model.safetensors").read_bytes()).hexdigest()
+    adapter = _md5(pipeline / "models/sft_adapter/adapter_model.safetensors")
     assert (cache / adapter[:2] / adapter[2:]).exists()
-    for phase in digests:
-        shutil.rmtree(pipeline / f"models/{phase}_merged")
-    # Every stage that reads a merged model shows its dependency missing; only the merges will run.
-    assert {"merge@sft", "merge@grpo"} <= set(json.loads(run_dvc(pipeline, "status", "--json")))
-    stdout, _ = dvc_output(pipeline, "repro")
-    ran = sorted(line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage"))
-    assert ran == ["merge@grpo", "merge@sft"]
-    assert {p: hashlib.md5(w.read_bytes()).hexdigest() for p, w in weights.items()} == digests
-    assert json.loads(run_dvc(pipeline, "status", "--json")) == {}
     ignored = subprocess.run(["git", "status", "--porcelain", "models"], cwd=pipeline, capture_output=True, text=True)
-    assert ignored.stdout == ""  # git ignores them too
+    assert ignored.stdout == "" and (pipeline / "models/grpo_merged/model.safetensors").is_file()
 
 
 @pytest.fixture(scope="module")

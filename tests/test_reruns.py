@@ -18,7 +18,7 @@ from medjson.workspace import create_workspace, deep_update, dvc_env
 
 pytestmark = pytest.mark.slow
 
-STEPS, SAVE_EVERY, LOG_EVERY = 20, 10, 5  # killed after step 10, resumed for the other 10
+STEPS, SAVE_EVERY, LOG_EVERY = 8, 4, 2  # killed after step 4, resumed for the other 4
 
 
 @pytest.fixture(scope="module")

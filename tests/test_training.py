@@ -12,8 +12,8 @@ from medjson.core.prompts import build_messages, render_prompt, target_json
 from medjson.core.records import write_jsonl
 from medjson.errors import StageError
 from medjson.model.lineage import check_starts_from_sft
-from medjson.stages.grpo import GrpoMonitor
 from medjson.training.configs import TrainingPaths
+from medjson.training.guards import GrpoMonitor
 
 
 def _outputs_in(folder) -> dict:

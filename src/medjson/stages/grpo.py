@@ -21,8 +21,6 @@ import logging
 import statistics
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from medjson.cli import run_stage, stage_parser
 from medjson.core.prompts import LETTERS
 from medjson.core.records import GRPO_KEYS, read_pool, write_json
@@ -32,8 +30,6 @@ from medjson.model.modeling import lora_config
 from medjson.params import Params
 from medjson.training.checkpoints import mark_finished, run_identity, shared_resume_point
 from medjson.training.configs import TrainingPaths, TrainingSetup, launch_view, start_training, training_setup
-from medjson.training.heldout import start_and_end
-from medjson.training.heldout_rewards import HeldoutRewards
 from medjson.training.parallel import (
     check_vllm,
     from_main_process,
@@ -53,32 +49,6 @@ COLLAPSE_CAUSES = (
     "a think block before the JSON (enable_thinking must be false everywhere), completions cut at "
     "max_completion_length, or every completion in a group equally right or wrong"
 )
-
-
-class GrpoMonitor(TrainerCallback):
-    """Keeps the reward history and stops training once rewards stop varying for too long."""
-
-    def __init__(self, max_zero_std_logs: int):
-        self.max_zero_std_logs = max_zero_std_logs
-        self.history: list[dict] = []
-        self.zero_std_run = 0
-        self.collapsed_at: int | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        # Resumed from a checkpoint: its trainer state holds the steps logged before the interruption.
-        self.history = [dict(record) for record in state.log_history if "frac_reward_zero_std" in record]
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "frac_reward_zero_std" not in logs:
-            return
-        self.history.append(
-            {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
-        )
-        self.zero_std_run = self.zero_std_run + 1 if logs["frac_reward_zero_std"] >= 1.0 else 0
-        if self.zero_std_run >= self.max_zero_std_logs:
-            self.collapsed_at = state.global_step
-            control.should_training_stop = True
 
 
 def preflight(model, tokenizer, records: list[dict], params: Params, config) -> dict:
@@ -124,6 +94,8 @@ def preflight(model, tokenizer, records: list[dict], params: Params, config) -> 
 def summarize(history: list[dict], heldout: list[dict], preflight_stats: dict, steps: int) -> dict:
     """Reward at the start and end of training, on-policy (``history``) and on the held-out prompts
     (``heldout``: first and last measurement), and how often groups had nothing to learn from."""
+    from medjson.training.heldout import start_and_end
+
     rewards = [h["reward"] for h in history if "reward" in h]
     heldout_keys = [key for key in (heldout[0] if heldout else {}) if key != "step"]
     window = max(1, len(rewards) // 4)
@@ -146,6 +118,7 @@ def train_grpo(params: Params, paths: TrainingPaths, processes: int = 1) -> dict
     from transformers import set_seed
 
     from medjson.training.curves import LiveCurves
+    from medjson.training.guards import GrpoMonitor
 
     # 1. Settings, the starting model's lineage (never the base) and the prompts, checked before it loads.
     setup, layout = grpo_setup(params, paths.model, paths.scratch, processes)
@@ -198,6 +171,7 @@ def build_trainer(
     from trl import GRPOTrainer
 
     from medjson.training.guards import FiniteGuard
+    from medjson.training.heldout_rewards import HeldoutRewards
 
     params = setup.params
     dataset = Dataset.from_list([{"prompt": r["messages"], "answer": r["answer"]} for r in records])

@@ -1,4 +1,5 @@
-"""Stopping a training run that has gone numerically wrong, instead of training on.
+"""Stopping a training run that has gone wrong, instead of training on: numerically (``FiniteGuard``),
+or for GRPO, rewards that no longer vary within any group (``GrpoMonitor``).
 
 Trainer logs a NaN loss and carries on (and by default even hides it: the training
 configs set ``logging_nan_inf_filter=False`` so the logged loss is the real one); in fp16 (a T4's precision) an overflow can turn
@@ -53,3 +54,29 @@ class FiniteGuard(TrainerCallback):
         grace = FP16_SCALER_GRACE_LOGS if self.precision == "fp16" else 0
         if self.nonfinite_grad_logs > grace:
             self._fail("gradient norm", grad_norm, state.global_step)
+
+
+class GrpoMonitor(TrainerCallback):
+    """Keeps the reward history and stops training once rewards stop varying for too long."""
+
+    def __init__(self, max_zero_std_logs: int):
+        self.max_zero_std_logs = max_zero_std_logs
+        self.history: list[dict] = []
+        self.zero_std_run = 0
+        self.collapsed_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Resumed from a checkpoint: its trainer state holds the steps logged before the interruption.
+        self.history = [dict(record) for record in state.log_history if "frac_reward_zero_std" in record]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "frac_reward_zero_std" not in logs:
+            return
+        self.history.append(
+            {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        )
+        self.zero_std_run = self.zero_std_run + 1 if logs["frac_reward_zero_std"] >= 1.0 else 0
+        if self.zero_std_run >= self.max_zero_std_logs:
+            self.collapsed_at = state.global_step
+            control.should_training_stop = True
