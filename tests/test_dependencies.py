@@ -177,7 +177,7 @@ def test_no_import_cycle_between_modules_counting_imports_inside_functions():
 
 
 def _refused(tmp_path, tiny_model, command: str) -> list[str]:
-    """A command line each command refuses before it needs a model: (module, arguments)."""
+    """A command line each command (or stage) refuses before it needs a model: (module, arguments)."""
     if command == "predict, a missing input":
         return ["medjson.commands.predict", "--params", str(PARAMS), "--input", str(tmp_path / "absent.jsonl")]
     if command == "predict, an abstention file of another model":
@@ -190,6 +190,12 @@ def _refused(tmp_path, tiny_model, command: str) -> list[str]:
             "--abstention",
             str(other),
         ]
+    if command == "grpo, a reward that does not exist":
+        params = yaml.safe_load(PARAMS.read_text())
+        params["grpo"]["rewards"] = {"valid_json": 1.0, "niceness": 1.0}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        stage = STAGES["grpo"]["cmd"].split()  # python -m medjson.stages.grpo --model ... --processes N
+        return stage[2 : stage.index("--processes")]
     return ["medjson.commands.seeds", "--workspace", str(tmp_path), "--setting", "a=HEAD", "--out", str(tmp_path)]
 
 
@@ -199,10 +205,12 @@ def _refused(tmp_path, tiny_model, command: str) -> list[str]:
         ("predict, a missing input", "no such file"),
         ("predict, an abstention file of another model", "was fitted for"),
         ("seeds, a folder that is no git repository", "not a git repository"),
+        ("grpo, a reward that does not exist", "`grpo.rewards.niceness` is not a reward"),
     ],
 )
 def test_a_refused_command_answers_before_torch_is_imported(tmp_path, tiny_model, command, message):
-    """torch's import alone takes about two seconds: a bad command line is answered without it."""
+    """torch's import alone takes about two seconds, the trainers' about six: a bad command line or
+    setting is answered without them."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", *_refused(tmp_path, tiny_model, command)],
         cwd=tmp_path,

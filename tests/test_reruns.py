@@ -62,4 +62,3 @@ def test_interrupted_sft_resumes_and_ends_at_its_configured_step(workspace):
     assert curve_steps(workspace / "training/sft", "loss") == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
     assert (workspace / "models/sft_adapter/adapter_model.safetensors").exists()
     assert json.loads((workspace / "checkpoints/sft/medjson_run.json").read_text())["finished"] is True
-
