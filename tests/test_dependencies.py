@@ -196,6 +196,11 @@ def _refused(tmp_path, tiny_model, command: str) -> list[str]:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         stage = STAGES["grpo"]["cmd"].split()  # python -m medjson.stages.grpo --model ... --processes N
         return stage[2 : stage.index("--processes")]
+    if command == "merge, an adapter folder without weights":
+        record = {"base": "x", "revision": None, "weights_sha256": None, "storage_dtype": "float32"}
+        (tmp_path / "adapter").mkdir()
+        (tmp_path / "adapter" / "medjson_base.json").write_text(json.dumps(record))
+        return ["medjson.stages.merge", "--adapter", str(tmp_path / "adapter"), "--out", str(tmp_path / "merged")]
     return ["medjson.commands.seeds", "--workspace", str(tmp_path), "--setting", "a=HEAD", "--out", str(tmp_path)]
 
 
@@ -206,6 +211,7 @@ def _refused(tmp_path, tiny_model, command: str) -> list[str]:
         ("predict, an abstention file of another model", "was fitted for"),
         ("seeds, a folder that is no git repository", "not a git repository"),
         ("grpo, a reward that does not exist", "`grpo.rewards.niceness` is not a reward"),
+        ("merge, an adapter folder without weights", "has no adapter weights"),
     ],
 )
 def test_a_refused_command_answers_before_torch_is_imported(tmp_path, tiny_model, command, message):

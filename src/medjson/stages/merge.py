@@ -31,9 +31,8 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def load_adapter_model(adapter_dir: Path):
-    """Base (fp32, CPU) with the adapter applied, not merged; checks the base is the one recorded."""
-    from peft import PeftModel
-
+    """Base (fp32, CPU) with the adapter applied, not merged; checks the base is the one recorded (and the
+    folder, before peft's import: a broken one is answered at once)."""
     record = read_base_record(adapter_dir)
     if not any((Path(adapter_dir) / name).is_file() for name in ADAPTER_WEIGHTS):
         raise StageError(
@@ -42,6 +41,8 @@ def load_adapter_model(adapter_dir: Path):
         )
     source = resolve_source(record["base"], record["revision"])
     check_same_base(record, base_identity(source, record["base"]), f"merge {adapter_dir}")
+    from peft import PeftModel
+
     base = load_model(source, FP32, on_accelerator=False)
     return PeftModel.from_pretrained(base, str(adapter_dir)), record
 
