@@ -181,21 +181,19 @@ def _refused(tmp_path, tiny_model, command: str) -> list[str]:
     if command == "predict, a missing input":
         return ["medjson.commands.predict", "--params", str(PARAMS), "--input", str(tmp_path / "absent.jsonl")]
     if command == "predict, an abstention file of another model":
-        other = write_abstention_file(tmp_path / "other.json", tiny_model, "constrained", threshold=0.5)
-        digest = json.loads(other.read_text())
-        other.write_text(json.dumps({**digest, "model_sha256": "0" * 64}))
-        return ["medjson.commands.predict", "--params", str(PARAMS), "--model", str(tiny_model)] + [
-            "--input",
-            "-",
-            "--abstention",
-            str(other),
-        ]
+        fitted = write_abstention_file(tmp_path / "other.json", tiny_model, "constrained", threshold=0.5)
+        record = json.loads(fitted.read_text())
+        fitted.write_text(json.dumps({**record, "model_sha256": "0" * 64}))  # fitted for other weights
+        model = ["--model", str(tiny_model), "--abstention", str(fitted)]
+        return ["medjson.commands.predict", "--params", str(PARAMS), *model, "--input", "-"]
     if command == "grpo, a reward that does not exist":
         params = yaml.safe_load(PARAMS.read_text())
         params["grpo"]["rewards"] = {"valid_json": 1.0, "niceness": 1.0}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         stage = STAGES["grpo"]["cmd"].split()  # python -m medjson.stages.grpo --model ... --processes N
         return stage[2 : stage.index("--processes")]
+    if command == "serve, a port out of range":
+        return ["medjson.commands.serve", "--params", str(PARAMS), "--port", "-1"]
     if command == "merge, an adapter folder without weights":
         record = {"base": "x", "revision": None, "weights_sha256": None, "storage_dtype": "float32"}
         (tmp_path / "adapter").mkdir()
@@ -209,6 +207,7 @@ def _refused(tmp_path, tiny_model, command: str) -> list[str]:
     [
         ("predict, a missing input", "no such file"),
         ("predict, an abstention file of another model", "was fitted for"),
+        ("serve, a port out of range", "`serve.port` = -1 is out of range"),
         ("seeds, a folder that is no git repository", "not a git repository"),
         ("grpo, a reward that does not exist", "`grpo.rewards.niceness` is not a reward"),
         ("merge, an adapter folder without weights", "has no adapter weights"),
