@@ -98,8 +98,8 @@ def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
 
 BF16, FP16, FP32 = PRECISIONS
 # Each precision's dtype by torch's name for it. torch itself is imported where a model is loaded, not
-# when this module is: a command that refuses its input (predict, the seeds report) answers in well
-# under a second instead of after torch's two-second import.
+# when this module is: a command or stage that refuses its input (predict, serve, merge) answers in
+# well under a second instead of after torch's two-second import.
 DTYPE_NAMES = {BF16: "bfloat16", FP16: "float16", FP32: "float32"}
 
 

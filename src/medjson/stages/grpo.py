@@ -115,21 +115,21 @@ def summarize(history: list[dict], heldout: list[dict], preflight_stats: dict, s
 def train_grpo(params: Params, paths: TrainingPaths, processes: int = 1) -> dict:
     """Train from the merged SFT model (``paths.model``), resuming only an interrupted run of the same
     identity; stop on a collapse of the reward's variance; save the adapter and the summary."""
-    # 1. Settings, the starting model's lineage (never the base) and the prompts, checked before it loads
-    # (the rewards before anything else: a misspelt one is refused before torch's import).
+    # 1. Settings (the rewards first: a misspelt one is refused before torch's import), the starting
+    # model's lineage (never the base) and the prompts, checked before it loads.
     setup, layout = grpo_setup(params, paths.model, paths.scratch, processes)
     check_starts_from_sft(paths.model, params.model.base)
     records = read_pool(paths.train, GRPO_KEYS, LETTERS)
     heldout = read_pool(paths.heldout, GRPO_KEYS, LETTERS)
     identity = run_identity("medjson.stages.grpo", params.view(*PARAMS_READ) | layout, paths.train, setup.start)
     resume = shared_resume_point(paths.scratch, identity)
+    # 2. Model, a preflight of its rollouts, and the trainer, whose libraries are imported only now.
     from transformers import set_seed
 
     from medjson.training.curves import LiveCurves
     from medjson.training.guards import GrpoMonitor
 
     set_seed(setup.config.seed)  # grpo.seed, else the top-level seed
-    # 2. Model, a preflight of its rollouts, and the trainer.
     tokenizer = setup.load_tokenizer()
     model = setup.load_model()
     # Once, on the main process; every process gets its verdict.
