@@ -59,7 +59,7 @@ def tiny_params(tmp_path, tiny_model, questions_path):
 # bad_input (55-90 s each). `make test` hands whole files to two workers in collection order
 # (--no-loadscope-reorder): these go first, so the pipeline starts at once on one worker and the short
 # files fill in on the other, instead of the pipeline starting last and running alone. In this order
-# the suite measured 582 s twice; with parallel and modeling ahead of reruns and bad_input, 611 s.
+# the suite took 582-593 s in three runs; with parallel and modeling ahead of reruns and bad_input, 611 s.
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_predict.py",
