@@ -9,8 +9,8 @@ import pytest
 
 from medjson.core.prompts import build_messages, target_json
 from medjson.training.heldout import start_and_end, warn_if_worsening, worsening_run
-from medjson.training.heldout_rewards import HELDOUT_REWARD, HeldoutRewards, heldout_scores
-from medjson.training.rewards import weighted_rewards
+from medjson.training.heldout_rewards import HeldoutRewards, heldout_scores
+from medjson.training.rewards import HELDOUT_REWARD, weighted_rewards
 
 WEIGHTS = {"valid_json": 0.25, "valid_schema": 0.25, "correct_answer": 1.0, "calibration": 0.5, "letter_balance": 0.5}
 

@@ -336,9 +336,10 @@ def test_dvc_artifacts_get_from_a_clone_gives_a_release_predict_answers_with(pip
     same = json.loads(reference.stdout.splitlines()[0])
     keys = ("predicted_category", "confidence", "reason")
     assert [record[k] for k in keys] == [same[k] for k in keys] and record["meta"]["abstained"] is not None
-    # The clone has every output but the merged models (a pull brings none: see the next test): every
-    # stage that reads one shows its dependency missing, and one `dvc repro` rebuilds both, byte for byte
-    # as the workspace has them, and runs nothing else.
+    # The clone has every output but the merged models (a pull brings none: DVC never caches them, see
+    # test_merged_models_stay_out_of_the_cache_and_git): every stage that reads one shows its dependency
+    # missing, and one `dvc repro` rebuilds both, byte for byte as the workspace has them, and runs
+    # nothing else.
     weights = {phase: Path(f"models/{phase}_merged/model.safetensors") for phase in ("sft", "grpo")}
     assert not any((clone / path).exists() for path in weights.values())
     assert {"merge@sft", "merge@grpo"} <= set(json.loads(run_dvc(clone, "status", "--json")))
