@@ -150,8 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     model = args.model or settings.model
     decoding = args.decoding or settings.decoding
     batch_size = args.batch_size or settings.max_batch_size
-    # Cheap checks before the model loads: the output, the input, the abstention file.
-    output = check_output(args.output, args.input)
+    # Cheap checks before the model loads: the output (and a partial one left beside it), the input, the
+    # abstention file.
+    output = check_output(args.output, args.input)  # None: standard output
+    partial = None if output is None else PartialOutput(output)
+    if partial is not None:
+        partial.check_ours()
     stream, kind = open_input(args.input)
     abstention_path, named_by = abstention_setting(args.abstention, settings.abstention)
     abstention = read_abstention(abstention_path, named_by)
@@ -160,24 +164,25 @@ def main(argv: list[str] | None = None) -> None:
     answerer = Answerer(model, params.model, decoding, settings.max_new_tokens, None, abstention, confidence)
     limits = {"max_question_chars": settings.max_question_chars, "max_option_chars": settings.max_option_chars}
     started = time.perf_counter()
-    out = sys.stdout if output is None else PartialOutput(output, _run_identity(args, answerer, settings))
     try:
-        skip = 0 if output is None else out.open()
+        skip = 0 if partial is None else partial.open(_run_identity(args, answerer, settings))
         if skip:
-            log.info("predict: resuming from %s: %d rows were answered by an earlier run", out.partial, skip)
-        counts = predict(answerer, input_rows(stream, kind), out, batch_size, limits, skip)
-        if output is not None:
-            out.finish()
+            log.info("predict: resuming from %s: %d rows were answered by an earlier run", partial.partial, skip)
+        counts = predict(
+            answerer, input_rows(stream, kind), sys.stdout if partial is None else partial, batch_size, limits, skip
+        )
+        if partial is not None:
+            partial.finish()
     except OSError as err:  # a full disk, a file removed under the run: what was written is kept
-        where = out.partial if output is not None else "standard output"
+        where = "standard output" if partial is None else partial.partial
         raise DataError(
             f"cannot write {where} ({err.strerror or err}); the answers written so far are kept there, and "
             "running the same command again resumes after them"
         ) from None
     finally:
         stream.close()
-        if output is not None:
-            out.close()
+        if partial is not None:
+            partial.close()
     log.info(
         "predict: %d rows: %d answered (%d schema-valid), %d bad rows, %d kept from an earlier run, in %.1f s",
         counts["rows"],

@@ -52,33 +52,40 @@ def file_digest(path: Path) -> str:
 class PartialOutput:
     """Lines written to ``<path>.partial`` and renamed to ``path`` by ``finish``."""
 
-    def __init__(self, path: Path, run: dict):
+    def __init__(self, path: Path):
         self.path = path
         self.partial = path.with_name(path.name + ".partial")
         self.marker = path.with_name(path.name + ".partial.json")
-        self.run = run
         self.stream = None
 
-    def open(self) -> int:
-        """Open for writing; returns how many rows a previous, unfinished run of the same run answered."""
-        kept = self._resumable_rows()
-        self.marker.write_text(json.dumps({"run": self.run}, sort_keys=True) + "\n", encoding="utf-8")
-        self.stream = self.partial.open("a" if kept else "w", encoding="utf-8")
-        return kept
-
-    def _resumable_rows(self) -> int:
+    def check_ours(self) -> dict | None:
+        """The marker of the partial file an earlier run left (None where there is none); a partial file
+        that predict did not write is refused, and kept. Cheap: run before the model loads."""
         if not self.partial.exists():
-            return 0
+            return None
         if self.partial.is_dir():
             raise DataError(f"{self.partial} is a folder: remove it, or choose another --output")
         try:
-            marker = json.loads(self.marker.read_text(encoding="utf-8"))
+            return json.loads(self.marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise DataError(
                 f"{self.partial} exists but has no readable {self.marker.name}: it was not written by predict, so "
                 "nothing is deleted; remove it, or choose another --output"
             ) from None
-        if not isinstance(marker, dict) or marker.get("run") != self.run:
+
+    def open(self, run: dict) -> int:
+        """Open for writing the answers of ``run`` (what makes them this run's: input, model, settings);
+        returns how many rows a previous, unfinished run of the same run answered."""
+        kept = self._resumable_rows(run)
+        self.marker.write_text(json.dumps({"run": run}, sort_keys=True) + "\n", encoding="utf-8")
+        self.stream = self.partial.open("a" if kept else "w", encoding="utf-8")
+        return kept
+
+    def _resumable_rows(self, run: dict) -> int:
+        marker = self.check_ours()
+        if marker is None:
+            return 0
+        if not isinstance(marker, dict) or marker.get("run") != run:
             log.warning("replacing %s: it holds answers of another run (input, model or settings differ)", self.partial)
             return 0
         data = self.partial.read_bytes()
