@@ -63,7 +63,6 @@ def tiny_params(tmp_path, tiny_model, questions_path):
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_predict.py",
-    "test_reruns.py",
     "test_bad_input.py",
     "test_parallel.py",
     "test_modeling.py",

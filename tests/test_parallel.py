@@ -1,9 +1,14 @@
-"""Training in two processes on a CPU (torchrun, gloo), through DVC: one writer, twice the batch, and a
-guard in one rank that ends both. Layout checks run before any process starts."""
+"""Training in two processes on a CPU (torchrun, gloo), through DVC: one writer, twice the batch, an
+interrupted SFT that every rank resumes from the same checkpoint and ends at its configured step with
+an unbroken curve, and a guard in one rank that ends both. Layout checks run before any process
+starts. One process resuming, and a finished run never resumed when a setting changes, are tested in
+test_training; a finished GRPO re-run through DVC in test_pipeline."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,9 +18,9 @@ import yaml
 from helpers import curve_steps, dvc_output, tiny_overrides
 
 from medjson.errors import ParamsError
-from medjson.workspace import create_workspace, deep_update
+from medjson.workspace import create_workspace, deep_update, dvc_env
 
-SFT_STEPS, GRPO_STEPS, PER_DEVICE = 6, 2, 4
+SFT_STEPS, SAVE_EVERY, GRPO_STEPS, PER_DEVICE = 8, 4, 2, 4  # SFT is killed after its checkpoint at step 4
 
 
 def _overrides(tiny_model, questions_path, processes: int) -> dict:
@@ -25,7 +30,14 @@ def _overrides(tiny_model, questions_path, processes: int) -> dict:
     overrides = deep_update(
         overrides,
         {
-            "sft": {"trainer": {"max_steps": SFT_STEPS, "logging_steps": 1, "per_device_train_batch_size": PER_DEVICE}},
+            "sft": {
+                "trainer": {
+                    "max_steps": SFT_STEPS,
+                    "save_steps": SAVE_EVERY,
+                    "logging_steps": 1,
+                    "per_device_train_batch_size": PER_DEVICE,
+                }
+            },
             "grpo": {
                 "trainer": {"max_steps": GRPO_STEPS, "logging_steps": 1, "per_device_train_batch_size": PER_DEVICE},
             },
@@ -34,16 +46,39 @@ def _overrides(tiny_model, questions_path, processes: int) -> dict:
     return {**overrides, "launch": {"processes": processes}}
 
 
+def _interrupt_when(folder, path, timeout=120):
+    """Start `dvc repro sft` and kill it (and the stage under it) as soon as ``path`` exists."""
+    process = subprocess.Popen(
+        ["dvc", "repro", "sft"],
+        cwd=folder,
+        env=dvc_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # a preempted machine: no clean-up of any kind
+    process.wait()
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, tiny_model, questions_path):
-    folder = create_workspace(tmp_path_factory.mktemp("parallel"), _overrides(tiny_model, questions_path, 2))
+    """SFT in two processes killed once its first checkpoint is whole (one cut off mid-save is tested in
+    test_checkpoints), then `dvc repro grpo`: SFT resumes and ends, merge@sft, GRPO in two processes."""
+    folder = create_workspace(tmp_path_factory.mktemp("parallel"), _overrides(tiny_model, questions_path, 2), git=True)
+    _interrupt_when(folder, folder / "checkpoints/sft" / f"checkpoint-{SAVE_EVERY}" / "trainer_state.json")
+    interrupted = json.loads((folder / "checkpoints/sft/medjson_run.json").read_text())
     stdout, log = dvc_output(folder, "repro", "grpo")
-    return folder, stdout + log
+    return folder, stdout + log, interrupted
 
 
 @pytest.mark.slow
 def test_two_processes_train_sft_and_grpo_with_one_writer_and_twice_the_batch(two_processes):
-    folder, log = two_processes
+    folder, log, _ = two_processes
     assert log.count("launching medjson.stages.sft in 2 processes") == 1
     assert log.count("launching medjson.stages.grpo in 2 processes") == 1
     # The resolved parameters are logged once (the main process), not once per rank.
@@ -60,7 +95,7 @@ def test_two_processes_train_sft_and_grpo_with_one_writer_and_twice_the_batch(tw
     one_process = PER_DEVICE * trainer["gradient_accumulation_steps"]
     assert (grpo["processes"], grpo["effective_batch"], grpo["steps"]) == (2, 2 * one_process, GRPO_STEPS)
     assert grpo["prompts_per_step"] == 2 * one_process // trainer["num_generations"]
-    # One row per logged step: a second writer would double them.
+    # One row per logged step: a second writer would double them (and a resumed run repeat them).
     assert curve_steps(folder / "training/sft", "loss") == list(range(1, SFT_STEPS + 1))
     assert curve_steps(folder / "training/grpo", "reward") == list(range(1, GRPO_STEPS + 1))
     for stage in ("sft", "grpo"):
@@ -72,9 +107,19 @@ def test_two_processes_train_sft_and_grpo_with_one_writer_and_twice_the_batch(tw
 
 
 @pytest.mark.slow
+def test_interrupted_sft_resumes_in_both_processes_and_ends_at_its_configured_step(two_processes):
+    folder, log, interrupted = two_processes
+    assert interrupted["finished"] is False
+    assert log.count("resuming the interrupted run from") == 1  # the main process says it; both resume
+    resumed_at = int(log.split("resuming the interrupted run from")[1].split("checkpoint-")[1].split()[0])
+    assert SAVE_EVERY <= resumed_at < SFT_STEPS
+    # Its curve, steps and adapter are those of an uninterrupted run: the test above.
+
+
+@pytest.mark.slow
 def test_a_guard_tripping_in_one_rank_ends_both_processes(two_processes, tmp_path):
     """A NaN in rank 1 only: its FiniteGuard raises, torchrun stops rank 0, and the run ends with exit 1."""
-    folder, _ = two_processes
+    folder, _, _ = two_processes
     script = tmp_path / "nan_in_rank_1.py"
     script.write_text(
         "import os, runpy, sys\n"

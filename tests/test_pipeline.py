@@ -30,7 +30,7 @@ METRICS = [
 # SFT without gradient accumulation (params.yaml has 2): the same 150 steps on half the examples, so the
 # suite's longest fixture trains in about half the time, and the tiny model still learns the format
 # (valid JSON for all 40 evaluation questions, as with 2). Training with accumulation, two processes and
-# resuming is tested in test_parallel, test_reruns and test_training, which keep params.yaml's 2.
+# resuming is tested in test_parallel and test_training, which keep params.yaml's 2.
 PIPELINE_OVERRIDES = {"sft": {"trainer": {"gradient_accumulation_steps": 1}}}
 
 

@@ -20,9 +20,17 @@ pytestmark = pytest.mark.slow  # a real service in a subprocess, with a model
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, tiny_model):
-    with running_service(tmp_path_factory.mktemp("serve"), tiny_model, max_wait_ms=50, max_batch_size=8) as (url, _):
-        yield url
+def served(tmp_path_factory, tiny_model):
+    """One service for the module's tests, its output (stdout and stderr) in a log file they can read."""
+    folder = tmp_path_factory.mktemp("serve")
+    log = folder / "serve.log"
+    with running_service(folder, tiny_model, log=log, max_wait_ms=50, max_batch_size=8) as (url, _):
+        yield url, log
+
+
+@pytest.fixture(scope="module")
+def service(served):
+    return served[0]
 
 
 def test_one_answer_is_schema_valid_and_echoes_the_id(service):
@@ -225,13 +233,14 @@ def test_stalled_clients_are_cut_off(guarded):
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
-def test_no_question_text_reaches_the_log(tmp_path, tiny_model):
+def test_no_question_text_reaches_the_log(served):
+    url, log = served
     secret = "Patient Zebediah Quarrington, 43, presents with"
-    with running_service(tmp_path, tiny_model) as (url, process):
-        httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + " chest pain?"}, timeout=60)
-        httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + "?", "options": ["a"]}, timeout=60)
-    log = process.stdout.read()
-    assert "POST /v1/answer" in log and "Zebediah" not in log
+    answered = httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + " chest pain?"}, timeout=60)
+    refused = httpx.post(f"{url}/v1/answer", json={**QUESTION, "question": secret + "?", "options": ["a"]}, timeout=60)
+    assert (answered.status_code, refused.status_code) == (200, 422)
+    text = log.read_text()  # each line is flushed as it is logged: the access log of both requests is in
+    assert text.count("POST /v1/answer HTTP/1.1") >= 2 and "Zebediah" not in text
 
 
 def test_command_line_errors_name_the_command_line_and_a_context_too_small_is_refused(tmp_path, tiny_model):
