@@ -54,12 +54,14 @@ def tiny_params(tmp_path, tiny_model, questions_path):
     return load_params(path)
 
 
-# The files that take longest (`pytest --durations`, 2 cores): pipeline about 490 s of test time (its
-# run 240 s, the seed experiments 125 s), then predict (140 s) and parallel, modeling, reruns, serve and
-# bad_input (55-90 s each). `make test` hands whole files to two workers in collection order
+# The files that take longest (`pytest --durations`, 2 cores): pipeline about 440 s of test time (its
+# run 235 s, the seed experiments 110 s), then predict (120 s), parallel (100 s), and modeling, serve and
+# bad_input (about 60 s each). `make test` hands whole files to two workers in collection order
 # (--no-loadscope-reorder): these go first, so the pipeline starts at once on one worker and the short
 # files fill in on the other, instead of the pipeline starting last and running alone. In this order
-# the suite took 582-593 s in three runs; with parallel and modeling ahead of reruns and bad_input, 611 s.
+# the suite took 517 s in the working copy and 558 s on a fresh clone with empty caches (the GGUF model
+# dequantized, matplotlib's font list built); an order with parallel and modeling ahead of bad_input
+# was slower (their two-process training then overlaps the pipeline's run).
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_predict.py",
