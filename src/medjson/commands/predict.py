@@ -164,13 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     answerer = Answerer(model, params.model, decoding, settings.max_new_tokens, None, abstention, confidence)
     limits = {"max_question_chars": settings.max_question_chars, "max_option_chars": settings.max_option_chars}
     started = time.perf_counter()
+    out = sys.stdout if partial is None else partial
     try:
         skip = 0 if partial is None else partial.open(_run_identity(args, answerer, settings))
         if skip:
             log.info("predict: resuming from %s: %d rows were answered by an earlier run", partial.partial, skip)
-        counts = predict(
-            answerer, input_rows(stream, kind), sys.stdout if partial is None else partial, batch_size, limits, skip
-        )
+        counts = predict(answerer, input_rows(stream, kind), out, batch_size, limits, skip)
         if partial is not None:
             partial.finish()
     except OSError as err:  # a full disk, a file removed under the run: what was written is kept
