@@ -59,7 +59,7 @@ def tiny_params(tmp_path, tiny_model, questions_path):
 # bad_input (about 60 s each). `make test` hands whole files to two workers in collection order
 # (--no-loadscope-reorder): these go first, so the pipeline starts at once on one worker and the short
 # files fill in on the other, instead of the pipeline starting last and running alone. In this order
-# the suite took 517 s in the working copy and 558 s on a fresh clone with empty caches (the GGUF model
+# the suite took 517 s in the working copy and 520-558 s on fresh clones with empty caches (the GGUF model
 # dequantized, matplotlib's font list built); an order with parallel and modeling ahead of bad_input
 # was slower (their two-process training then overlaps the pipeline's run).
 LONGEST_FIRST = (
